@@ -1,0 +1,212 @@
+"""The ``recpack`` command: thin handlers that parse arguments and call the library.
+
+User errors (``RecpackError``) print one line, ``recpack: error: ...``, and
+exit with status 1; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from . import manifest as mf
+from .errors import RecpackError
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .packer import PackOptions, pack
+    from .prepare import PrepareOptions
+    from .sources import open_source
+
+    source = open_source(args.source, args.root)
+    options = PackOptions(
+        shards=args.shards,
+        seed=args.seed,
+        workers=args.workers,
+        prepare=PrepareOptions(check=args.check, resize=args.resize, quality=args.quality),
+        strict=args.strict,
+        overwrite=args.overwrite,
+    )
+    result = pack(source, args.out, options, show_progress=not args.quiet)
+    rate = result.records / max(result.seconds, 1e-9)
+    print(
+        f"packed {result.records} images into {result.shards} shards in {args.out} "
+        f"({result.bytes_out / 1e6:.1f} MB) in {result.seconds:.1f} s: {rate:.0f} images/s, "
+        f"{result.bytes_in / 1e6 / max(result.seconds, 1e-9):.0f} MB/s read"
+    )
+    if result.resumed_shards:
+        print(f"resumed: kept {result.resumed_shards} finished shards from the interrupted run")
+    if result.reencoded:
+        print(f"re-encoded {result.reencoded} images (non-JPEG, gray/CMYK, rotated or resized)")
+    if result.skipped:
+        print(f"skipped {result.skipped} bad inputs: see {os.path.join(args.out, mf.REPORT_NAME)}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .sources import ROOT_COMMENT, format_lst_line, scan_image_folder
+
+    source = scan_image_folder(args.directory)
+    sys.stdout.write(f"{ROOT_COMMENT}{source.root}\n")
+    sys.stdout.writelines(format_lst_line(index, item) for index, item in enumerate(source.items))
+    return 0
+
+
+def _info_json(dataset: str) -> dict:
+    manifest = mf.load(dataset)
+    return {
+        "path": os.path.abspath(dataset),
+        "num_records": manifest.num_records,
+        "num_shards": manifest.num_shards,
+        "bytes": sum(shard.rec.bytes for shard in manifest.shards),
+        "label_width": manifest.label_width,
+        "has_masks": manifest.has_masks,
+        "classes": list(manifest.classes) if manifest.classes is not None else None,
+        "shards": [{"name": s.stem, "records": s.records, "bytes": s.rec.bytes} for s in manifest.shards],
+        "created": manifest.created,
+        "stats": manifest.stats,
+    }
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = _info_json(args.dataset)
+    if args.json:
+        json.dump(info, sys.stdout, indent=1)
+        print()
+        return 0
+    records = [shard["records"] for shard in info["shards"]]
+    print(f"dataset   {info['path']}")
+    print(f"records   {info['num_records']} in {info['num_shards']} shards ({min(records)}-{max(records)} per shard)")
+    print(f"size      {info['bytes'] / 1e6:.1f} MB ({info['bytes'] / max(info['num_records'], 1) / 1e3:.1f} KB per record)")
+    print(f"labels    {info['label_width']} per record{', with segmentation masks' if info['has_masks'] else ''}")
+    if info["classes"]:
+        shown = ", ".join(info["classes"][:10]) + (", ..." if len(info["classes"]) > 10 else "")
+        print(f"classes   {len(info['classes'])}: {shown}")
+    created = info["created"]
+    if created:
+        print(f"made from {created.get('source')} (seed {created.get('seed')}, check {created.get('check')}, "
+              f"resize {created.get('resize')}, {created.get('skipped', 0)} skipped) on {created.get('date')}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_dataset
+
+    problems = list(verify_dataset(args.dataset, show_progress=not args.quiet))
+    for problem in problems:
+        print(f"recpack: corrupt: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    manifest = mf.load(args.dataset)
+    print(f"ok: {manifest.num_records} records in {manifest.num_shards} shards, every checksum matches")
+    return 0
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    from . import keyindex
+    from .format import unpack_payload
+    from .reader import ShardReader
+
+    manifest = mf.load(args.dataset)
+    found = keyindex.lookup(args.dataset, args.key)
+    root = manifest.created.get("root")
+    if found is None and root and os.path.exists(args.key):
+        found = keyindex.lookup(args.dataset, os.path.relpath(os.path.abspath(args.key), root))
+    if found is None:
+        raise RecpackError(f"{args.dataset}: no record has the key {args.key!r}")
+    shard_index, record, _ = found
+    shard = manifest.shards[shard_index]
+    reader = ShardReader(os.path.join(args.dataset, shard.rec.name), os.path.join(args.dataset, shard.rpi.name), shard.stem)
+    payload = unpack_payload(reader.read(record), int(reader.rows[record]["mask_length"]))
+    _write_output(args.output, payload.image)
+    if args.mask_output:
+        if not len(payload.mask):
+            raise RecpackError(f"{args.key}: this record has no mask")
+        _write_output(args.mask_output, payload.mask)
+    return 0
+
+
+def _write_output(path: str, data) -> None:
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        return
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recpack", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"recpack {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pack = commands.add_parser("pack", help="shuffle an image list once and write sharded RecordIO files")
+    pack.add_argument("source", help="list file (path<TAB>label, 'path label', or im2rec .lst) or ImageFolder directory")
+    pack.add_argument("out", help="output dataset folder")
+    pack.add_argument("--shards", type=int, default=64, help="number of shards (default 64)")
+    pack.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    pack.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0: reruns are byte-identical)")
+    pack.add_argument("--root", default=None, help="folder that relative list paths are under (default: the list's folder)")
+    pack.add_argument("--check", choices=("decode", "header"), default="decode",
+                      help="decode: decode every JPEG at 1/8 scale (default); header: check markers only, faster")
+    pack.add_argument("--resize", type=int, default=None, metavar="SHORTER_SIDE",
+                      help="shrink images whose shorter side is larger, re-encoding them")
+    pack.add_argument("--quality", type=int, default=95, help="JPEG quality where images are re-encoded (default 95)")
+    pack.add_argument("--strict", action="store_true", help="fail the pack on the first bad input")
+    pack.add_argument("--overwrite", action="store_true", help="replace a complete dataset already in OUT")
+    pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    pack.set_defaults(handler=_cmd_pack)
+
+    listing = commands.add_parser("list", help="print an im2rec-style .lst for an ImageFolder directory")
+    listing.add_argument("directory")
+    listing.set_defaults(handler=_cmd_list)
+
+    info = commands.add_parser("info", help="counts, sizes, classes and provenance of a dataset")
+    info.add_argument("dataset")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(handler=_cmd_info)
+
+    verify = commands.add_parser("verify", help="check framing and every checksum")
+    verify.add_argument("dataset")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(handler=_cmd_verify)
+
+    get = commands.add_parser("get", help="extract one image by its source key")
+    get.add_argument("dataset")
+    get.add_argument("key", help="the image path as written in the source list")
+    get.add_argument("-o", "--output", default="-", help="where to write the image (default: stdout)")
+    get.add_argument("--mask-output", default=None, help="also write the record's mask here")
+    get.set_defaults(handler=_cmd_get)
+    return parser
+
+
+def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.command == "pack":
+        if args.resize is not None and args.resize < 1:
+            parser.error("--resize must be a positive number of pixels")
+        if not 1 <= args.quality <= 100:
+            parser.error("--quality must be between 1 and 100")
+        if args.workers is not None and args.workers < 1:
+            parser.error("--workers must be at least 1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _validate(args, parser)
+    try:
+        return args.handler(args)
+    except RecpackError as error:
+        print(f"recpack: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("recpack: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

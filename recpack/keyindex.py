@@ -1,0 +1,45 @@
+"""The LMDB key index of a dataset: source key -> (shard, record in shard, byte offset).
+
+It lets ``recpack get OUT KEY`` find one image by the name it had in the
+source list without reading any shard.  Keys are the paths as written in the
+list (UTF-8); a key listed twice keeps its last record.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Iterable
+
+import lmdb
+
+from .errors import DatasetError
+from .manifest import KEY_INDEX_NAME
+
+_VALUE = struct.Struct("<IIQ")
+_MAP_SIZE = 1 << 40  # address space only: LMDB files grow with what is written
+
+
+def open_for_writing(dataset_dir: str) -> lmdb.Environment:
+    return lmdb.open(os.path.join(dataset_dir, KEY_INDEX_NAME), map_size=_MAP_SIZE, subdir=True, sync=True)
+
+
+def add(env: lmdb.Environment, shard: int, entries: Iterable[tuple[str, int, int]]) -> None:
+    """Store (key, record in shard, offset) entries of one shard in a single transaction."""
+    with env.begin(write=True) as txn:
+        for key, record, offset in entries:
+            txn.put(key.encode("utf-8"), _VALUE.pack(shard, record, offset))
+
+
+def lookup(dataset_dir: str, key: str) -> tuple[int, int, int] | None:
+    """(shard, record, offset) of ``key``, or None when no record has that key."""
+    path = os.path.join(dataset_dir, KEY_INDEX_NAME)
+    if not os.path.isdir(path):
+        raise DatasetError(f"{dataset_dir}: no key index ({KEY_INDEX_NAME}); it is written by recpack pack")
+    env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            value = txn.get(key.encode("utf-8"))
+    finally:
+        env.close()
+    return None if value is None else _VALUE.unpack(value)

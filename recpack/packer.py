@@ -1,0 +1,338 @@
+"""``recpack pack``: shuffle a source once, write it as shards in parallel, publish a manifest.
+
+How the work is cut: the shuffled list is split into ``shards`` contiguous
+ranges and each worker process writes whole shards, in record order, through
+its own ``ShardWriter``.  A shard's bytes therefore depend only on the source,
+the seed and the options -- never on ``workers`` or on timing -- and no image
+bytes cross a process boundary.  (Parallelism is capped by the shard count.)
+
+Crash safety and resume: ``OUT/.recpack-pack/plan.json`` holds a fingerprint
+of the source and options.  Each finished shard gets a small ``*.done.json``
+note there after its keys are in the key index.  A rerun with the same
+fingerprint keeps the noted shards whose files still match their checksums
+and writes the rest; any other rerun starts clean.  The manifest is written
+last: until it exists, readers refuse the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from tqdm import tqdm
+
+from . import __version__
+from . import format as fmt
+from . import keyindex
+from . import manifest as mf
+from .errors import BadImageError, PackError
+from .prepare import PrepareOptions, prepare
+from .sharding import shuffled_order, split_evenly
+from .sources import Source, SourceItem
+from .writer import ShardFiles, ShardWriter, file_crc32c
+
+WORK_DIR = ".recpack-pack"
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    shards: int = 64
+    seed: int = DEFAULT_SEED
+    workers: int | None = None  # processes; None means all cores
+    prepare: PrepareOptions = field(default_factory=PrepareOptions)
+    strict: bool = False  # any bad input fails the pack
+    overwrite: bool = False  # replace a complete dataset in OUT
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    out_dir: str
+    items: list[SourceItem]
+    prepare: PrepareOptions
+    strict: bool
+
+    @property
+    def stem(self) -> str:
+        return shard_stem(self.index)
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What a worker reports for one finished shard."""
+
+    index: int
+    files: ShardFiles
+    bad: list[tuple[int, str, str]]  # (list line, key, reason)
+    keys: list[tuple[str, int, int]]  # (key, record in shard, offset)
+    label_width: int
+    has_masks: bool
+    reencoded: int
+    bytes_in: int
+
+
+@dataclass(frozen=True)
+class PackResult:
+    records: int
+    shards: int
+    skipped: int
+    reencoded: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    resumed_shards: int
+
+
+def shard_stem(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+# --- worker side -------------------------------------------------------------------------
+
+_progress: tuple | None = None  # (images, bytes) shared counters, set once per worker process
+
+
+def _init_worker(images, nbytes) -> None:
+    global _progress
+    _progress = (images, nbytes)
+
+
+def _report_progress(images: int, nbytes: int) -> None:
+    if _progress is None:
+        return
+    for counter, amount in zip(_progress, (images, nbytes)):
+        with counter.get_lock():
+            counter.value += amount
+
+
+def write_shard(task: ShardTask) -> ShardOutcome:
+    """Prepare and write every item of one shard, in order.  Runs in a worker process."""
+    bad, keys = [], []
+    label_width, has_masks, reencoded, bytes_in = 1, False, 0, 0
+    pending_images, pending_bytes, last_report = 0, 0, time.monotonic()
+    with ShardWriter(task.out_dir, task.stem) as writer:
+        for item in task.items:
+            try:
+                prepared = prepare(item.path, item.mask, task.prepare)
+            except BadImageError as error:
+                if task.strict:
+                    raise PackError(f"{item.path} (list line {item.line}): {error.reason} [--strict]") from None
+                bad.append((item.line, item.key, error.reason))
+            else:
+                payload = fmt.pack_payload(item.labels, item.line, prepared.image, prepared.mask)
+                _, offset = writer.write(payload, len(prepared.mask))
+                keys.append((item.key, writer.records - 1, offset))
+                label_width = max(label_width, len(item.labels))
+                has_masks = has_masks or bool(prepared.mask)
+                reencoded += prepared.reencoded
+                bytes_in += prepared.source_bytes
+                pending_bytes += prepared.source_bytes
+            pending_images += 1
+            if pending_images >= 256 or time.monotonic() - last_report > 0.25:
+                _report_progress(pending_images, pending_bytes)
+                pending_images, pending_bytes, last_report = 0, 0, time.monotonic()
+    _report_progress(pending_images, pending_bytes)
+    return ShardOutcome(task.index, writer.files, bad, keys, label_width, has_masks, reencoded, bytes_in)
+
+
+# --- resume bookkeeping ------------------------------------------------------------------
+
+
+def fingerprint(source: Source, options: PackOptions) -> str:
+    """A hash of everything that decides the shards' bytes (not workers, not strictness)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([fmt.MAGIC, mf.FORMAT_VERSION, options.shards, options.seed, asdict(options.prepare)]).encode())
+    for item in source.items:
+        digest.update(f"{item.line}\0{item.key}\0{item.path}\0{item.labels}\0{item.mask}\n".encode())
+    return digest.hexdigest()
+
+
+def _is_our_file(name: str) -> bool:
+    stem = name.split(".", 1)[0]
+    return (stem.startswith("shard-") and stem[6:].isdigit()) or name in (
+        mf.MANIFEST_NAME, mf.MANIFEST_NAME + ".tmp", mf.REPORT_NAME, mf.KEY_INDEX_NAME, WORK_DIR
+    )
+
+
+def clean_output(out_dir: str) -> None:
+    """Remove everything a pack writes into ``out_dir``, and nothing else."""
+    for name in os.listdir(out_dir):
+        if _is_our_file(name):
+            path = os.path.join(out_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+
+def _shard_intact(out_dir: str, files: ShardFiles) -> bool:
+    for info in (files.rec, files.idx, files.rpi):
+        path = os.path.join(out_dir, info.name)
+        if not os.path.isfile(path) or os.path.getsize(path) != info.bytes:
+            return False
+        if file_crc32c(path) != (info.bytes, info.crc32c):
+            return False
+    return True
+
+
+def start_or_resume(out_dir: str, print_hash: str, overwrite: bool) -> dict[int, dict]:
+    """Prepare ``out_dir``; return the notes of finished shards that this run can keep."""
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, mf.MANIFEST_NAME)):
+        if not overwrite:
+            raise PackError(f"{out_dir}: already holds a complete dataset; pass --overwrite to replace it")
+        clean_output(out_dir)
+    work = os.path.join(out_dir, WORK_DIR)
+    plan_path = os.path.join(work, "plan.json")
+    same_plan = False
+    if os.path.exists(plan_path):
+        try:
+            with open(plan_path, encoding="utf-8") as handle:
+                same_plan = json.load(handle).get("fingerprint") == print_hash
+        except (OSError, ValueError):
+            same_plan = False
+    if not same_plan:
+        clean_output(out_dir)
+    kept: dict[int, dict] = {}
+    if same_plan:
+        for name in sorted(os.listdir(work)):
+            if not name.endswith(".done.json"):
+                continue
+            with open(os.path.join(work, name), encoding="utf-8") as handle:
+                note = json.load(handle)
+            if _shard_intact(out_dir, mf.shard_files_from_json(note["files"])):
+                kept[note["index"]] = note
+            else:
+                os.unlink(os.path.join(work, name))
+        for name in os.listdir(out_dir):
+            if name.endswith(".tmp") and _is_our_file(name):
+                os.unlink(os.path.join(out_dir, name))
+    os.makedirs(work, exist_ok=True)
+    mf.write_json_atomic(plan_path, {"fingerprint": print_hash})
+    return kept
+
+
+def _note(outcome: ShardOutcome) -> dict:
+    return {
+        "index": outcome.index,
+        "files": mf.shard_files_to_json(outcome.files),
+        "bad": outcome.bad,
+        "label_width": outcome.label_width,
+        "has_masks": outcome.has_masks,
+        "reencoded": outcome.reencoded,
+        "bytes_in": outcome.bytes_in,
+    }
+
+
+# --- the pack ----------------------------------------------------------------------------
+
+
+def plan_tasks(source: Source, out_dir: str, options: PackOptions) -> list[ShardTask]:
+    """One task per shard: the shuffled list cut into near-equal contiguous ranges."""
+    order = shuffled_order(len(source.items), options.seed)
+    return [
+        ShardTask(index, out_dir, [source.items[i] for i in order[start:stop]], options.prepare, options.strict)
+        for index, (start, stop) in enumerate(split_evenly(len(order), options.shards))
+    ]
+
+
+def _write_report(out_dir: str, notes: list[dict]) -> int:
+    rows = sorted(tuple(row) for note in notes for row in note["bad"])
+    with open(os.path.join(out_dir, mf.REPORT_NAME), "w", encoding="utf-8") as handle:
+        handle.write("line\tpath\treason\n")
+        handle.writelines(f"{line}\t{key}\t{reason}\n" for line, key, reason in rows)
+    return len(rows)
+
+
+def _run_workers(tasks: list[ShardTask], workers: int, total: int, on_outcome, show_progress: bool) -> None:
+    """Run shard tasks on a process pool, calling ``on_outcome`` in this process as each finishes."""
+    context = multiprocessing.get_context("spawn")
+    images, nbytes = context.Value("q", 0), context.Value("q", 0)
+    with tqdm(total=total, unit="img", desc="pack", disable=not show_progress, dynamic_ncols=True) as bar:
+
+        def refresh() -> None:
+            bar.update(images.value - bar.n)
+            elapsed = max(time.monotonic() - started, 1e-9)
+            bar.set_postfix_str(f"{nbytes.value / elapsed / 1e6:.0f} MB/s", refresh=False)
+
+        started = time.monotonic()
+        with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes)) as pool:
+            results = pool.imap_unordered(write_shard, tasks)
+            for _ in tasks:
+                while True:
+                    try:
+                        outcome = results.next(timeout=0.2)
+                        break
+                    except multiprocessing.TimeoutError:
+                        refresh()
+                on_outcome(outcome)
+                refresh()
+
+
+def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool = True) -> PackResult:
+    if options.shards < 1:
+        raise PackError("--shards must be at least 1")
+    if options.shards > len(source.items):
+        raise PackError(f"--shards {options.shards} exceeds the {len(source.items)} images in {source.description}")
+    started = time.monotonic()
+    work = os.path.join(out_dir, WORK_DIR)
+    notes = start_or_resume(out_dir, fingerprint(source, options), options.overwrite)
+    resumed = len(notes)
+    tasks = [task for task in plan_tasks(source, out_dir, options) if task.index not in notes]
+    env = keyindex.open_for_writing(out_dir)
+    try:
+
+        def record(outcome: ShardOutcome) -> None:
+            keyindex.add(env, outcome.index, outcome.keys)
+            note = _note(outcome)
+            mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note)
+            notes[outcome.index] = note
+
+        workers = min(options.workers or os.cpu_count() or 1, max(len(tasks), 1))
+        remaining = sum(len(task.items) for task in tasks)
+        if tasks:
+            _run_workers(tasks, workers, remaining, record, show_progress)
+    finally:
+        env.close()
+    ordered = [notes[index] for index in range(options.shards)]
+    skipped = _write_report(out_dir, ordered)
+    shards = tuple(mf.shard_files_from_json(note["files"]) for note in ordered)
+    if sum(shard.records for shard in shards) == 0:
+        raise PackError(f"{source.description}: no usable image (see {os.path.join(out_dir, mf.REPORT_NAME)})")
+    reencoded = sum(note["reencoded"] for note in ordered)
+    created = {
+        "source": source.description,
+        "root": source.root,
+        "seed": options.seed,
+        "shards": options.shards,
+        "check": options.prepare.check,
+        "resize": options.prepare.resize,
+        "quality": options.prepare.quality,
+        "skipped": skipped,
+        "reencoded": reencoded,
+        "recpack_version": __version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    manifest = mf.Manifest(
+        shards,
+        max(note["label_width"] for note in ordered),
+        any(note["has_masks"] for note in ordered),
+        source.classes,
+        created,
+    )
+    mf.save(out_dir, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return PackResult(
+        manifest.num_records,
+        manifest.num_shards,
+        skipped,
+        reencoded,
+        sum(note["bytes_in"] for note in ordered),
+        sum(shard.rec.bytes for shard in shards),
+        time.monotonic() - started,
+        resumed,
+    )

@@ -1,0 +1,141 @@
+"""Read the records of one shard: sequentially in large chunks, or one at a time by index.
+
+``ShardReader`` holds only paths and opens files lazily, so it pickles cheaply
+into DataLoader workers.  The per-record index (``.rpi``) is loaded on first
+use, not when the dataset opens.  Sequential reads use large chunks with
+``posix_fadvise(SEQUENTIAL)`` and hand out zero-copy views of each chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import crc32c
+import numpy as np
+
+from . import format as fmt
+from .errors import CorruptRecordError, DatasetError
+
+DEFAULT_CHUNK_BYTES = 16 << 20
+
+
+def load_record_index(path: str) -> np.ndarray:
+    try:
+        rows = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable record index ({error})") from None
+    if rows.dtype != fmt.RECORD_INDEX_DTYPE or rows.ndim != 1:
+        raise DatasetError(f"{path}: record index has dtype {rows.dtype}, expected {fmt.RECORD_INDEX_DTYPE}")
+    return rows
+
+
+def read_chunks(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+    """The file's bytes in order, in chunks of ``chunk_bytes``, with sequential readahead advice."""
+    with open(path, "rb", buffering=0) as handle:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while chunk := handle.read(chunk_bytes):
+            yield chunk
+
+
+@dataclass
+class ShardReader:
+    """One shard's records.  ``name`` is used in error messages (e.g. ``shard-00003``)."""
+
+    rec_path: str
+    rpi_path: str
+    name: str
+
+    def __post_init__(self) -> None:
+        self._rows: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        return {"rec_path": self.rec_path, "rpi_path": self.rpi_path, "name": self.name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._rows = None
+
+    @property
+    def rows(self) -> np.ndarray:
+        if self._rows is None:
+            self._rows = load_record_index(self.rpi_path)
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _check(self, index: int, payload, row) -> None:
+        if len(payload) != row["length"]:
+            raise CorruptRecordError(self.name, index, f"payload is {len(payload)} bytes, index says {row['length']}")
+        if crc32c.crc32c(payload) != row["crc32c"]:
+            raise CorruptRecordError(self.name, index, "CRC32C mismatch")
+
+    def iter_records(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        verify: bool = True,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> Iterator[tuple[int, memoryview]]:
+        """Yield (record index, payload) for records start..stop-1, reading the .rec in order.
+
+        Payloads are views into the current chunk: copy them to keep them past
+        the next iteration.  ``on_chunk`` sees every chunk read (e.g. to
+        checksum the whole file); it is given the whole file only when
+        start == 0 and stop covers every record.
+        """
+        rows = self.rows
+        stop = len(rows) if stop is None else min(stop, len(rows))
+        if start >= stop:
+            return
+        offsets = np.asarray(rows["offset"], dtype=np.int64)
+        file_size = os.path.getsize(self.rec_path)
+        ends = np.append(offsets[1:], file_size)
+        with open(self.rec_path, "rb", buffering=0) as handle:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            handle.seek(int(offsets[start]))
+            data, base = b"", int(offsets[start])
+            for index in range(start, stop):
+                offset, end = int(offsets[index]), int(ends[index])
+                if end > base + len(data):
+                    rest = data[offset - base :]
+                    chunk = handle.read(max(chunk_bytes, end - offset - len(rest)))
+                    if on_chunk is not None:
+                        on_chunk(chunk)
+                    data, base = rest + chunk, offset
+                    if end > base + len(data):
+                        raise CorruptRecordError(self.name, index, "shard file is truncated")
+                try:
+                    payload, next_offset = fmt.read_framed(data, offset - base)
+                except fmt.FramingError as error:
+                    raise CorruptRecordError(self.name, index, str(error)) from None
+                if next_offset + base != end and index + 1 < len(rows):
+                    raise CorruptRecordError(self.name, index, "record length disagrees with the index")
+                if verify:
+                    self._check(index, payload, rows[index])
+                yield index, payload
+            if on_chunk is not None and stop == len(rows):
+                while chunk := handle.read(chunk_bytes):
+                    on_chunk(chunk)
+
+    def read(self, index: int, verify: bool = True) -> bytes:
+        """One record's payload by its index in the shard (one positioned read)."""
+        rows = self.rows
+        if not 0 <= index < len(rows):
+            raise IndexError(f"{self.name}: record {index} out of range 0..{len(rows) - 1}")
+        offset = int(rows[index]["offset"])
+        end = int(rows[index + 1]["offset"]) if index + 1 < len(rows) else os.path.getsize(self.rec_path)
+        with open(self.rec_path, "rb", buffering=0) as handle:
+            data = os.pread(handle.fileno(), end - offset, offset)
+        try:
+            payload, _ = fmt.read_framed(data, 0)
+        except fmt.FramingError as error:
+            raise CorruptRecordError(self.name, index, str(error)) from None
+        if verify:
+            self._check(index, payload, rows[index])
+        return bytes(payload)

@@ -1,0 +1,172 @@
+"""What to pack: image lists and ImageFolder directories, turned into ``SourceItem``s.
+
+A list file has one record per line; blank lines and lines starting with ``#``
+are ignored.  Three layouts are accepted, told apart line by line:
+
+``path<TAB>label[<TAB>label...][<TAB>mask]``
+    Tab-separated: the image path, any number of numeric labels, and
+    optionally, last, the path of a PNG label mask (a field that is not a
+    number and has a file extension).  Paths may contain spaces.
+``index<TAB>label[<TAB>label...]<TAB>path``
+    MXNet im2rec ``.lst``: recognised when the first of three or more fields
+    is an integer and the last is not a number.
+``path label`` or ``path``
+    No tab: the last whitespace-separated token is the label; a line with no
+    whitespace is a path without a label.  Use tabs for paths with spaces.
+
+Relative paths are resolved against ``root``: the ``--root`` option, else a
+``# root: PATH`` comment on the list's first line (``recpack list`` writes
+one), else the list's own folder.  The path as written in the list is the
+record's *key* (what ``recpack get`` looks up).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ListFileError, RecpackError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceItem:
+    line: int  # 1-based line in the list (or position in a directory listing)
+    key: str  # the path as written; looked up by ``recpack get``
+    path: str  # resolved path of the image
+    labels: tuple[float, ...]
+    mask: str | None = None  # resolved path of the PNG label mask, if any
+
+
+@dataclass(frozen=True)
+class Source:
+    """Everything a pack needs to know about its input."""
+
+    items: list[SourceItem]
+    description: str  # the list file or directory, for the manifest
+    root: str
+    classes: tuple[str, ...] | None = None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_integer(text: str) -> bool:
+    return text.strip().lstrip("+-").isdigit()
+
+
+def _labels(fields: list[str], where: tuple[str, int]) -> tuple[float, ...]:
+    for field in fields:
+        if not _is_number(field):
+            raise ListFileError(*where, f"label {field.strip()!r} is not a number")
+    return tuple(float(field) for field in fields)
+
+
+def parse_list_line(text: str, where: tuple[str, int]) -> tuple[str, tuple[float, ...], str | None] | None:
+    """(path, labels, mask path) as written on one line, or None for a blank or comment line."""
+    line = text.rstrip("\r\n")
+    if not line.strip() or line.lstrip().startswith("#"):
+        return None
+    if "\t" in line:
+        fields = line.split("\t")
+        if len(fields) >= 3 and _is_integer(fields[0]) and not _is_number(fields[-1]):
+            path, labels, mask = fields[-1], _labels(fields[1:-1], where), None
+        else:
+            path, rest = fields[0], fields[1:]
+            mask = None
+            if rest and not _is_number(rest[-1]) and Path(rest[-1].strip()).suffix:
+                mask = rest.pop().strip()
+            labels = _labels([field for field in rest if field.strip()], where)
+    else:
+        tokens = line.rsplit(None, 1)
+        if len(tokens) == 2:
+            path, labels, mask = tokens[0], _labels([tokens[1]], where), None
+        else:
+            path, labels, mask = line, (), None
+    path = path.strip()
+    if not path:
+        raise ListFileError(*where, "no image path")
+    return path, labels, mask
+
+
+def _resolve(root: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(root, path)
+
+
+ROOT_COMMENT = "# root: "
+
+
+def read_list(list_path: str, root: str | None = None) -> Source:
+    """Parse an image list; raises ListFileError naming the first bad line."""
+    if not os.path.isfile(list_path):
+        raise RecpackError(f"{list_path}: no such list file")
+    list_dir = os.path.dirname(os.path.abspath(list_path))
+    items, number = [], 0
+    with open(list_path, encoding="utf-8", errors="strict") as handle:
+        try:
+            for number, text in enumerate(handle, 1):
+                if number == 1 and root is None and text.startswith(ROOT_COMMENT):
+                    root = os.path.join(list_dir, text[len(ROOT_COMMENT) :].rstrip("\r\n"))
+                if root is None:
+                    root = list_dir
+                parsed = parse_list_line(text, (list_path, number))
+                if parsed is None:
+                    continue
+                path, labels, mask = parsed
+                items.append(
+                    SourceItem(number, path, _resolve(root, path), labels, mask and _resolve(root, mask))
+                )
+        except UnicodeDecodeError as error:
+            raise ListFileError(list_path, number + 1, f"not UTF-8 text ({error.reason})") from None
+    if not items:
+        raise RecpackError(f"{list_path}: the list names no images")
+    return Source(items, os.path.abspath(list_path), os.path.abspath(root or list_dir))
+
+
+def _class_files(class_dir: str) -> Iterator[str]:
+    """Image files below one class folder, in sorted order, hidden entries skipped."""
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                yield os.path.join(dirpath, name)
+
+
+def scan_image_folder(directory: str) -> Source:
+    """An ImageFolder tree: one subfolder per class, labels by sorted class name."""
+    root = os.path.abspath(directory)
+    classes = sorted(
+        entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not classes:
+        raise RecpackError(f"{directory}: no class subfolders (expected DIR/<class>/<image>)")
+    items = []
+    for label, name in enumerate(classes):
+        for path in _class_files(os.path.join(root, name)):
+            items.append(SourceItem(len(items) + 1, os.path.relpath(path, root), path, (float(label),)))
+    if not items:
+        raise RecpackError(f"{directory}: no image files in its class subfolders")
+    return Source(items, root, root, tuple(classes))
+
+
+def open_source(source: str, root: str | None = None) -> Source:
+    """A list file or an ImageFolder directory, whichever ``source`` is."""
+    if os.path.isdir(source):
+        return scan_image_folder(source)
+    return read_list(source, root)
+
+
+def format_lst_line(index: int, item: SourceItem) -> str:
+    """One im2rec-style ``.lst`` line (index, labels, path): what ``recpack list`` prints."""
+    labels = "\t".join(f"{label:g}" for label in item.labels)
+    return f"{index}\t{labels}\t{item.key}\n"

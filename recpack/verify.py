@@ -1,0 +1,90 @@
+"""``recpack verify``: check every file size, every checksum and the framing of every record."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import crc32c
+from tqdm import tqdm
+
+from . import format as fmt
+from . import manifest as mf
+from .errors import CorruptRecordError, DatasetError
+from .reader import ShardReader
+from .writer import ShardFiles, file_crc32c
+
+
+@dataclass(frozen=True)
+class Problem:
+    shard: str
+    message: str  # one line naming the file or record
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _small_file_problem(dataset_dir: str, info) -> str | None:
+    path = os.path.join(dataset_dir, info.name)
+    if not os.path.isfile(path):
+        return f"{info.name}: missing file"
+    size, crc = file_crc32c(path)
+    if size != info.bytes:
+        return f"{info.name}: {size} bytes, the manifest says {info.bytes} (truncated or replaced)"
+    if crc != info.crc32c:
+        return f"{info.name}: CRC32C mismatch"
+    return None
+
+
+def verify_shard(dataset_dir: str, shard: ShardFiles, progress: tqdm | None = None) -> Problem | None:
+    """The first problem found in one shard, or None when it is intact."""
+    for info in (shard.idx, shard.rpi):
+        problem = _small_file_problem(dataset_dir, info)
+        if problem:
+            return Problem(shard.stem, problem)
+    rec_path = os.path.join(dataset_dir, shard.rec.name)
+    if not os.path.isfile(rec_path):
+        return Problem(shard.stem, f"{shard.rec.name}: missing file")
+    size = os.path.getsize(rec_path)
+    if size != shard.rec.bytes:
+        return Problem(shard.stem, f"{shard.rec.name}: {size} bytes, the manifest says {shard.rec.bytes} (truncated or replaced)")
+    reader = ShardReader(rec_path, os.path.join(dataset_dir, shard.rpi.name), shard.stem)
+    try:
+        if len(reader) != shard.records:
+            return Problem(shard.stem, f"{shard.rpi.name}: {len(reader)} records, the manifest says {shard.records}")
+        with open(os.path.join(dataset_dir, shard.idx.name), encoding="ascii") as handle:
+            _, idx_offsets = fmt.parse_idx(handle.read())
+        if len(idx_offsets) != len(reader) or (idx_offsets != reader.rows["offset"]).any():
+            return Problem(shard.stem, f"{shard.idx.name}: offsets disagree with {shard.rpi.name}")
+    except (DatasetError, ValueError) as error:
+        return Problem(shard.stem, str(error))
+    crc = 0
+
+    def on_chunk(chunk: bytes) -> None:
+        nonlocal crc
+        crc = crc32c.crc32c(chunk, crc)
+        if progress is not None:
+            progress.update(len(chunk))
+
+    try:
+        for _ in reader.iter_records(verify=True, on_chunk=on_chunk):
+            pass
+    except CorruptRecordError as error:
+        return Problem(shard.stem, f"{shard.rec.name}: record {error.record}: {error.problem}")
+    if crc != shard.rec.crc32c:
+        return Problem(shard.stem, f"{shard.rec.name}: CRC32C of the file mismatch (bytes between records changed)")
+    return None
+
+
+def verify_dataset(dataset_dir: str, show_progress: bool = True) -> Iterator[Problem]:
+    """Every problem in the dataset, one per damaged shard."""
+    manifest = mf.load(dataset_dir)
+    total = sum(shard.rec.bytes for shard in manifest.shards)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=not show_progress) as bar:
+        for shard in manifest.shards:
+            before = bar.n
+            problem = verify_shard(dataset_dir, shard, bar)
+            bar.update(before + shard.rec.bytes - bar.n)
+            if problem is not None:
+                yield problem
