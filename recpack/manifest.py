@@ -8,6 +8,7 @@ A packed dataset is one folder::
     shard-00000.rpi      /
     keys.lmdb/           source key -> (shard, record, offset), for ``recpack get``
     bad_inputs.tsv       inputs that were skipped, with the reason (may be empty)
+    .recpack-pack/       only while a pack runs (or after it was interrupted)
 
 The manifest holds only what is per dataset or per shard (a few hundred bytes
 a shard): format version, record count, per shard its files with byte sizes
@@ -29,6 +30,7 @@ from .writer import FileInfo, ShardFiles
 MANIFEST_NAME = "recpack.json"
 KEY_INDEX_NAME = "keys.lmdb"
 REPORT_NAME = "bad_inputs.tsv"
+WORK_DIR_NAME = ".recpack-pack"  # a pack's notes while it runs; gone once the manifest is written
 FORMAT_NAME = "recpack"
 FORMAT_VERSION = 1
 
@@ -126,7 +128,8 @@ def load(dataset_dir: str) -> Manifest:
     if not os.path.isdir(dataset_dir):
         raise IncompleteDatasetError(f"{dataset_dir}: no such dataset folder")
     if not os.path.exists(path):
-        if any(name.endswith((".rec", ".rec.tmp")) for name in os.listdir(dataset_dir)):
+        names = os.listdir(dataset_dir)
+        if WORK_DIR_NAME in names or any(name.endswith((".rec", ".rec.tmp")) for name in names):
             raise IncompleteDatasetError(
                 f"{dataset_dir}: incomplete dataset (shards but no {MANIFEST_NAME}: the pack was "
                 "interrupted; run the same pack command again to resume)"

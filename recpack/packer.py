@@ -37,7 +37,7 @@ from .sharding import shuffled_order, split_evenly
 from .sources import Source, SourceItem
 from .writer import ShardFiles, ShardWriter, file_crc32c
 
-WORK_DIR = ".recpack-pack"
+WORK_DIR = mf.WORK_DIR_NAME
 DEFAULT_SEED = 0
 
 

@@ -80,13 +80,22 @@ def read_file(path: str) -> bytes:
 
 
 def _decode_check(data: bytes) -> None:
-    """Run libjpeg-turbo over the whole file at the smallest scale; gray output skips colour work."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # recoverable data warnings: the image still decodes
+    """Run libjpeg-turbo over the whole file at the smallest scale; gray output skips colour work.
+
+    libjpeg reports damaged entropy data as *warnings* and still returns an
+    image with grey blocks, so warnings count as failures here -- except the
+    harmless "extraneous bytes before marker", common in real camera files.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             turbojpeg().decode(data, pixel_format=TJPF_GRAY, scaling_factor=(1, 8))
         except OSError as error:
             raise BadImageError(f"does not decode ({error})") from None
+    for warning in caught:
+        message = str(warning.message)
+        if "extraneous bytes before marker" not in message:
+            raise BadImageError(f"does not decode cleanly ({message})")
 
 
 def _open_image(data: bytes) -> Image.Image:

@@ -111,23 +111,22 @@ def read_list(list_path: str, root: str | None = None) -> Source:
     if not os.path.isfile(list_path):
         raise RecpackError(f"{list_path}: no such list file")
     list_dir = os.path.dirname(os.path.abspath(list_path))
-    items, number = [], 0
-    with open(list_path, encoding="utf-8", errors="strict") as handle:
-        try:
-            for number, text in enumerate(handle, 1):
-                if number == 1 and root is None and text.startswith(ROOT_COMMENT):
-                    root = os.path.join(list_dir, text[len(ROOT_COMMENT) :].rstrip("\r\n"))
-                if root is None:
-                    root = list_dir
-                parsed = parse_list_line(text, (list_path, number))
-                if parsed is None:
-                    continue
-                path, labels, mask = parsed
-                items.append(
-                    SourceItem(number, path, _resolve(root, path), labels, mask and _resolve(root, mask))
-                )
-        except UnicodeDecodeError as error:
-            raise ListFileError(list_path, number + 1, f"not UTF-8 text ({error.reason})") from None
+    items = []
+    with open(list_path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ListFileError(list_path, number, f"not UTF-8 text ({error.reason})") from None
+            if number == 1 and root is None and text.startswith(ROOT_COMMENT):
+                root = os.path.join(list_dir, text[len(ROOT_COMMENT) :].rstrip("\r\n"))
+            if root is None:
+                root = list_dir
+            parsed = parse_list_line(text, (list_path, number))
+            if parsed is None:
+                continue
+            path, labels, mask = parsed
+            items.append(SourceItem(number, path, _resolve(root, path), labels, mask and _resolve(root, mask)))
     if not items:
         raise RecpackError(f"{list_path}: the list names no images")
     return Source(items, os.path.abspath(list_path), os.path.abspath(root or list_dir))

@@ -1,0 +1,38 @@
+"""Shared fixtures: small real-photo JPEGs and hostile inputs from tools/corpus.py, and a CLI runner."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+sys.path.insert(0, str(TOOLS))
+
+import corpus  # noqa: E402  (tools/ is not a package)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "mxnet: needs MXNet 1.9.1 in its own venv (built on first use)")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory):
+    """60 small JPEGs cut from real photos, in two class folders."""
+    root = tmp_path_factory.mktemp("photos")
+    for label, name in enumerate(["cat", "dog"]):
+        corpus.make_small_jpegs(root / name, 30, size=(64, 48), seed=label)
+    return root
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory):
+    return corpus.make_hostile_files(tmp_path_factory.mktemp("hostile"))
+
+
+def run_cli(*args, check=True):
+    """Run ``python -m recpack`` as a user would; returns the CompletedProcess."""
+    result = subprocess.run([sys.executable, "-m", "recpack", *map(str, args)], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"recpack {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result

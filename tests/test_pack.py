@@ -1,0 +1,326 @@
+"""`recpack pack` end to end on generated photos and hostile files."""
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from recpack import manifest as mf
+from recpack.errors import PackError
+from recpack.format import unpack_payload
+from recpack.jpeg_header import read_jpeg_header
+from recpack.packer import PackOptions, pack
+from recpack.prepare import PrepareOptions
+from recpack.reader import ShardReader
+from recpack.sources import open_source
+
+
+def records(out):
+    """Every record of a packed dataset as (labels, id, image bytes, mask bytes), in shard order."""
+    manifest = mf.load(str(out))
+    rows = []
+    for shard in manifest.shards:
+        reader = ShardReader(str(out / shard.rec.name), str(out / shard.rpi.name), shard.stem)
+        for index, payload in reader.iter_records():
+            parsed = unpack_payload(payload, int(reader.rows[index]["mask_length"]))
+            rows.append((parsed.labels.tolist(), parsed.record_id, bytes(parsed.image), bytes(parsed.mask)))
+    return rows
+
+
+def shard_digests(out):
+    return {
+        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
+        for name in sorted(os.listdir(out))
+        if name.startswith("shard-")
+    }
+
+
+def write_list(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def pack_quietly(source, out, **options):
+    prepare = PrepareOptions(**{k: options.pop(k) for k in ("check", "resize", "quality") if k in options})
+    return pack(open_source(str(source)), str(out), PackOptions(prepare=prepare, **options), show_progress=False)
+
+
+def test_pack_stores_every_image_byte_identical_with_its_label(photo_dir, tmp_path):
+    out = tmp_path / "out"
+    result = pack_quietly(photo_dir, out, shards=4, workers=2)
+    assert (result.records, result.skipped, result.reencoded) == (60, 0, 0)
+    manifest = mf.load(str(out))
+    assert manifest.classes == ("cat", "dog")
+    assert sorted(shard.records for shard in manifest.shards) == [15, 15, 15, 15]
+    source = {item.line: item for item in open_source(str(photo_dir)).items}
+    stored = records(out)
+    assert sorted(record_id for _, record_id, _, _ in stored) == sorted(source)
+    for labels, record_id, image, mask in stored:
+        item = source[record_id]
+        assert labels == list(item.labels) and mask == b""
+        assert image == open(item.path, "rb").read()
+    assert [record_id for _, record_id, _, _ in stored] != sorted(source)  # shuffled
+
+
+def test_same_seed_gives_byte_identical_shards_whatever_the_workers(photo_dir, tmp_path):
+    pack_quietly(photo_dir, tmp_path / "a", shards=3, workers=1, seed=7)
+    pack_quietly(photo_dir, tmp_path / "b", shards=3, workers=2, seed=7)
+    pack_quietly(photo_dir, tmp_path / "c", shards=3, workers=2, seed=8)
+    assert shard_digests(tmp_path / "a") == shard_digests(tmp_path / "b")
+    assert shard_digests(tmp_path / "a") != shard_digests(tmp_path / "c")
+
+
+def test_cli_list_pack_info_verify_get(photo_dir, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(run_cli("list", photo_dir).stdout)
+    out = tmp_path / "out"
+    packed = run_cli("pack", listing, out, "--shards", "5", "--quiet")
+    assert "packed 60 images into 5 shards" in packed.stdout
+    info = json.loads(run_cli("info", out, "--json").stdout)
+    assert info["num_records"] == 60 and info["num_shards"] == 5
+    assert sum(shard["records"] for shard in info["shards"]) == 60
+    assert sum(shard["bytes"] for shard in info["shards"]) == info["bytes"] > 0
+    assert "60 in 5 shards" in run_cli("info", out).stdout
+    assert "every checksum matches" in run_cli("verify", out, "--quiet").stdout
+    extracted = tmp_path / "x.jpg"
+    run_cli("get", out, "dog/small_0003.jpg", "-o", extracted)
+    assert extracted.read_bytes() == (photo_dir / "dog" / "small_0003.jpg").read_bytes()
+    missing = run_cli("get", out, "dog/nope.jpg", check=False)
+    assert missing.returncode == 1 and "no record has the key 'dog/nope.jpg'" in missing.stderr
+
+
+def test_bad_inputs_are_skipped_and_reported(photo_dir, hostile, tmp_path):
+    good = sorted((photo_dir / "cat").iterdir())[:3]
+    bad = {name: hostile[name] for name in ("empty", "truncated", "random_bytes", "directory")}
+    listing = write_list(
+        tmp_path / "list.txt",
+        [f"{path}\t0" for path in good] + [f"{path}\t1" for path in bad.values()] + ["nowhere.jpg\t1"],
+    )
+    out = tmp_path / "out"
+    result = run_cli("pack", listing, out, "--shards", "2", "--quiet")
+    assert "packed 3 images" in result.stdout and "skipped 5 bad inputs" in result.stdout
+    report = (out / mf.REPORT_NAME).read_text().splitlines()
+    assert report[0] == "line\tpath\treason"
+    reasons = {row.split("\t")[1]: row.split("\t")[2] for row in report[1:]}
+    assert reasons[str(bad["empty"])] == "empty file"
+    assert "truncated" in reasons[str(bad["truncated"])]
+    assert "not a decodable image" in reasons[str(bad["random_bytes"])]
+    assert reasons[str(bad["directory"])] == "is a directory"
+    assert reasons["nowhere.jpg"] == "no such file"
+    assert [row.split("\t")[0] for row in report[1:]] == ["4", "5", "6", "7", "8"]
+
+
+def test_strict_fails_without_a_manifest(photo_dir, hostile, tmp_path):
+    listing = write_list(tmp_path / "list.txt", [f"{photo_dir}/cat/small_0000.jpg\t0", f"{hostile['truncated']}\t0"])
+    result = run_cli("pack", listing, tmp_path / "out", "--shards", "1", "--strict", "--quiet", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"recpack: error: {hostile['truncated']} (list line 2): truncated (no end-of-image marker) [--strict]"
+    ]
+    assert not (tmp_path / "out" / mf.MANIFEST_NAME).exists()
+    reading = run_cli("info", tmp_path / "out", check=False)
+    assert reading.returncode == 1 and "incomplete dataset" in reading.stderr
+
+
+def _corrupt_scan(jpeg: bytes) -> bytes:
+    """Put a second frame marker inside the entropy-coded data: headers stay valid, decoding fails."""
+    sos = jpeg.index(b"\xff\xda")
+    middle = sos + (len(jpeg) - sos) // 2
+    return jpeg[:middle] + b"\xff\xc0\x00\x11" + b"\x08" * 13 + jpeg[middle + 17 :]
+
+
+def test_decode_check_catches_what_the_header_check_cannot(photo_dir, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(_corrupt_scan((photo_dir / "cat" / "small_0001.jpg").read_bytes()))
+    read_jpeg_header(broken.read_bytes())  # the markers before the scan are intact
+    listing = write_list(tmp_path / "list.txt", [f"{photo_dir}/cat/small_0000.jpg\t0", f"{broken}\t0"])
+    decoded = pack_quietly(listing, tmp_path / "decode", shards=1, check="decode")
+    header = pack_quietly(listing, tmp_path / "header", shards=1, check="header")
+    assert (decoded.records, decoded.skipped) == (1, 1)
+    assert (header.records, header.skipped) == (2, 0)
+    assert "does not decode" in (tmp_path / "decode" / mf.REPORT_NAME).read_text()
+
+
+def _stored_image(tmp_path, path, **options):
+    listing = write_list(tmp_path / f"{path.name}.txt", [f"{path}\t0"])
+    out = tmp_path / f"out-{path.name}"
+    result = pack_quietly(listing, out, shards=1, **options)
+    assert result.skipped == 0, (out / mf.REPORT_NAME).read_text()
+    (image,) = [record[2] for record in records(out)]
+    info = read_jpeg_header(image)
+    assert info.components == 3 and info.orientation == 1
+    return Image.open(io.BytesIO(image)), result
+
+
+@pytest.mark.parametrize("name", ["png_as_jpg", "gif", "bmp", "webp", "cmyk_jpg", "gray_jpg"])
+def test_non_rgb_jpeg_inputs_become_rgb_jpegs(hostile, tmp_path, name):
+    image, result = _stored_image(tmp_path, hostile[name])
+    assert image.format == "JPEG" and image.mode == "RGB" and result.reencoded == 1
+    reference = Image.open(hostile[name]).convert("RGB")
+    assert image.size == reference.size
+    # compare 4x4 block means: the same picture, whatever JPEG does to a dithered GIF's noise
+    blocks = [np.asarray(im, np.float32).reshape(16, 4, 24, 4, 3).mean(axis=(1, 3)) for im in (image, reference)]
+    difference = np.abs(blocks[0] - blocks[1]).mean()
+    assert difference < 6, f"{name}: mean block difference {difference:.1f}"
+
+
+def test_transparent_pixels_become_white(hostile, tmp_path):
+    image, _ = _stored_image(tmp_path, hostile["rgba_png"])
+    pixels = np.asarray(image, np.int16)
+    right_half = pixels[:, pixels.shape[1] // 2 + 4 :]
+    assert right_half.min() > 235  # white, not the magenta hidden under alpha 0
+
+
+def test_16_bit_images_are_scaled_not_clipped(hostile, tmp_path):
+    image, _ = _stored_image(tmp_path, hostile["gray16_png"])
+    row = np.asarray(image.convert("L"), np.int16)[16]
+    assert abs(row[128] - 128) <= 6 and abs(row[64] - 64) <= 6 and row[-1] > 245
+
+
+def test_exif_orientation_is_applied_at_pack_time(hostile, tmp_path):
+    image, result = _stored_image(tmp_path, hostile["exif_rotated"])
+    assert image.size == (64, 96) and result.reencoded == 1
+    red, green, blue = np.asarray(image, np.int16)[4, -4]
+    assert red > 180 and green < 80 and blue < 80  # the red block is now top-right
+
+
+def test_resize_shrinks_only_larger_images(photo_dir, tmp_path):
+    image, result = _stored_image(tmp_path, photo_dir / "cat" / "small_0002.jpg", resize=24)
+    assert image.size == (32, 24) and result.reencoded == 1
+    listing = write_list(tmp_path / "small.txt", [f"{photo_dir}/cat/small_0002.jpg\t0"])
+    pack_quietly(listing, tmp_path / "kept", shards=1, resize=100)
+    assert records(tmp_path / "kept")[0][2] == (photo_dir / "cat" / "small_0002.jpg").read_bytes()
+
+
+def _mask(path, size, mode="L"):
+    values = (np.arange(size[0] * size[1]) % 5).astype(np.uint8).reshape(size[1], size[0])
+    Image.fromarray(values, "L").convert(mode).save(path)
+    return path
+
+
+def test_segmentation_records_carry_their_mask(photo_dir, tmp_path):
+    image = photo_dir / "cat" / "small_0004.jpg"
+    good_mask = _mask(tmp_path / "m.png", (64, 48))
+    wrong_size = _mask(tmp_path / "small.png", (10, 10))
+    jpeg_mask = tmp_path / "lossy.jpg"
+    Image.open(good_mask).save(jpeg_mask, "JPEG")
+    listing = write_list(
+        tmp_path / "seg.txt",
+        [f"{image}\t3\t{good_mask}", f"{image}\t{wrong_size}", f"{image}\t{jpeg_mask}", f"{image}\tnone.png"],
+    )
+    out = tmp_path / "out"
+    result = pack_quietly(listing, out, shards=1)
+    assert (result.records, result.skipped) == (1, 3)
+    ((labels, _, stored_image, stored_mask),) = records(out)
+    assert labels == [3.0] and stored_image == image.read_bytes() and stored_mask == good_mask.read_bytes()
+    assert mf.load(str(out)).has_masks
+    report = (out / mf.REPORT_NAME).read_text()
+    assert "mask is 10x10 but its image is 64x48" in report
+    assert "not a lossless format" in report and "none.png: no such file" in report
+    run_cli("get", out, str(image), "-o", tmp_path / "i.jpg", "--mask-output", tmp_path / "m_out.png")
+    assert (tmp_path / "m_out.png").read_bytes() == good_mask.read_bytes()
+
+
+def test_resized_masks_follow_their_image_with_nearest_neighbour(photo_dir, tmp_path):
+    image = photo_dir / "dog" / "small_0000.jpg"
+    mask = _mask(tmp_path / "m.png", (64, 48))
+    listing = write_list(tmp_path / "seg.txt", [f"{image}\t{mask}"])
+    pack_quietly(listing, tmp_path / "out", shards=1, resize=24)
+    ((_, _, stored_image, stored_mask),) = records(tmp_path / "out")
+    stored = Image.open(io.BytesIO(stored_mask))
+    assert Image.open(io.BytesIO(stored_image)).size == stored.size == (32, 24)
+    assert set(np.unique(np.asarray(stored)).tolist()) <= {0, 1, 2, 3, 4}
+
+
+def test_multi_label_lst_records_store_label_vectors(photo_dir, tmp_path):
+    paths = sorted((photo_dir / "cat").iterdir())[:2]
+    listing = write_list(tmp_path / "multi.lst", [f"0\t1\t0\t1\t{paths[0]}", f"1\t0\t1\t1\t{paths[1]}"])
+    out = tmp_path / "out"
+    pack_quietly(listing, out, shards=1)
+    assert sorted(labels for labels, *_ in records(out)) == [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]
+    assert mf.load(str(out)).label_width == 3
+
+
+def test_bad_list_line_is_one_line_error_without_traceback(tmp_path):
+    listing = write_list(tmp_path / "list.txt", ["a.jpg 1", "b.jpg two"])
+    result = run_cli("pack", listing, tmp_path / "out", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"recpack: error: {listing}:2: label 'two' is not a number"
+
+
+def test_refuses_to_overwrite_a_complete_dataset(photo_dir, tmp_path):
+    out = tmp_path / "out"
+    pack_quietly(photo_dir, out, shards=2)
+    with pytest.raises(PackError, match="already holds a complete dataset"):
+        pack_quietly(photo_dir, out, shards=2)
+    (out / "notes.txt").write_text("mine")
+    result = pack_quietly(photo_dir, out, shards=3, overwrite=True)
+    assert result.shards == 3 and sorted(n for n in os.listdir(out) if n.endswith(".rec")) == [
+        "shard-00000.rec", "shard-00001.rec", "shard-00002.rec"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_more_shards_than_images_is_an_error(photo_dir, tmp_path):
+    result = run_cli("pack", photo_dir, tmp_path / "out", "--shards", "61", check=False)
+    assert result.returncode == 1 and "--shards 61 exceeds the 60 images" in result.stderr
+
+
+def test_rerun_after_failure_keeps_finished_shards_and_matches_a_clean_pack(photo_dir, tmp_path):
+    images = sorted(photo_dir.rglob("*.jpg"))
+    late = tmp_path / "late.jpg"
+    late.write_bytes(b"")  # bad until "fixed" below
+    listing = write_list(tmp_path / "list.txt", [f"{p}\t0" for p in images] + [f"{late}\t1"])
+    out = tmp_path / "out"
+    with pytest.raises(PackError, match="late.jpg"):
+        pack_quietly(listing, out, shards=6, workers=1, strict=True)
+    finished = sorted(os.listdir(out / ".recpack-pack"))
+    assert "plan.json" in finished and len(finished) >= 2  # some shards finished before the failure
+    late.write_bytes(images[0].read_bytes())
+    result = pack_quietly(listing, out, shards=6, workers=1, strict=True)
+    assert result.resumed_shards == len(finished) - 1
+    pack_quietly(listing, tmp_path / "clean", shards=6, workers=1)
+    assert shard_digests(out) == shard_digests(tmp_path / "clean")
+    assert not (out / ".recpack-pack").exists()
+
+
+def test_a_changed_list_starts_clean_instead_of_mixing_runs(photo_dir, tmp_path):
+    images = sorted(photo_dir.rglob("*.jpg"))
+    listing = write_list(tmp_path / "list.txt", [f"{p}\t0" for p in images] + ["missing.jpg\t0"])
+    out = tmp_path / "out"
+    with pytest.raises(PackError):
+        pack_quietly(listing, out, shards=4, workers=1, strict=True)
+    write_list(listing, [f"{p}\t1" for p in images])  # other labels: other shard bytes
+    result = pack_quietly(listing, out, shards=4, workers=1)
+    assert result.resumed_shards == 0
+    assert {labels[0] for labels, *_ in records(out)} == {1.0}
+
+
+def test_killed_pack_leaves_no_manifest_and_rerun_completes(tmp_path):
+    import corpus
+
+    corpus.make_small_jpegs(tmp_path / "imgs" / "a", 400, size=(96, 64))
+    command = [sys.executable, "-m", "recpack", "pack", str(tmp_path / "imgs"), str(tmp_path / "out"),
+               "--shards", "40", "--workers", "1", "--quiet"]
+    process = subprocess.Popen(command, start_new_session=True)
+    work = tmp_path / "out" / ".recpack-pack"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(n.endswith(".done.json") for n in (os.listdir(work) if work.exists() else [])):
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "out" / mf.MANIFEST_NAME).exists(), "pack finished before it could be killed"
+    assert "incomplete dataset" in run_cli("verify", tmp_path / "out", check=False).stderr
+    rerun = run_cli("pack", tmp_path / "imgs", tmp_path / "out", "--shards", "40", "--quiet")
+    assert "resumed: kept" in rerun.stdout
+    run_cli("pack", tmp_path / "imgs", tmp_path / "clean", "--shards", "40", "--quiet")
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "clean")
+    assert not [name for name in os.listdir(tmp_path / "out") if name.endswith(".tmp")]

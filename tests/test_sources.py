@@ -1,0 +1,106 @@
+"""List-file parsing: every accepted layout, and one-line errors that name the line."""
+
+import os
+
+import pytest
+
+from recpack.errors import ListFileError, RecpackError
+from recpack.sources import open_source, parse_list_line, read_list, scan_image_folder
+
+WHERE = ("list.txt", 7)
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("a/b.jpg\t3\n", ("a/b.jpg", (3.0,), None)),
+        ("my photo.jpg\t1\t0.5\n", ("my photo.jpg", (1.0, 0.5), None)),
+        ("img.jpg\tmask.png\n", ("img.jpg", (), "mask.png")),
+        ("img.jpg\t2\tmasks/m 1.png\n", ("img.jpg", (2.0,), "masks/m 1.png")),
+        ("12\t4\tdir/x.jpg\n", ("dir/x.jpg", (4.0,), None)),
+        ("12\t1\t0\t1\tdir/x.jpg\n", ("dir/x.jpg", (1.0, 0.0, 1.0), None)),
+        ("a/b.jpg 3\n", ("a/b.jpg", (3.0,), None)),
+        ("a/b.jpg\n", ("a/b.jpg", (), None)),
+        ("a/b.jpg\t3\r\n", ("a/b.jpg", (3.0,), None)),
+    ],
+)
+def test_accepted_layouts(line, expected):
+    assert parse_list_line(line, WHERE) == expected
+
+
+@pytest.mark.parametrize("line", ["\n", "   \n", "# comment\n", "  # indented comment\n"])
+def test_blank_and_comment_lines_are_skipped(line):
+    assert parse_list_line(line, WHERE) is None
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("a.jpg cat\n", "label 'cat' is not a number"),
+        ("a.jpg\tcat\n", "label 'cat' is not a number"),
+        ("a.jpg\tx\t2\n", "label 'x' is not a number"),
+        ("\t3\n", "no image path"),
+    ],
+)
+def test_bad_lines_name_file_and_line(line, message):
+    with pytest.raises(ListFileError) as caught:
+        parse_list_line(line, WHERE)
+    assert str(caught.value) == f"list.txt:7: {message}"
+
+
+def test_read_list_resolves_against_root_and_keeps_keys(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# a comment\na.jpg\t1\n\n/abs/b.jpg\t2\n")
+    source = read_list(str(listing))
+    assert [(i.line, i.key, i.path, i.labels) for i in source.items] == [
+        (2, "a.jpg", str(tmp_path / "a.jpg"), (1.0,)),
+        (4, "/abs/b.jpg", "/abs/b.jpg", (2.0,)),
+    ]
+    assert read_list(str(listing), root="/data").items[0].path == "/data/a.jpg"
+
+
+def test_root_comment_sets_default_root(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# root: images\na.jpg\t1\n")
+    assert read_list(str(listing)).items[0].path == str(tmp_path / "images" / "a.jpg")
+
+
+def test_bad_line_number_counts_blank_and_comment_lines(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.jpg 1\n\n# c\nb.jpg one\n")
+    with pytest.raises(ListFileError, match=r"list.txt:4: label 'one'"):
+        read_list(str(listing))
+
+
+def test_non_utf8_list_is_a_line_error(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"a.jpg 1\n\xff\xfe.jpg 2\n")
+    with pytest.raises(ListFileError, match=r":2: not UTF-8"):
+        read_list(str(listing))
+
+
+def test_empty_or_missing_list_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(RecpackError, match="names no images"):
+        read_list(str(tmp_path / "empty.txt"))
+    with pytest.raises(RecpackError, match="no such list file"):
+        read_list(str(tmp_path / "missing.txt"))
+
+
+def test_image_folder_labels_by_sorted_class_name(tmp_path):
+    for name in ["zebra/1.jpg", "ant/2.JPG", "ant/sub/3.png", "ant/notes.txt", "ant/.hidden.jpg", ".git/x.jpg"]:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    source = open_source(str(tmp_path))
+    assert source.classes == ("ant", "zebra")
+    assert [(i.key, i.labels) for i in source.items] == [
+        (os.path.join("ant", "2.JPG"), (0.0,)),
+        (os.path.join("ant", "sub", "3.png"), (0.0,)),
+        (os.path.join("zebra", "1.jpg"), (1.0,)),
+    ]
+
+
+def test_image_folder_without_classes_is_an_error(tmp_path):
+    with pytest.raises(RecpackError, match="no class subfolders"):
+        scan_image_folder(str(tmp_path))

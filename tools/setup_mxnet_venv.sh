@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build the separate venv that holds MXNet, used only by tests/test_mxnet_interop.py.
+#
+# Why a separate venv: MXNet 1.9.1 (the last release) does not import beside
+# numpy >= 1.24 (it uses the removed np.bool alias), while recpack's own venv
+# wants a current numpy.  So MXNet gets its own interpreter, pinned to
+# numpy 1.23.5, and the tests talk to it only through tests/mxnet_probe.py.
+#
+# Usage: tools/setup_mxnet_venv.sh [VENV_DIR]   (default: benchmarks/.venv-mxnet)
+# Idempotent: exits at once when VENV_DIR/bin/python already imports mxnet.
+# PYTHON picks the interpreter that creates the venv (default: python3).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${1:-$repo/benchmarks/.venv-mxnet}
+python=${PYTHON:-python3}
+ready_check='import numpy, mxnet; assert numpy.__version__ == "1.23.5" and mxnet.__version__ == "1.9.1"'
+
+is_ready() { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$ready_check" >/dev/null 2>&1; }
+
+if is_ready; then
+    exit 0
+fi
+
+# Two test runs may start at once: let one build while the other waits.
+mkdir -p "$(dirname "$venv")"
+exec 9<"$(dirname "$venv")"
+flock 9
+if is_ready; then
+    exit 0
+fi
+
+# libmxnet.so bundles libgfortran.so.3 and OpenBLAS but links the system's
+# libgomp and libquadmath (and libstdc++/libgcc_s, which python3 already needs).
+missing=()
+for package in libgomp1 libquadmath0; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    echo "setup_mxnet_venv: installing ${missing[*]} with apt-get" >&2
+    "${sudo[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+started=$SECONDS
+"$python" -m venv --clear "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "mxnet==1.9.1" "numpy==1.23.5"
+if ! "$venv/bin/python" -c "$ready_check"; then
+    echo "setup_mxnet_venv: $venv was built but does not import mxnet 1.9.1 with numpy 1.23.5" >&2
+    exit 1
+fi
+echo "setup_mxnet_venv: built $venv in $((SECONDS - started)) s" >&2
