@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up recpack on a fresh Debian/Ubuntu machine: system libraries, then a venv in .venv.
+#
+#   bash tools/setup.sh          # idempotent; rerunning only checks what is there
+#
+# Pillow: recpack wants pillow-simd (SIMD resize, several times faster) and
+# builds it from source against the system libjpeg-turbo; where that build
+# fails (no compiler, an unsupported CPU), it installs plain Pillow instead and
+# says so.  Both provide the same `PIL` module.  Pillow is therefore not a
+# dependency in pyproject.toml: pip would otherwise install it over pillow-simd.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(libturbojpeg0 libjpeg-dev zlib1g-dev libpng-dev libwebp-dev gcc python3-dev python3-venv)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    echo "setup: installing ${missing[*]} with apt-get" >&2
+    "${sudo[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
+"${pip[@]}" "torch==2.13.0"
+if ! .venv/bin/python -c 'import PIL, importlib.metadata as m; m.version("pillow-simd")' 2>/dev/null; then
+    if ! "${pip[@]}" --no-binary pillow-simd "pillow-simd==12.1.1.post0"; then
+        echo "setup: pillow-simd did not build here; installing plain Pillow (slower resize)" >&2
+        "${pip[@]}" "Pillow>=9"
+    fi
+fi
+# scikit-image only for the real photos it ships (tools/corpus.py); --no-deps
+# keeps its Pillow requirement from replacing pillow-simd.
+"${pip[@]}" --no-deps "scikit-image==0.26.0"
+"${pip[@]}" -e ".[test]"
+.venv/bin/python -c 'import recpack.prepare' && echo "setup: ready (.venv/bin/recpack)" >&2
