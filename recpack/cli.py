@@ -51,7 +51,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     source = scan_image_folder(args.directory)
     sys.stdout.write(f"{ROOT_COMMENT}{source.root}\n")
-    sys.stdout.writelines(format_lst_line(index, item) for index, item in enumerate(source.items))
+    sys.stdout.writelines(format_lst_line(index, item) for index, item in enumerate(source))
     return 0
 
 

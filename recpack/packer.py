@@ -22,8 +22,10 @@ import multiprocessing
 import os
 import shutil
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Container, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -149,8 +151,12 @@ def fingerprint(source: Source, options: PackOptions) -> str:
     """A hash of everything that decides the shards' bytes (not workers, not strictness)."""
     digest = hashlib.sha256()
     digest.update(json.dumps([fmt.MAGIC, mf.FORMAT_VERSION, options.shards, options.seed, asdict(options.prepare)]).encode())
-    for item in source.items:
-        digest.update(f"{item.line}\0{item.key}\0{item.path}\0{item.labels}\0{item.mask}\n".encode())
+    digest.update(f"{source.root}\0{sorted(source.masks.items())}\n".encode())
+    digest.update(source.lines.tobytes())
+    digest.update("\0".join(source.keys).encode())
+    distinct: dict[tuple[float, ...], int] = {}
+    codes = array("q", (distinct.setdefault(labels, len(distinct)) for labels in source.labels))
+    digest.update(repr(list(distinct)).encode() + codes.tobytes())
     return digest.hexdigest()
 
 
@@ -231,13 +237,16 @@ def _note(outcome: ShardOutcome) -> dict:
 # --- the pack ----------------------------------------------------------------------------
 
 
-def plan_tasks(source: Source, out_dir: str, options: PackOptions) -> list[ShardTask]:
-    """One task per shard: the shuffled list cut into near-equal contiguous ranges."""
-    order = shuffled_order(len(source.items), options.seed)
-    return [
-        ShardTask(index, out_dir, [source.items[i] for i in order[start:stop]], options.prepare, options.strict)
-        for index, (start, stop) in enumerate(split_evenly(len(order), options.shards))
-    ]
+def plan_tasks(source: Source, out_dir: str, options: PackOptions, skip: Container[int] = ()) -> Iterator[ShardTask]:
+    """One task per shard not in ``skip``: the shuffled list cut into near-equal contiguous ranges.
+
+    A generator, so that a shard's items exist only while its task is queued.
+    """
+    order = shuffled_order(len(source), options.seed)
+    for index, (start, stop) in enumerate(split_evenly(len(order), options.shards)):
+        if index not in skip:
+            items = [source.item(i) for i in order[start:stop].tolist()]
+            yield ShardTask(index, out_dir, items, options.prepare, options.strict)
 
 
 def _write_report(out_dir: str, notes: list[dict]) -> int:
@@ -248,7 +257,7 @@ def _write_report(out_dir: str, notes: list[dict]) -> int:
     return len(rows)
 
 
-def _run_workers(tasks: list[ShardTask], workers: int, total: int, on_outcome, show_progress: bool) -> None:
+def _run_workers(tasks: Iterable[ShardTask], count: int, workers: int, total: int, on_outcome, show_progress: bool) -> None:
     """Run shard tasks on a process pool, calling ``on_outcome`` in this process as each finishes."""
     context = multiprocessing.get_context("spawn")
     images, nbytes = context.Value("q", 0), context.Value("q", 0)
@@ -262,7 +271,7 @@ def _run_workers(tasks: list[ShardTask], workers: int, total: int, on_outcome, s
         started = time.monotonic()
         with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes)) as pool:
             results = pool.imap_unordered(write_shard, tasks)
-            for _ in tasks:
+            for _ in range(count):
                 while True:
                     try:
                         outcome = results.next(timeout=0.2)
@@ -276,13 +285,12 @@ def _run_workers(tasks: list[ShardTask], workers: int, total: int, on_outcome, s
 def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool = True) -> PackResult:
     if options.shards < 1:
         raise PackError("--shards must be at least 1")
-    if options.shards > len(source.items):
-        raise PackError(f"--shards {options.shards} exceeds the {len(source.items)} images in {source.description}")
+    if options.shards > len(source):
+        raise PackError(f"--shards {options.shards} exceeds the {len(source)} images in {source.description}")
     started = time.monotonic()
     work = os.path.join(out_dir, WORK_DIR)
     notes = start_or_resume(out_dir, fingerprint(source, options), options.overwrite)
     resumed = len(notes)
-    tasks = [task for task in plan_tasks(source, out_dir, options) if task.index not in notes]
     env = keyindex.open_for_writing(out_dir)
     try:
 
@@ -292,10 +300,12 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
             mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note)
             notes[outcome.index] = note
 
-        workers = min(options.workers or os.cpu_count() or 1, max(len(tasks), 1))
-        remaining = sum(len(task.items) for task in tasks)
-        if tasks:
-            _run_workers(tasks, workers, remaining, record, show_progress)
+        pending = [(i, span) for i, span in enumerate(split_evenly(len(source), options.shards)) if i not in notes]
+        if pending:
+            workers = min(options.workers or os.cpu_count() or 1, len(pending))
+            remaining = sum(stop - start for _, (start, stop) in pending)
+            tasks = plan_tasks(source, out_dir, options, skip=notes)
+            _run_workers(tasks, len(pending), workers, remaining, record, show_progress)
     finally:
         env.close()
     ordered = [notes[index] for index in range(options.shards)]

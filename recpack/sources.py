@@ -23,6 +23,7 @@ record's *key* (what ``recpack get`` looks up).
 from __future__ import annotations
 
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -43,14 +44,44 @@ class SourceItem:
     mask: str | None = None  # resolved path of the PNG label mask, if any
 
 
-@dataclass(frozen=True)
 class Source:
-    """Everything a pack needs to know about its input."""
+    """Everything a pack needs to know about its input.
 
-    items: list[SourceItem]
-    description: str  # the list file or directory, for the manifest
-    root: str
-    classes: tuple[str, ...] | None = None
+    Stored column-wise (about 100 bytes a line, label tuples shared) rather
+    than as one object per line, so that a 14M-line list fits in memory;
+    ``item(i)`` builds the resolved ``SourceItem`` when a shard needs it.
+    """
+
+    def __init__(self, description: str, root: str, classes: tuple[str, ...] | None = None):
+        self.description, self.root, self.classes = description, root, classes
+        self.lines = array("q")
+        self.keys: list[str] = []
+        self.labels: list[tuple[float, ...]] = []
+        self.masks: dict[int, str] = {}  # position -> mask path as written; few lists have masks
+        self._shared_labels: dict[tuple[float, ...], tuple[float, ...]] = {}
+
+    def append(self, line: int, key: str, labels: tuple[float, ...], mask: str | None = None) -> None:
+        if mask is not None:
+            self.masks[len(self.keys)] = mask
+        self.lines.append(line)
+        self.keys.append(key)
+        self.labels.append(self._shared_labels.setdefault(labels, labels))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def item(self, index: int) -> SourceItem:
+        mask = self.masks.get(index)
+        return SourceItem(
+            self.lines[index],
+            self.keys[index],
+            _resolve(self.root, self.keys[index]),
+            self.labels[index],
+            mask and _resolve(self.root, mask),
+        )
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        return (self.item(index) for index in range(len(self)))
 
 
 def _is_number(text: str) -> bool:
@@ -111,25 +142,32 @@ def read_list(list_path: str, root: str | None = None) -> Source:
     if not os.path.isfile(list_path):
         raise RecpackError(f"{list_path}: no such list file")
     list_dir = os.path.dirname(os.path.abspath(list_path))
-    items = []
+    source: Source | None = None
+    single_labels: dict[str, tuple[float, ...]] = {}  # label text -> parsed, for the fast path
     with open(list_path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise ListFileError(list_path, number, f"not UTF-8 text ({error.reason})") from None
-            if number == 1 and root is None and text.startswith(ROOT_COMMENT):
-                root = os.path.join(list_dir, text[len(ROOT_COMMENT) :].rstrip("\r\n"))
-            if root is None:
-                root = list_dir
+            if source is None:
+                if root is None and text.startswith(ROOT_COMMENT):
+                    root = os.path.join(list_dir, text[len(ROOT_COMMENT) :].rstrip("\r\n"))
+                source = Source(os.path.abspath(list_path), os.path.abspath(root or list_dir))
+            fields = text.rstrip("\r\n").split("\t")
+            if len(fields) == 2 and fields[1] in single_labels and fields[0].strip() and fields[0].lstrip()[0] != "#":
+                source.append(number, fields[0].strip(), single_labels[fields[1]])  # fast path: path<TAB>label
+                continue
             parsed = parse_list_line(text, (list_path, number))
             if parsed is None:
                 continue
             path, labels, mask = parsed
-            items.append(SourceItem(number, path, _resolve(root, path), labels, mask and _resolve(root, mask)))
-    if not items:
+            if len(fields) == 2 and len(labels) == 1:
+                single_labels[fields[1]] = labels
+            source.append(number, path, labels, mask)
+    if source is None or not len(source):
         raise RecpackError(f"{list_path}: the list names no images")
-    return Source(items, os.path.abspath(list_path), os.path.abspath(root or list_dir))
+    return source
 
 
 def _class_files(class_dir: str) -> Iterator[str]:
@@ -149,13 +187,13 @@ def scan_image_folder(directory: str) -> Source:
     )
     if not classes:
         raise RecpackError(f"{directory}: no class subfolders (expected DIR/<class>/<image>)")
-    items = []
+    source = Source(root, root, tuple(classes))
     for label, name in enumerate(classes):
         for path in _class_files(os.path.join(root, name)):
-            items.append(SourceItem(len(items) + 1, os.path.relpath(path, root), path, (float(label),)))
-    if not items:
+            source.append(len(source) + 1, os.path.relpath(path, root), (float(label),))
+    if not len(source):
         raise RecpackError(f"{directory}: no image files in its class subfolders")
-    return Source(items, root, root, tuple(classes))
+    return source
 
 
 def open_source(source: str, root: str | None = None) -> Source:

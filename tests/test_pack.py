@@ -61,7 +61,7 @@ def test_pack_stores_every_image_byte_identical_with_its_label(photo_dir, tmp_pa
     manifest = mf.load(str(out))
     assert manifest.classes == ("cat", "dog")
     assert sorted(shard.records for shard in manifest.shards) == [15, 15, 15, 15]
-    source = {item.line: item for item in open_source(str(photo_dir)).items}
+    source = {item.line: item for item in open_source(str(photo_dir))}
     stored = records(out)
     assert sorted(record_id for _, record_id, _, _ in stored) == sorted(source)
     for labels, record_id, image, mask in stored:

@@ -52,17 +52,17 @@ def test_read_list_resolves_against_root_and_keeps_keys(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("# a comment\na.jpg\t1\n\n/abs/b.jpg\t2\n")
     source = read_list(str(listing))
-    assert [(i.line, i.key, i.path, i.labels) for i in source.items] == [
+    assert [(i.line, i.key, i.path, i.labels) for i in source] == [
         (2, "a.jpg", str(tmp_path / "a.jpg"), (1.0,)),
         (4, "/abs/b.jpg", "/abs/b.jpg", (2.0,)),
     ]
-    assert read_list(str(listing), root="/data").items[0].path == "/data/a.jpg"
+    assert read_list(str(listing), root="/data").item(0).path == "/data/a.jpg"
 
 
 def test_root_comment_sets_default_root(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("# root: images\na.jpg\t1\n")
-    assert read_list(str(listing)).items[0].path == str(tmp_path / "images" / "a.jpg")
+    assert read_list(str(listing)).item(0).path == str(tmp_path / "images" / "a.jpg")
 
 
 def test_bad_line_number_counts_blank_and_comment_lines(tmp_path):
@@ -94,7 +94,7 @@ def test_image_folder_labels_by_sorted_class_name(tmp_path):
         path.write_bytes(b"x")
     source = open_source(str(tmp_path))
     assert source.classes == ("ant", "zebra")
-    assert [(i.key, i.labels) for i in source.items] == [
+    assert [(i.key, i.labels) for i in source] == [
         (os.path.join("ant", "2.JPG"), (0.0,)),
         (os.path.join("ant", "sub", "3.png"), (0.0,)),
         (os.path.join("zebra", "1.jpg"), (1.0,)),
