@@ -162,6 +162,11 @@ def read_list(list_path: str, root: str | None = None) -> Source:
             if parsed is None:
                 continue
             path, labels, mask = parsed
+            if len(source) and len(labels) != len(source.labels[0]):
+                raise ListFileError(
+                    list_path, number, f"{len(labels)} labels, but the lines before have {len(source.labels[0])} "
+                    "(every line needs the same number, so that MXNet and recpack readers agree)",
+                )
             if len(fields) == 2 and len(labels) == 1:
                 single_labels[fields[1]] = labels
             source.append(number, path, labels, mask)

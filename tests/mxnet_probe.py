@@ -55,8 +55,10 @@ def read_shard(rec: str, idx: str) -> list[dict]:
 def iterate_shard(rec: str, idx: str, label_width: int) -> dict:
     """Decode every image with the C++ ImageRecordIter, the path MXNet training jobs use.
 
-    One preprocessing thread and no shuffling keep the output in file order;
-    ``batch.pad`` tells how many entries of the last batch are filler.
+    One preprocessing thread and no shuffling keep the output in file order.
+    ``batch.pad`` counts the filler in the last batch only with round_batch
+    on (the default): with it off, MXNet 1.9.1 zero-fills and reports pad 0.
+    MXNet refuses a shard with fewer records than the batch size (4).
     """
     iterator = mx.io.ImageRecordIter(
         path_imgrec=rec,
@@ -67,7 +69,6 @@ def iterate_shard(rec: str, idx: str, label_width: int) -> dict:
         label_width=label_width,
         preprocess_threads=1,
         shuffle=False,
-        round_batch=False,
     )
     images, labels, nonblank = 0, [], 0
     for batch in iterator:

@@ -104,3 +104,10 @@ def test_image_folder_labels_by_sorted_class_name(tmp_path):
 def test_image_folder_without_classes_is_an_error(tmp_path):
     with pytest.raises(RecpackError, match="no class subfolders"):
         scan_image_folder(str(tmp_path))
+
+
+def test_lines_must_agree_on_the_number_of_labels(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.jpg\t1\nb.jpg\t1\t2\t3\n")
+    with pytest.raises(ListFileError, match=r"list.txt:2: 3 labels, but the lines before have 1"):
+        read_list(str(listing))
