@@ -153,7 +153,8 @@ def fingerprint(source: Source, options: PackOptions) -> str:
     digest.update(json.dumps([fmt.MAGIC, mf.FORMAT_VERSION, options.shards, options.seed, asdict(options.prepare)]).encode())
     digest.update(f"{source.root}\0{sorted(source.masks.items())}\n".encode())
     digest.update(source.lines.tobytes())
-    digest.update("\0".join(source.keys).encode())
+    for start in range(0, len(source.keys), 65536):  # in slices: no second copy of a huge list
+        digest.update("\0".join(source.keys[start : start + 65536]).encode() + b"\0")
     distinct: dict[tuple[float, ...], int] = {}
     codes = array("q", (distinct.setdefault(labels, len(distinct)) for labels in source.labels))
     digest.update(repr(list(distinct)).encode() + codes.tobytes())

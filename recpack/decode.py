@@ -1,0 +1,149 @@
+"""Decode one record into a fixed-size uint8 RGB image, doing as little work as the output needs.
+
+Geometry is decided first, from the JPEG header alone: the crop box (random
+resized crop for training, shorter-side resize + centre crop for evaluation)
+and the flip.  Then libjpeg-turbo decodes at the smallest DCT scale (1/2, 1/4,
+1/8) that still leaves the crop at least as large as the output, and
+pillow-simd resamples just the crop box into the output.  Both release the
+GIL, so decode threads run on all cores.  Masks (PNG) get the same box and
+flip, resampled with nearest neighbour.
+
+Sources that are not 3-component JPEGs (grayscale or CMYK JPEGs, PNGs --
+possible in imported MXNet ``.rec`` files) go through Pillow and come out RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from turbojpeg import TJFLAG_FASTDCT, TJPF_RGB
+
+from .errors import BadImageError
+from .prepare import turbojpeg
+
+_TJ_GRAY, _TJ_CMYK = 2, 4  # TurboJPEG colourspace codes that need Pillow's conversion
+
+
+@dataclass(frozen=True)
+class Augment:
+    """How records become images.  ``train`` picks random crops and flips; otherwise a centre crop."""
+
+    size: int = 224
+    train: bool = True
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True  # random horizontal flip when training
+    resize: int | None = None  # evaluation: shorter side before the centre crop (default size / 0.875)
+    fast_dct: bool = False  # libjpeg-turbo's faster, slightly less exact IDCT
+
+
+@dataclass(frozen=True)
+class Box:
+    left: float
+    top: float
+    width: float
+    height: float
+    flip: bool
+
+
+def random_resized_crop(width: int, height: int, augment: Augment, rng: np.random.Generator) -> Box:
+    """Sample the crop as torchvision's RandomResizedCrop does: 10 tries, then a centre crop."""
+    area = width * height
+    log_ratio = (math.log(augment.ratio[0]), math.log(augment.ratio[1]))
+    flip = augment.flip and bool(rng.random() < 0.5)
+    for _ in range(10):
+        target_area = area * rng.uniform(*augment.scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return Box(int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h, flip)
+    in_ratio = width / height
+    if in_ratio < augment.ratio[0]:
+        w, h = width, round(width / augment.ratio[0])
+    elif in_ratio > augment.ratio[1]:
+        w, h = round(height * augment.ratio[1]), height
+    else:
+        w, h = width, height
+    return Box((width - w) // 2, (height - h) // 2, w, h, flip)
+
+
+def center_crop(width: int, height: int, augment: Augment) -> Box:
+    """Resize the shorter side to ``resize`` then take the central size x size square, as one box."""
+    shorter = augment.resize or round(augment.size / 0.875)
+    side = min(width, height) * augment.size / shorter
+    return Box((width - side) / 2, (height - side) / 2, side, side, False)
+
+
+def choose_box(width: int, height: int, augment: Augment, rng: np.random.Generator | None) -> Box:
+    if augment.train:
+        return random_resized_crop(width, height, augment, rng)
+    return center_crop(width, height, augment)
+
+
+def dct_denominator(box: Box, size: int) -> int:
+    """The largest of 1, 2, 4, 8 by which the crop can shrink and still cover ``size`` pixels."""
+    denominator = 8
+    while denominator > 1 and min(box.width, box.height) / denominator < size:
+        denominator //= 2
+    return denominator
+
+
+def _resample(image: Image.Image, box: Box, scale: int, size: int, resample) -> np.ndarray:
+    region = (box.left / scale, box.top / scale, (box.left + box.width) / scale, (box.top + box.height) / scale)
+    region = tuple(min(max(value, 0), limit) for value, limit in zip(region, image.size * 2))
+    out = image.resize((size, size), resample, box=region)
+    if box.flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(out)
+
+
+def _pil_rgb(data) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        return image.convert("RGB") if image.mode != "RGB" else image
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(f"image does not decode ({error})") from None
+
+
+def decode_image(data, augment: Augment, rng: np.random.Generator | None) -> tuple[np.ndarray, Box, tuple[int, int]]:
+    """One record's image as (size, size, 3) uint8; also the box and source size, for its mask."""
+    tj = turbojpeg()
+    try:
+        width, height, _, colorspace = tj.decode_header(data)
+    except OSError:
+        colorspace = None
+    if colorspace is None or colorspace in (_TJ_GRAY, _TJ_CMYK):
+        image = _pil_rgb(data)
+        box = choose_box(*image.size, augment, rng)
+        return _resample(image, box, 1, augment.size, Image.Resampling.BILINEAR), box, image.size
+    box = choose_box(width, height, augment, rng)
+    denominator = dct_denominator(box, augment.size)
+    flags = TJFLAG_FASTDCT if augment.fast_dct else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # recoverable corruption: CRCs already vouch for the bytes
+        try:
+            pixels = tj.decode(data, pixel_format=TJPF_RGB, scaling_factor=(1, denominator), flags=flags)
+        except OSError as error:
+            raise BadImageError(f"image does not decode ({error})") from None
+    image = Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
+    return _resample(image, box, denominator, augment.size, Image.Resampling.BILINEAR), box, (width, height)
+
+
+def decode_mask(data, box: Box, source_size: tuple[int, int], size: int) -> np.ndarray:
+    """A label mask cut and resized exactly like its image, nearest neighbour, as (size, size) uint8/int."""
+    try:
+        mask = Image.open(io.BytesIO(data))
+        mask.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(f"mask does not decode ({error})") from None
+    if mask.size != source_size:
+        raise BadImageError(f"mask is {mask.size[0]}x{mask.size[1]}, its image {source_size[0]}x{source_size[1]}")
+    if mask.mode not in ("L", "P", "I", "I;16"):
+        mask = mask.convert("L")
+    return _resample(mask, box, 1, size, Image.Resampling.NEAREST)
