@@ -260,11 +260,11 @@ class RecordDataset(IterableDataset):
         mine = worker_groups(remaining, worker, workers)
         records = self._records(plan, mine, unit)
         if self.augment is None:
-            samples = (self._raw_sample(record) for record in records)
+            samples = self._apply_error_policy(self._raw_sample(record) for record in records)
         else:
-            samples = self._decoded(records, self._threads(workers))
+            samples = self._apply_error_policy(self._decoded(records, self._threads(workers)))
         if self.batch_size is None:
-            return (self._single(sample) for sample in samples if sample is not None)
+            return (self._single(sample) for sample in samples)
         return self._batches(samples)
 
     def _records(self, plan: EpochPlan, groups: list[int], unit: int) -> Iterator[_Record]:
@@ -277,41 +277,45 @@ class RecordDataset(IterableDataset):
                 end -= end % self.batch_size
             yield from records[skip:end]
 
-    def _failed(self, record: _Record, error: Exception) -> None:
-        """Apply the error policy to one bad record: raise (default) or warn and skip."""
-        if not isinstance(error, CorruptRecordError):
-            name = self._shards.readers[record.shard].name
-            error = CorruptRecordError(name, record.index, getattr(error, "reason", str(error)))
-        if self.on_error == "raise":
-            raise error
-        warnings.warn(f"recpack: skipped {error}", stacklevel=2)
+    def _apply_error_policy(self, samples: Iterator[Sample | CorruptRecordError]) -> Iterator[Sample]:
+        """Bad records travel as values; here, in the consuming thread, they raise or are skipped with a warning."""
+        for sample in samples:
+            if not isinstance(sample, CorruptRecordError):
+                yield sample
+            elif self.on_error == "raise":
+                raise sample
+            else:
+                warnings.warn(f"recpack: skipped {sample}", stacklevel=2)
 
-    def _sample(self, record: _Record, rng: np.random.Generator | None) -> Sample | None:
+    def _error(self, record: _Record, error: Exception) -> CorruptRecordError:
+        if isinstance(error, CorruptRecordError):
+            return error
+        name = self._shards.readers[record.shard].name
+        return CorruptRecordError(name, record.index, getattr(error, "reason", str(error)))
+
+    def _sample(self, record: _Record, rng: np.random.Generator | None) -> Sample | CorruptRecordError:
         if isinstance(record.payload, Exception):
-            self._failed(record, record.payload)
-            return None
+            return self._error(record, record.payload)
         try:
             payload = unpack_payload(record.payload, record.mask_length)
             image, box, source_size = decode_image(payload.image, self.augment, rng)
             mask = decode_mask(payload.mask, box, source_size, self.augment.size) if record.mask_length else None
         except (BadImageError, ValueError) as error:
-            self._failed(record, error)
-            return None
+            return self._error(record, error)
         if self.transform is not None:
             image = self.transform(image)
         return Sample(image, payload.labels, mask)
 
-    def _raw_sample(self, record: _Record) -> Sample | None:
+    def _raw_sample(self, record: _Record) -> Sample | CorruptRecordError:
         if isinstance(record.payload, Exception):
-            self._failed(record, record.payload)
-            return None
+            return self._error(record, record.payload)
         payload = unpack_payload(record.payload, record.mask_length)
         return Sample(bytes(payload.image), payload.labels, bytes(payload.mask) if record.mask_length else None)
 
-    def _decoded(self, records: Iterator[_Record], threads: int) -> Iterator[Sample | None]:
+    def _decoded(self, records: Iterator[_Record], threads: int) -> Iterator[Sample | CorruptRecordError]:
         """Decode in a thread pool, in order, in chunks so that per-task overhead stays small."""
 
-        def decode_chunk(chunk: list[_Record]) -> list[Sample | None]:
+        def decode_chunk(chunk: list[_Record]) -> list[Sample | CorruptRecordError]:
             return [self._sample(record, self._rng(record)) for record in chunk]
 
         for chunk in ordered_map(decode_chunk, _chunks(records, 16), threads, threads * self.read.decode_depth):
@@ -342,11 +346,10 @@ class RecordDataset(IterableDataset):
             return image, torch.from_numpy(np.array(sample.mask))
         return image, self._label(sample.label)
 
-    def _batches(self, samples: Iterator[Sample | None]) -> Iterator:
+    def _batches(self, samples: Iterator[Sample]) -> Iterator:
         batch: list[Sample] = []
         for sample in samples:
-            if sample is not None:
-                batch.append(sample)
+            batch.append(sample)
             if len(batch) == self.batch_size:
                 yield self._collate(batch)
                 batch = []

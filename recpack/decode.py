@@ -26,6 +26,9 @@ from turbojpeg import TJFLAG_FASTDCT, TJPF_RGB
 from .errors import BadImageError
 from .prepare import turbojpeg
 
+# libjpeg's recoverable-corruption warnings: the CRC check already vouched for the
+# bytes, and warnings.catch_warnings is not thread-safe, so they are filtered once here.
+warnings.filterwarnings("ignore", category=UserWarning, module="turbojpeg")
 _TJ_GRAY, _TJ_CMYK = 2, 4  # TurboJPEG colourspace codes that need Pillow's conversion
 
 
@@ -125,12 +128,10 @@ def decode_image(data, augment: Augment, rng: np.random.Generator | None) -> tup
     box = choose_box(width, height, augment, rng)
     denominator = dct_denominator(box, augment.size)
     flags = TJFLAG_FASTDCT if augment.fast_dct else 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # recoverable corruption: CRCs already vouch for the bytes
-        try:
-            pixels = tj.decode(data, pixel_format=TJPF_RGB, scaling_factor=(1, denominator), flags=flags)
-        except OSError as error:
-            raise BadImageError(f"image does not decode ({error})") from None
+    try:
+        pixels = tj.decode(data, pixel_format=TJPF_RGB, scaling_factor=(1, denominator), flags=flags)
+    except OSError as error:
+        raise BadImageError(f"image does not decode ({error})") from None
     image = Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
     return _resample(image, box, denominator, augment.size, Image.Resampling.BILINEAR), box, (width, height)
 

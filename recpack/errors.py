@@ -49,8 +49,15 @@ class ManifestError(DatasetError):
 
 
 class CorruptRecordError(DatasetError):
-    def __init__(self, shard: str, record: int, problem: str):
-        super().__init__(f"{shard}: record {record}: {problem}")
+    """``CorruptRecordError(shard, record, problem)``; with one argument, a ready message.
+
+    The one-argument form is how torch's DataLoader rebuilds an exception from
+    a worker process (with the worker's traceback in the message), so the
+    training loop can still catch this type.
+    """
+
+    def __init__(self, shard: str, record: int | None = None, problem: str = ""):
+        super().__init__(shard if record is None else f"{shard}: record {record}: {problem}")
         self.shard, self.record, self.problem = shard, record, problem
 
     def __reduce__(self):
