@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import manifest as mf
-from .decode import Augment, decode_image, decode_mask
-from .errors import BadImageError, CorruptRecordError, RecpackError
-from .format import unpack_payload
+from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
+from .decode import Augment
+from .errors import CorruptRecordError, RecpackError
 from .prefetch import ordered_map
-from .reader import ShardReader
+from .reader import Record, ShardReader, read_records
 from .sharding import EpochPlan, read_runs, round_robin_consumed, worker_groups
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -76,31 +76,11 @@ class _Shards:
         return cls(readers, [s.records for s in manifest.shards])
 
 
-@dataclass(frozen=True)
-class _Record:
-    shard: int
-    index: int
-    payload: Any  # memoryview, or the CorruptRecordError found while reading it
-    mask_length: int
-
-
-def _read_group(shards: _Shards, plan: EpochPlan, group: int, verify: bool) -> list[_Record]:
+def _read_group(shards: _Shards, plan: EpochPlan, group: int, verify: bool) -> list[Record]:
     """All records of one group, read run by run in file order, returned in the group's shuffled order."""
     shard_ids, record_ids = plan.group_records(group)
-    fetched: dict[tuple[int, int], _Record] = {}
-    for shard, first, stop in read_runs(shard_ids, record_ids):
-        reader = shards.readers[shard]
-        masks = reader.rows["mask_length"][first:stop]
-        for index, payload in enumerate(reader.read_run(first, stop, verify), first):
-            fetched[shard, index] = _Record(shard, index, payload, int(masks[index - first]))
-    return [fetched[int(s), int(r)] for s, r in zip(shard_ids, record_ids)]
-
-
-@dataclass(frozen=True)
-class Sample:
-    image: np.ndarray  # (size, size, 3) uint8, or the raw bytes when not decoding
-    label: np.ndarray  # float32 labels as stored
-    mask: np.ndarray | None
+    fetched = read_records(shards.readers, read_runs(shard_ids, record_ids), verify)
+    return [fetched[shard, index] for shard, index in zip(shard_ids.tolist(), record_ids.tolist())]
 
 
 class RecordDataset(IterableDataset):
@@ -253,143 +233,72 @@ class RecordDataset(IterableDataset):
     def __iter__(self) -> Iterator:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        unit = self._resume_unit
         plan = self.plan()
-        per_group = self._units_per_group(plan, unit)
+        per_group = self._units_per_group(plan, self._resume_unit)
         remaining = [g for g in range(len(plan.groups)) if self._resume.get(g, 0) < per_group[g]]
-        mine = worker_groups(remaining, worker, workers)
-        records = self._records(plan, mine, unit)
+        records = self._records(plan, worker_groups(remaining, worker, workers))
+        size = self.batch_size or CHUNK
+        spec = DecodeSpec(
+            self.augment or Augment(), self.manifest.label_width, self.manifest.has_masks,
+            self.transform, self._rng, lambda shard: self._shards.readers[shard].name,
+        )
         if self.augment is None:
-            samples = self._apply_error_policy(self._raw_sample(record) for record in records)
+            decoded = raw_batches(spec, records, size)
         else:
-            samples = self._apply_error_policy(self._decoded(records, self._threads(workers)))
+            decoded = decode_batches(spec, records, size, self._threads(workers), self.read.decode_depth)
+        decoded = self._apply_error_policy(decoded)
         if self.batch_size is None:
-            return (self._single(sample) for sample in samples)
-        return self._batches(samples)
+            return (sample for batch in decoded for sample in self._samples(batch))
+        return (self._batch(batch) for batch in decoded if len(batch.labels))
 
-    def _records(self, plan: EpochPlan, groups: list[int], unit: int) -> Iterator[_Record]:
-        """The records of ``groups`` in order, a group read ahead on a background thread."""
+    def _records(self, plan: EpochPlan, groups: list[int]) -> Iterator[Record]:
+        """The records of ``groups`` in order, the next group read ahead on a background thread."""
         read = lambda group: _read_group(self._shards, plan, group, self.read.verify)  # noqa: E731
         for group, records in zip(groups, ordered_map(read, groups, threads=1, depth=2)):
-            skip = self._resume.get(group, 0) * unit
+            skip = self._resume.get(group, 0) * self._resume_unit
             end = len(records)
             if self.drop_last and self.batch_size:
                 end -= end % self.batch_size
             yield from records[skip:end]
 
-    def _apply_error_policy(self, samples: Iterator[Sample | CorruptRecordError]) -> Iterator[Sample]:
+    def _apply_error_policy(self, batches: Iterator[Decoded]) -> Iterator[Decoded]:
         """Bad records travel as values; here, in the consuming thread, they raise or are skipped with a warning."""
-        for sample in samples:
-            if not isinstance(sample, CorruptRecordError):
-                yield sample
-            elif self.on_error == "raise":
-                raise sample
-            else:
-                warnings.warn(f"recpack: skipped {sample}", stacklevel=2)
+        for batch in batches:
+            for error in batch.errors:
+                if self.on_error == "raise":
+                    raise error
+                warnings.warn(f"recpack: skipped {error}", stacklevel=2)
+            yield batch
 
-    def _error(self, record: _Record, error: Exception) -> CorruptRecordError:
-        if isinstance(error, CorruptRecordError):
-            return error
-        name = self._shards.readers[record.shard].name
-        return CorruptRecordError(name, record.index, getattr(error, "reason", str(error)))
-
-    def _sample(self, record: _Record, rng: np.random.Generator | None) -> Sample | CorruptRecordError:
-        if isinstance(record.payload, Exception):
-            return self._error(record, record.payload)
-        try:
-            payload = unpack_payload(record.payload, record.mask_length)
-            image, box, source_size = decode_image(payload.image, self.augment, rng)
-            mask = decode_mask(payload.mask, box, source_size, self.augment.size) if record.mask_length else None
-        except (BadImageError, ValueError) as error:
-            return self._error(record, error)
-        if self.transform is not None:
-            image = self.transform(image)
-        return Sample(image, payload.labels, mask)
-
-    def _raw_sample(self, record: _Record) -> Sample | CorruptRecordError:
-        if isinstance(record.payload, Exception):
-            return self._error(record, record.payload)
-        payload = unpack_payload(record.payload, record.mask_length)
-        return Sample(bytes(payload.image), payload.labels, bytes(payload.mask) if record.mask_length else None)
-
-    def _decoded(self, records: Iterator[_Record], threads: int) -> Iterator[Sample | CorruptRecordError]:
-        """Decode in a thread pool, in order, in chunks so that per-task overhead stays small."""
-
-        def decode_chunk(chunk: list[_Record]) -> list[Sample | CorruptRecordError]:
-            return [self._sample(record, self._rng(record)) for record in chunk]
-
-        for chunk in ordered_map(decode_chunk, _chunks(records, 16), threads, threads * self.read.decode_depth):
-            yield from chunk
-
-    def _rng(self, record: _Record) -> np.random.Generator | None:
+    def _rng(self, record: Record) -> np.random.Generator | None:
         """Augmentation randomness from (seed, epoch, record): the same every run, new every epoch."""
         if not self.augment.train:
             return None
         return np.random.default_rng((self.seed, self.epoch, record.shard, record.index))
 
-    def _label(self, labels: np.ndarray):
+    def _labels(self, labels: np.ndarray) -> torch.Tensor:
+        """One label per record: int64 class indices; several: float32 vectors."""
         if self.manifest.label_width == 1:
-            return torch.tensor(int(labels[0]), dtype=torch.int64)
-        return torch.from_numpy(np.array(labels, np.float32))
+            return torch.from_numpy(labels[:, 0].astype(np.int64))
+        return torch.from_numpy(labels)
 
-    def _image_tensor(self, hwc: np.ndarray) -> torch.Tensor:
-        if self.normalize is not None:
-            mean, std = self.normalize
-            hwc = (hwc.astype(np.float32) - mean) / std
-        return torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)
-
-    def _single(self, sample: Sample):
-        if self.augment is None:
-            return sample.image, self._label(sample.label)
-        image = self._image_tensor(sample.image)
-        if sample.mask is not None:
-            return image, torch.from_numpy(np.array(sample.mask))
-        return image, self._label(sample.label)
-
-    def _batches(self, samples: Iterator[Sample]) -> Iterator:
-        batch: list[Sample] = []
-        for sample in samples:
-            batch.append(sample)
-            if len(batch) == self.batch_size:
-                yield self._collate(batch)
-                batch = []
-        if batch and not self.drop_last:
-            yield self._collate(batch)
-
-    def _collate(self, batch: list[Sample]):
-        if self.augment is None:
-            return [sample.image for sample in batch], self._labels_tensor(batch)
-        first = batch[0].image
+    def _images(self, images: np.ndarray) -> torch.Tensor:
+        """(n, 3, H, W) in channels-last memory order; float32 and normalised if asked."""
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2)
         if self.normalize is None:
-            images = torch.empty((len(batch), *first.shape), dtype=torch.uint8)
-            array = images.numpy()
-            for slot, sample in enumerate(batch):
-                array[slot] = sample.image
-            images = images.permute(0, 3, 1, 2)  # (B, 3, H, W) in channels-last memory order
-        else:
-            images = torch.stack([self._image_tensor(sample.image) for sample in batch])
-        targets = (
-            torch.from_numpy(np.stack([sample.mask for sample in batch]))
-            if batch[0].mask is not None
-            else self._labels_tensor(batch)
-        )
+            return tensor
+        mean, std = (torch.from_numpy(v).view(1, 3, 1, 1) for v in self.normalize)
+        return tensor.float().sub_(mean).div_(std)
+
+    def _batch(self, batch: Decoded):
+        if self.augment is None:
+            return batch.images, self._labels(batch.labels)
+        targets = torch.from_numpy(batch.masks) if batch.masks is not None else self._labels(batch.labels)
+        images = self._images(batch.images)
         if self.pin_memory and torch.cuda.is_available():
             images, targets = images.pin_memory(), targets.pin_memory()
         return images, targets
 
-    def _labels_tensor(self, batch: list[Sample]) -> torch.Tensor:
-        labels = np.stack([sample.label for sample in batch])
-        if self.manifest.label_width == 1:
-            return torch.from_numpy(labels[:, 0].astype(np.int64))
-        return torch.from_numpy(labels.astype(np.float32))
-
-
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    def _samples(self, batch: Decoded) -> Iterator:
+        images, targets = self._batch(batch)
+        return zip(images, targets)

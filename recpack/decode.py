@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from turbojpeg import TJFLAG_FASTDCT, TJPF_RGB
+from turbojpeg import TJFLAG_FASTDCT, TJPF_RGBX
 
 from .errors import BadImageError
 from .prepare import turbojpeg
@@ -97,13 +97,14 @@ def dct_denominator(box: Box, size: int) -> int:
     return denominator
 
 
-def _resample(image: Image.Image, box: Box, scale: int, size: int, resample) -> np.ndarray:
+def _resample_into(out: np.ndarray, image: Image.Image, box: Box, scale: int, resample) -> None:
+    """Resample ``box`` (in full-size coordinates, image decoded at 1/scale) into ``out``, flipped if asked."""
     region = (box.left / scale, box.top / scale, (box.left + box.width) / scale, (box.top + box.height) / scale)
     region = tuple(min(max(value, 0), limit) for value, limit in zip(region, image.size * 2))
-    out = image.resize((size, size), resample, box=region)
-    if box.flip:
-        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.asarray(out)
+    pixels = np.asarray(image.resize((out.shape[1], out.shape[0]), resample, box=region))
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, : out.shape[2]]  # RGBX -> RGB
+    np.copyto(out, pixels[:, ::-1] if box.flip else pixels)
 
 
 def _pil_rgb(data) -> Image.Image:
@@ -114,8 +115,12 @@ def _pil_rgb(data) -> Image.Image:
         raise BadImageError(f"image does not decode ({error})") from None
 
 
-def decode_image(data, augment: Augment, rng: np.random.Generator | None) -> tuple[np.ndarray, Box, tuple[int, int]]:
-    """One record's image as (size, size, 3) uint8; also the box and source size, for its mask."""
+def decode_image(data, augment: Augment, rng: np.random.Generator | None, out: np.ndarray) -> tuple[Box, tuple[int, int]]:
+    """Decode one record's image into ``out`` ((size, size, 3) uint8); return the box and source size for its mask.
+
+    libjpeg-turbo decodes to RGBX so that Pillow can wrap the pixels without
+    a copy (Pillow keeps RGB images 4 bytes a pixel).
+    """
     tj = turbojpeg()
     try:
         width, height, _, colorspace = tj.decode_header(data)
@@ -124,20 +129,22 @@ def decode_image(data, augment: Augment, rng: np.random.Generator | None) -> tup
     if colorspace is None or colorspace in (_TJ_GRAY, _TJ_CMYK):
         image = _pil_rgb(data)
         box = choose_box(*image.size, augment, rng)
-        return _resample(image, box, 1, augment.size, Image.Resampling.BILINEAR), box, image.size
+        _resample_into(out, image, box, 1, Image.Resampling.BILINEAR)
+        return box, image.size
     box = choose_box(width, height, augment, rng)
     denominator = dct_denominator(box, augment.size)
     flags = TJFLAG_FASTDCT if augment.fast_dct else 0
     try:
-        pixels = tj.decode(data, pixel_format=TJPF_RGB, scaling_factor=(1, denominator), flags=flags)
+        pixels = tj.decode(data, pixel_format=TJPF_RGBX, scaling_factor=(1, denominator), flags=flags)
     except OSError as error:
         raise BadImageError(f"image does not decode ({error})") from None
-    image = Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
-    return _resample(image, box, denominator, augment.size, Image.Resampling.BILINEAR), box, (width, height)
+    image = Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
+    _resample_into(out, image, box, denominator, Image.Resampling.BILINEAR)
+    return box, (width, height)
 
 
-def decode_mask(data, box: Box, source_size: tuple[int, int], size: int) -> np.ndarray:
-    """A label mask cut and resized exactly like its image, nearest neighbour, as (size, size) uint8/int."""
+def decode_mask(data, box: Box, source_size: tuple[int, int], out: np.ndarray) -> None:
+    """Decode a label mask into ``out`` ((size, size) uint8), cut and resized like its image, nearest neighbour."""
     try:
         mask = Image.open(io.BytesIO(data))
         mask.load()
@@ -145,6 +152,8 @@ def decode_mask(data, box: Box, source_size: tuple[int, int], size: int) -> np.n
         raise BadImageError(f"mask does not decode ({error})") from None
     if mask.size != source_size:
         raise BadImageError(f"mask is {mask.size[0]}x{mask.size[1]}, its image {source_size[0]}x{source_size[1]}")
-    if mask.mode not in ("L", "P", "I", "I;16"):
+    if mask.mode not in ("L", "P"):
+        if np.asarray(mask).max() > 255:
+            raise BadImageError("mask has values above 255, which recpack does not read yet")
         mask = mask.convert("L")
-    return _resample(mask, box, 1, size, Image.Resampling.NEAREST)
+    _resample_into(out, mask, box, 1, Image.Resampling.NEAREST)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import crc32c
 import numpy as np
@@ -186,3 +186,26 @@ class ShardReader:
         if verify:
             self._check(index, payload, rows[index])
         return bytes(payload)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record as read: where it came from, and its payload (or the error found reading it)."""
+
+    shard: int
+    index: int
+    payload: Any  # memoryview into a read buffer, or a CorruptRecordError
+    mask_length: int
+
+
+def read_records(
+    readers: Sequence[ShardReader], runs: list[tuple[int, int, int]], verify: bool = True
+) -> dict[tuple[int, int], Record]:
+    """Read (shard, first, stop) runs, one positioned read each; records keyed by (shard, index)."""
+    fetched: dict[tuple[int, int], Record] = {}
+    for shard, first, stop in runs:
+        reader = readers[shard]
+        masks = reader.rows["mask_length"][first:stop].tolist()
+        for index, payload in enumerate(reader.read_run(first, stop, verify), first):
+            fetched[shard, index] = Record(shard, index, payload, masks[index - first])
+    return fetched

@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import corpus
+import recpack.batches as batches_module
 import recpack.dataset as dataset_module
 from recpack import manifest as mf
 from recpack.dataset import Partition, ReadOptions, RecordDataset
@@ -53,13 +54,13 @@ def ids(batches):
 @pytest.fixture
 def tagged(monkeypatch):
     """Make labels carry the record id (IRHeader id = list line) in every test that asks."""
-    original = dataset_module.unpack_payload
+    original = batches_module.unpack_payload
 
     def tag(payload, mask_length=0):
         parsed = original(payload, mask_length)
         return type(parsed)(np.array([parsed.record_id], np.float32), parsed.record_id, parsed.image, parsed.mask)
 
-    monkeypatch.setattr(dataset_module, "unpack_payload", tag)
+    monkeypatch.setattr(batches_module, "unpack_payload", tag)
 
 
 def all_ids():

@@ -1,0 +1,151 @@
+"""Decode a stream of records into batches, on a thread pool, straight into the batch buffers.
+
+Each batch gets its buffers up front; decode tasks of ``CHUNK`` records write
+their images (and masks) into their slots, so a decoded image is copied once,
+from Pillow's output into the batch.  Tasks run through ``ordered_map``, so at
+most ``threads * depth`` chunks are in flight and batches come out in order.
+A record that fails travels as a ``CorruptRecordError`` in ``Decoded.errors``
+and its slot is dropped from the batch; the caller's policy decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .decode import Augment, decode_image, decode_mask
+from .errors import BadImageError, CorruptRecordError
+from .format import unpack_payload
+from .prefetch import ordered_map
+from .reader import Record
+
+CHUNK = 16  # records per decode task: large enough to amortise the pool's per-task cost
+
+
+@dataclass(frozen=True)
+class Decoded:
+    images: np.ndarray  # (n, size, size, 3) uint8; raw mode: a list of JPEG bytes
+    labels: np.ndarray  # (n, label_width) float32
+    masks: np.ndarray | None  # (n, size, size) uint8 for segmentation datasets
+    errors: list[CorruptRecordError]
+
+
+@dataclass(frozen=True)
+class _Buffers:
+    images: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None
+    ok: np.ndarray  # bool per slot
+
+
+@dataclass(frozen=True)
+class _Task:
+    buffers: _Buffers
+    start: int
+    records: list[Record]
+    last: bool  # the batch is complete once this task is
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """Everything a decode thread needs besides the records."""
+
+    augment: Augment
+    label_width: int
+    has_masks: bool
+    transform: Callable[[np.ndarray], np.ndarray] | None
+    rng_for: Callable[[Record], np.random.Generator | None]
+    name_of: Callable[[int], str]  # shard index -> shard name, for error messages
+
+
+def _as_error(spec: DecodeSpec, record: Record, error: Exception) -> CorruptRecordError:
+    if isinstance(error, CorruptRecordError):
+        return error
+    return CorruptRecordError(spec.name_of(record.shard), record.index, getattr(error, "reason", str(error)))
+
+
+def _decode_task(spec: DecodeSpec, task: _Task) -> list[CorruptRecordError]:
+    errors = []
+    buffers = task.buffers
+    for slot, record in enumerate(task.records, task.start):
+        try:
+            if isinstance(record.payload, Exception):
+                raise record.payload
+            payload = unpack_payload(record.payload, record.mask_length)
+            buffers.labels[slot] = payload.labels[: spec.label_width]
+            box, source_size = decode_image(payload.image, spec.augment, spec.rng_for(record), buffers.images[slot])
+            if buffers.masks is not None:
+                if not record.mask_length:
+                    raise BadImageError("record has no mask in a segmentation dataset")
+                decode_mask(payload.mask, box, source_size, buffers.masks[slot])
+            if spec.transform is not None:
+                buffers.images[slot] = spec.transform(buffers.images[slot])
+        except (BadImageError, CorruptRecordError, ValueError) as error:
+            errors.append(_as_error(spec, record, error))
+            buffers.ok[slot] = False
+    return errors
+
+
+def _batches_of(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int) -> Iterator[_Task]:
+    side = spec.augment.size
+    for batch in _batches_of(records, batch_size):
+        count = len(batch)
+        buffers = _Buffers(
+            np.empty((count, side, side, 3), np.uint8),
+            np.zeros((count, spec.label_width), np.float32),
+            np.empty((count, side, side), np.uint8) if spec.has_masks else None,
+            np.ones(count, bool),
+        )
+        for start in range(0, count, CHUNK):
+            yield _Task(buffers, start, batch[start : start + CHUNK], start + CHUNK >= count)
+
+
+def decode_batches(
+    spec: DecodeSpec, records: Iterator[Record], batch_size: int, threads: int, depth: int
+) -> Iterator[Decoded]:
+    """Batches of up to ``batch_size`` decoded records, in record order."""
+    tasks = _tasks(spec, records, batch_size)
+    errors: list[CorruptRecordError] = []
+    decode = lambda task: (task, _decode_task(spec, task))  # noqa: E731
+    for task, task_errors in ordered_map(decode, tasks, threads, threads * depth):
+        errors += task_errors
+        if task.last:
+            buffers = task.buffers
+            if errors:
+                keep = buffers.ok
+                yield Decoded(buffers.images[keep], buffers.labels[keep],
+                              None if buffers.masks is None else buffers.masks[keep], errors)
+            else:
+                yield Decoded(buffers.images, buffers.labels, buffers.masks, [])
+            errors = []
+
+
+def raw_batches(spec: DecodeSpec, records: Iterator[Record], batch_size: int) -> Iterator[Decoded]:
+    """Batches of undecoded JPEG bytes (for measuring I/O alone, or decoding elsewhere)."""
+    for batch in _batches_of(records, batch_size):
+        images, labels, errors = [], [], []
+        for record in batch:
+            try:
+                if isinstance(record.payload, Exception):
+                    raise record.payload
+                payload = unpack_payload(record.payload, record.mask_length)
+            except (CorruptRecordError, ValueError) as error:
+                errors.append(_as_error(spec, record, error))
+                continue
+            images.append(bytes(payload.image))
+            labels.append(payload.labels[: spec.label_width])
+        label_array = np.array(labels, np.float32).reshape(len(labels), spec.label_width)
+        yield Decoded(images, label_array, None, errors)
