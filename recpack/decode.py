@@ -2,34 +2,30 @@
 
 Geometry is decided first, from the JPEG header alone: the crop box (random
 resized crop for training, shorter-side resize + centre crop for evaluation)
-and the flip.  Then libjpeg-turbo decodes at the smallest DCT scale (1/2, 1/4,
-1/8) that still leaves the crop at least as large as the output, and
-pillow-simd resamples just the crop box into the output.  Both release the
-GIL, so decode threads run on all cores.  Masks (PNG) get the same box and
-flip, resampled with nearest neighbour.
+and the flip.  Then libjpeg-turbo decodes only the crop's rows and columns
+(``_jpegcrop``), at the smallest DCT scale (1/2, 1/4, 1/8) that still leaves
+the crop at least as large as the output, and pillow-simd resamples the crop
+into the output.  Both release the GIL, so decode threads run on all cores.
+Masks (PNG) get the same box and flip, resampled with nearest neighbour.
 
-Sources that are not 3-component JPEGs (grayscale or CMYK JPEGs, PNGs --
-possible in imported MXNet ``.rec`` files) go through Pillow and come out RGB.
+Sources that are not YCbCr or grayscale JPEGs (CMYK JPEGs, PNGs -- possible in
+imported MXNet ``.rec`` files) go through Pillow and come out RGB.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from turbojpeg import TJFLAG_FASTDCT, TJPF_RGBX
 
+from ._jpegcrop import decode_region
 from .errors import BadImageError
 from .prepare import turbojpeg
 
-# libjpeg's recoverable-corruption warnings: the CRC check already vouched for the
-# bytes, and warnings.catch_warnings is not thread-safe, so they are filtered once here.
-warnings.filterwarnings("ignore", category=UserWarning, module="turbojpeg")
-_TJ_GRAY, _TJ_CMYK = 2, 4  # TurboJPEG colourspace codes that need Pillow's conversion
+_TJ_CMYK, _TJ_YCCK = 3, 4  # TurboJPEG colourspace codes that need Pillow's conversion
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,6 @@ class Augment:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True  # random horizontal flip when training
     resize: int | None = None  # evaluation: shorter side before the centre crop (default size / 0.875)
-    fast_dct: bool = False  # libjpeg-turbo's faster, slightly less exact IDCT
 
 
 @dataclass(frozen=True)
@@ -97,14 +92,21 @@ def dct_denominator(box: Box, size: int) -> int:
     return denominator
 
 
-def _resample_into(out: np.ndarray, image: Image.Image, box: Box, scale: int, resample) -> None:
-    """Resample ``box`` (in full-size coordinates, image decoded at 1/scale) into ``out``, flipped if asked."""
-    region = (box.left / scale, box.top / scale, (box.left + box.width) / scale, (box.top + box.height) / scale)
+def _resample_into(out: np.ndarray, image: Image.Image, box: Box, scale: int, resample, origin=(0, 0)) -> None:
+    """Resample ``box`` into ``out``, flipped if asked.
+
+    ``box`` is in full-size coordinates; ``image`` was decoded at 1/scale and
+    starts at ``origin`` of that scaled image.  The flip and the RGBX -> RGB
+    packing run in Pillow's C code; numpy does one contiguous copy into the slot.
+    """
+    left, top = box.left / scale - origin[0], box.top / scale - origin[1]
+    region = (left, top, left + box.width / scale, top + box.height / scale)
     region = tuple(min(max(value, 0), limit) for value, limit in zip(region, image.size * 2))
-    pixels = np.asarray(image.resize((out.shape[1], out.shape[0]), resample, box=region))
-    if pixels.ndim == 3:
-        pixels = pixels[:, :, : out.shape[2]]  # RGBX -> RGB
-    np.copyto(out, pixels[:, ::-1] if box.flip else pixels)
+    resized = image.resize((out.shape[1], out.shape[0]), resample, box=region)
+    if box.flip:
+        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    raw_mode = "RGB" if out.ndim == 3 else resized.mode
+    out[...] = np.frombuffer(resized.tobytes("raw", raw_mode), np.uint8).reshape(out.shape)
 
 
 def _pil_rgb(data) -> Image.Image:
@@ -118,28 +120,31 @@ def _pil_rgb(data) -> Image.Image:
 def decode_image(data, augment: Augment, rng: np.random.Generator | None, out: np.ndarray) -> tuple[Box, tuple[int, int]]:
     """Decode one record's image into ``out`` ((size, size, 3) uint8); return the box and source size for its mask.
 
-    libjpeg-turbo decodes to RGBX so that Pillow can wrap the pixels without
-    a copy (Pillow keeps RGB images 4 bytes a pixel).
+    Only the crop's rows and columns are decoded (``_jpegcrop``), at the DCT
+    scale chosen from the box, as RGBX so that Pillow wraps the pixels
+    without a copy (Pillow keeps RGB images 4 bytes a pixel).
     """
     tj = turbojpeg()
     try:
         width, height, _, colorspace = tj.decode_header(data)
     except OSError:
         colorspace = None
-    if colorspace is None or colorspace in (_TJ_GRAY, _TJ_CMYK):
+    if colorspace is None or colorspace in (_TJ_CMYK, _TJ_YCCK):
         image = _pil_rgb(data)
         box = choose_box(*image.size, augment, rng)
         _resample_into(out, image, box, 1, Image.Resampling.BILINEAR)
         return box, image.size
     box = choose_box(width, height, augment, rng)
     denominator = dct_denominator(box, augment.size)
-    flags = TJFLAG_FASTDCT if augment.fast_dct else 0
+    left, top = int(box.left // denominator), int(box.top // denominator)
+    right = min(math.ceil((box.left + box.width) / denominator) + 1, -(-width // denominator))
+    bottom = min(math.ceil((box.top + box.height) / denominator) + 1, -(-height // denominator))
     try:
-        pixels = tj.decode(data, pixel_format=TJPF_RGBX, scaling_factor=(1, denominator), flags=flags)
-    except OSError as error:
+        pixels, x, y, w, h = decode_region(data, left, top, right - left, bottom - top, denominator)
+    except ValueError as error:
         raise BadImageError(f"image does not decode ({error})") from None
-    image = Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
-    _resample_into(out, image, box, denominator, Image.Resampling.BILINEAR)
+    image = Image.frombuffer("RGBX", (w, h), pixels, "raw", "RGBX", 0, 1)
+    _resample_into(out, image, box, denominator, Image.Resampling.BILINEAR, origin=(x, y))
     return box, (width, height)
 
 

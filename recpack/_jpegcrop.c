@@ -1,0 +1,130 @@
+/* Decode only the part of a JPEG that a crop needs, with the GIL released.
+ *
+ * decode_region(data, left, top, width, height, denominator) -> (pixels, x, y, w, h)
+ *
+ * The region is in the coordinates of the image scaled by 1/denominator
+ * (DCT-domain scaling, denominator 1, 2, 4 or 8).  libjpeg-turbo's
+ * jpeg_crop_scanline() limits the inverse DCT, upsampling and colour
+ * conversion to the columns of the crop (widened to whole iMCUs), and
+ * jpeg_skip_scanlines() skips that work for the rows above it; decoding stops
+ * after the last row needed.  Entropy decoding still runs over the skipped
+ * rows: a JPEG cannot be entered in the middle.
+ *
+ * pixels is a bytearray of h rows of w RGBX pixels (4 bytes each, so Pillow
+ * can wrap it without a copy); (x, y) is where it starts in the scaled image.
+ * Grayscale sources come out as RGBX too.  CMYK/YCCK raise ValueError (the
+ * caller falls back to Pillow), corrupt data raises ValueError with libjpeg's
+ * message.  Warnings (recoverable corruption) are ignored.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+#include <jpeglib.h>
+
+struct error_state {
+    struct jpeg_error_mgr manager;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+};
+
+static void on_error(j_common_ptr cinfo) {
+    struct error_state *state = (struct error_state *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, state->message);
+    longjmp(state->jump, 1);
+}
+
+static void on_message(j_common_ptr cinfo, int level) {
+    (void)cinfo;
+    (void)level;
+}
+
+static PyObject *decode_region(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int left, top, width, height, denominator;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIIII", &input, &left, &top, &width, &height, &denominator))
+        return NULL;
+
+    struct jpeg_decompress_struct cinfo;
+    struct error_state error;
+    PyObject *pixels = NULL;
+    const char *failure = NULL;
+    JDIMENSION x = left, w = width, rows = 0;
+    unsigned char *out = NULL;
+
+    cinfo.err = jpeg_std_error(&error.manager);
+    error.manager.error_exit = on_error;
+    error.manager.emit_message = on_message;
+    error.message[0] = '\0';
+
+    Py_BEGIN_ALLOW_THREADS
+    if (setjmp(error.jump)) {
+        failure = error.message;
+    } else {
+        jpeg_create_decompress(&cinfo);
+        jpeg_mem_src(&cinfo, (const unsigned char *)input.buf, (unsigned long)input.len);
+        jpeg_read_header(&cinfo, TRUE);
+        if (cinfo.num_components != 1 && cinfo.num_components != 3) {
+            failure = "not a grayscale or YCbCr/RGB JPEG";
+        } else {
+            cinfo.scale_num = 1;
+            cinfo.scale_denom = denominator;
+            cinfo.out_color_space = JCS_EXT_RGBX;
+            cinfo.dct_method = JDCT_ISLOW;
+            jpeg_start_decompress(&cinfo);
+            if (left >= cinfo.output_width || top >= cinfo.output_height || width == 0 || height == 0) {
+                failure = "crop region outside the image";
+            } else {
+                if (left + w > cinfo.output_width) w = cinfo.output_width - left;
+                if (top + height > cinfo.output_height) height = cinfo.output_height - top;
+                if (x > 0 || w < cinfo.output_width) jpeg_crop_scanline(&cinfo, &x, &w);
+                if (top > 0) jpeg_skip_scanlines(&cinfo, top);
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    if (failure == NULL) {
+        pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)w * height * 4);
+        if (pixels == NULL) {
+            jpeg_destroy_decompress(&cinfo);
+            PyBuffer_Release(&input);
+            return NULL;
+        }
+        out = (unsigned char *)PyByteArray_AS_STRING(pixels);
+        Py_BEGIN_ALLOW_THREADS
+        if (setjmp(error.jump)) {
+            failure = error.message;
+        } else {
+            while (rows < height) {
+                JSAMPROW row = out + (size_t)rows * w * 4;
+                if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
+                    failure = "image data ended early";
+                    break;
+                }
+                rows++;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    jpeg_destroy_decompress(&cinfo); /* also abandons the rows below the crop */
+    PyBuffer_Release(&input);
+    if (failure != NULL) {
+        Py_XDECREF(pixels);
+        PyErr_SetString(PyExc_ValueError, failure[0] ? failure : "corrupt JPEG");
+        return NULL;
+    }
+    return Py_BuildValue("(NIIII)", pixels, (unsigned int)x, top, (unsigned int)w, height);
+}
+
+static PyMethodDef methods[] = {
+    {"decode_region", decode_region, METH_VARARGS,
+     "decode_region(data, left, top, width, height, denominator) -> (rgbx, x, y, w, h)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpegcrop", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__jpegcrop(void) { return PyModule_Create(&module); }
