@@ -86,7 +86,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         shown = ", ".join(info["classes"][:10]) + (", ..." if len(info["classes"]) > 10 else "")
         print(f"classes   {len(info['classes'])}: {shown}")
     created = info["created"]
-    if created:
+    if created.get("imported"):
+        print(f"imported  from {', '.join(created.get('source', []))} on {created.get('date')}")
+    elif created:
         print(f"made from {created.get('source')} (seed {created.get('seed')}, check {created.get('check')}, "
               f"resize {created.get('resize')}, {created.get('skipped', 0)} skipped) on {created.get('date')}")
     return 0
@@ -102,6 +104,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 1
     manifest = mf.load(args.dataset)
     print(f"ok: {manifest.num_records} records in {manifest.num_shards} shards, every checksum matches")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .mxnet_rec import import_rec
+
+    manifest = import_rec(args.rec, args.out, show_progress=not args.quiet)
+    print(f"imported {manifest.num_records} records from {manifest.num_shards} .rec files into {args.out} "
+          "(the .rec files were read, not copied or changed)")
     return 0
 
 
@@ -172,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("dataset")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(handler=_cmd_verify)
+
+    adopt = commands.add_parser("import", help="index existing MXNet .rec files into a dataset, without rewriting them")
+    adopt.add_argument("rec", nargs="+", help=".rec files or folders of them (an .idx beside a .rec is checked)")
+    adopt.add_argument("out", help="folder for the manifest and record indexes; it points at the .rec files")
+    adopt.add_argument("--quiet", action="store_true", help="no progress bar")
+    adopt.set_defaults(handler=_cmd_import)
 
     get = commands.add_parser("get", help="extract one image by its source key")
     get.add_argument("dataset")

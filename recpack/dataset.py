@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from . import manifest as mf
 from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
 from .decode import Augment
 from .errors import CorruptRecordError, RecpackError
+from .mxnet_rec import open_shards
 from .prefetch import ordered_map
 from .reader import Record, ShardReader, read_records
 from .sharding import EpochPlan, read_runs, round_robin_consumed, worker_groups
@@ -68,13 +68,6 @@ class _Shards:
     readers: list[ShardReader]
     sizes: list[int]
 
-    @classmethod
-    def open(cls, path: str, manifest: mf.Manifest) -> "_Shards":
-        readers = [
-            ShardReader(os.path.join(path, s.rec.name), os.path.join(path, s.rpi.name), s.stem) for s in manifest.shards
-        ]
-        return cls(readers, [s.records for s in manifest.shards])
-
 
 def _read_group(shards: _Shards, plan: EpochPlan, group: int, verify: bool) -> list[Record]:
     """All records of one group, read run by run in file order, returned in the group's shuffled order."""
@@ -85,6 +78,9 @@ def _read_group(shards: _Shards, plan: EpochPlan, group: int, verify: bool) -> l
 
 class RecordDataset(IterableDataset):
     """Stream a recpack dataset: shuffled, split across ranks and DataLoader workers, decoded in threads.
+
+    ``path`` is a recpack dataset folder, or an MXNet ``.rec`` file or folder
+    of them without a manifest (indexed by a scan on construction, in memory).
 
     ``batch_size=B`` yields ready batches -- use ``DataLoader(ds, batch_size=None)``;
     ``batch_size=None`` yields single samples for ``DataLoader(ds, batch_size=B)``.
@@ -115,7 +111,7 @@ class RecordDataset(IterableDataset):
         if partition.uneven not in ("pad", "drop"):
             raise ValueError("partition.uneven must be 'pad' or 'drop'")
         self.path = path
-        self.manifest = mf.load(path)
+        self.manifest, readers = open_shards(path)  # a recpack folder, or .rec files scanned in memory
         if self.manifest.num_records == 0:
             raise RecpackError(f"{path}: the dataset holds no records")
         self.batch_size, self.augment, self.seed, self.drop_last = batch_size, augment, seed, drop_last
@@ -126,7 +122,7 @@ class RecordDataset(IterableDataset):
         self.epoch = 0
         self._resume: dict[int, int] = {}  # group -> units already consumed, for this epoch only
         self._resume_unit = batch_size or 1  # records per unit in ``_resume``
-        self._shards = _Shards.open(path, self.manifest)
+        self._shards = _Shards(readers, [s.records for s in self.manifest.shards])
 
     # --- configuration -------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ use, not when the dataset opens.  Sequential reads use large chunks with
 
 from __future__ import annotations
 
+import mmap
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import crc32c
@@ -42,18 +43,24 @@ def read_chunks(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[b
 
 @dataclass
 class ShardReader:
-    """One shard's records.  ``name`` is used in error messages (e.g. ``shard-00003``)."""
+    """One shard's records.  ``name`` is used in error messages (e.g. ``shard-00003``).
+
+    The record index is the ``.rpi`` at ``rpi_path``, loaded on first use, or
+    ``index_rows`` given in memory (a foreign .rec scanned on open, which has
+    no .rpi; ``rpi_path`` is then None).  Given rows travel with the pickle.
+    """
 
     rec_path: str
-    rpi_path: str
+    rpi_path: str | None
     name: str
+    index_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._rows: np.ndarray | None = None
+        self._rows: np.ndarray | None = self.index_rows
         self._fd, self._fd_pid = -1, -1
 
     def __getstate__(self) -> dict:
-        return {"rec_path": self.rec_path, "rpi_path": self.rpi_path, "name": self.name}
+        return {"rec_path": self.rec_path, "rpi_path": self.rpi_path, "name": self.name, "index_rows": self.index_rows}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -83,19 +90,27 @@ class ShardReader:
             os.posix_fadvise(self._descriptor(), offset, self._end_of(stop - 1) - offset, os.POSIX_FADV_WILLNEED)
 
     def read_run(self, first: int, stop: int, verify: bool = True) -> list[memoryview | CorruptRecordError]:
-        """Payloads of records first..stop-1 with one positioned read, as views into one buffer.
+        """Payloads of records first..stop-1, as zero-copy views of one memory map of their bytes.
 
-        A damaged record comes back as its CorruptRecordError, in its place,
-        so that the caller's error policy decides; its neighbours are found
-        through the index and are unaffected.
+        The map covers only this run and is unmapped when the last view of it
+        is dropped, so memory stays bounded by the runs in use.  A damaged
+        record comes back as its CorruptRecordError, in its place, so that the
+        caller's error policy decides; its neighbours are found through the
+        index and are unaffected.
         """
         rows = self.rows
         base = int(rows[first]["offset"])
-        data = os.pread(self._descriptor(), self._end_of(stop - 1) - base, base)
+        start = base - base % mmap.ALLOCATIONGRANULARITY
+        end = self._end_of(stop - 1)
+        if end > os.fstat(self._descriptor()).st_size:
+            error = CorruptRecordError(self.name, stop - 1, "shard file is truncated")
+            return [error] * (stop - first)
+        mapped = mmap.mmap(self._descriptor(), end - start, prot=mmap.PROT_READ, offset=start)
+        data = memoryview(mapped)
         results: list[memoryview | CorruptRecordError] = []
         for index in range(first, stop):
             try:
-                payload, _ = fmt.read_framed(data, int(rows[index]["offset"]) - base)
+                payload, _ = fmt.read_framed(data, int(rows[index]["offset"]) - start)
                 if verify:
                     self._check(index, payload, rows[index])
             except fmt.FramingError as error:
@@ -202,6 +217,8 @@ def read_records(
     readers: Sequence[ShardReader], runs: list[tuple[int, int, int]], verify: bool = True
 ) -> dict[tuple[int, int], Record]:
     """Read (shard, first, stop) runs, one positioned read each; records keyed by (shard, index)."""
+    for shard, first, stop in runs:  # queue every read at once: the disk sees a deep queue
+        readers[shard].advise_willneed(first, stop)
     fetched: dict[tuple[int, int], Record] = {}
     for shard, first, stop in runs:
         reader = readers[shard]

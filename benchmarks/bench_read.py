@@ -1,0 +1,188 @@
+"""recpack's reader against the hardware's ceilings, side by side in one run.
+
+Contenders, alternated round by round so that machine noise hits all alike:
+  bare-decode     libjpeg-turbo full-size decode of every image, pre-read bytes, one process per core
+  recpack-dl      RecordDataset(batch_size=256, RandomResizedCrop 224 + flip) via DataLoader(num_workers=cores)
+  recpack-threads the same with num_workers=0: decode threads in the training process
+  raw-warm        RecordDataset(augment=None): records only, CRC-checked, from the page cache
+  cat-warm        `cat` of the shard files to /dev/null, from the page cache
+Cold-cache pair (--cold, needs root or file ownership for posix_fadvise DONTNEED):
+  raw-cold / cat-cold: the same after evicting the shards from the page cache.
+Peak RSS of the whole process tree is sampled for recpack-dl (sum of RSS, and sum of PSS, which
+counts shared pages once).
+
+    python benchmarks/bench_read.py [--images 20000] [--rounds 3] [--cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / ".work"
+CORES = os.cpu_count() or 1
+
+
+def corpus(images: int) -> Path:
+    folder = WORK / f"corpus-{images}-s0"
+    if not (folder / "list.txt").exists():
+        subprocess.run([sys.executable, str(ROOT / "make_corpus.py"), str(folder), "--images", str(images)], check=True)
+    return folder
+
+
+def packed(images: int) -> Path:
+    out = WORK / f"packed-{images}"
+    if not (out / "recpack.json").exists():
+        subprocess.run([sys.executable, "-m", "recpack", "pack", str(corpus(images) / "list.txt"), str(out),
+                        "--shards", "64", "--overwrite", "--quiet"], check=True)
+    return out
+
+
+def shard_files(dataset: Path) -> list[str]:
+    return sorted(str(p) for p in dataset.glob("shard-*.rec"))
+
+
+def evict(paths: list[str]) -> None:
+    for path in paths:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+class TreeMemory:
+    """Samples the summed RSS and PSS of this process and its children every 50 ms."""
+
+    def __init__(self):
+        self.peak_rss = self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            rss = pss = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    info = process.memory_full_info()
+                    rss, pss = rss + info.rss, pss + info.pss
+                except psutil.Error:
+                    pass
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _decode_all(chunk: list[bytes]) -> int:
+    from turbojpeg import TJPF_RGB, TurboJPEG
+
+    tj = TurboJPEG()
+    for data in chunk:
+        tj.decode(data, pixel_format=TJPF_RGB)
+    return len(chunk)
+
+
+def bare_decode(datas: list[bytes], pool: ProcessPoolExecutor) -> tuple[float, int]:
+    chunks = [datas[i::CORES * 4] for i in range(CORES * 4)]
+    started = time.perf_counter()
+    count = sum(pool.map(_decode_all, chunks))
+    return time.perf_counter() - started, count
+
+
+def recpack_epoch(dataset: Path, workers: int) -> tuple[float, int]:
+    import torch
+
+    from recpack import RecordDataset
+    from recpack.decode import Augment
+
+    ds = RecordDataset(str(dataset), batch_size=256, augment=Augment(size=224))
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+    started = time.perf_counter()
+    count = sum(len(images) for images, _ in loader)
+    return time.perf_counter() - started, count
+
+
+def raw_epoch(dataset: Path) -> tuple[float, int]:
+    from recpack import RecordDataset
+
+    ds = RecordDataset(str(dataset), batch_size=256, augment=None)
+    started = time.perf_counter()
+    total = sum(len(image) for images, _ in ds for image in images)
+    return time.perf_counter() - started, total
+
+
+def cat(paths: list[str]) -> tuple[float, int]:
+    started = time.perf_counter()
+    subprocess.run(["cat", *paths], stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started, sum(os.path.getsize(p) for p in paths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="also measure after evicting the shards from the page cache")
+    args = parser.parse_args()
+    dataset = packed(args.images)
+    shards = shard_files(dataset)
+    sources = sorted(str(p) for p in (corpus(args.images)).rglob("*.jpg"))
+    datas = [Path(p).read_bytes() for p in sources]
+    rates: dict[str, list[float]] = {}
+    peaks: list[TreeMemory] = []
+
+    def record(name: str, seconds: float, amount: float) -> None:
+        rates.setdefault(name, []).append(amount / seconds)
+        print(f"  {name:16s} {amount / seconds:12,.0f}", flush=True)
+
+    with ProcessPoolExecutor(CORES) as pool:
+        pool.map(_decode_all, [[datas[0]]] * CORES)  # start the processes outside the timing
+        for round_number in range(args.rounds):
+            print(f"round {round_number + 1}/{args.rounds}", flush=True)
+            record("bare-decode", *bare_decode(datas, pool))
+            with TreeMemory() as memory:
+                record("recpack-dl", *recpack_epoch(dataset, CORES))
+            peaks.append(memory)
+            record("recpack-threads", *recpack_epoch(dataset, 0))
+            record("raw-warm", *raw_epoch(dataset))
+            record("cat-warm", *cat(shards))
+            if args.cold:
+                evict(shards)
+                record("raw-cold", *raw_epoch(dataset))
+                evict(shards)
+                record("cat-cold", *cat(shards))
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    print()
+    print(f"{args.images} images, {len(shards)} shards, {sum(map(os.path.getsize, shards)) / 1e9:.2f} GB, {CORES} cores")
+    print("| contender | median | unit |")
+    print("|---|---:|---|")
+    for name, value in median.items():
+        unit = "bytes/s" if name.startswith(("raw", "cat")) else "images/s"
+        print(f"| {name} | {value:,.0f} | {unit} |")
+    print()
+    print(f"recpack-dl / bare-decode      = {median['recpack-dl'] / median['bare-decode']:.2f}  (target >= 0.85)")
+    print(f"recpack-threads / bare-decode = {median['recpack-threads'] / median['bare-decode']:.2f}")
+    print(f"raw-warm = {median['raw-warm'] / 1e9:.2f} GB/s (target >= 1 GB/s); raw-warm / cat-warm = {median['raw-warm'] / median['cat-warm']:.2f}")
+    if args.cold:
+        print(f"raw-cold / cat-cold = {median['raw-cold'] / median['cat-cold']:.2f}  (target >= 0.90)")
+    rss, pss = max(m.peak_rss for m in peaks), max(m.peak_pss for m in peaks)
+    print(f"peak memory of the process tree during recpack-dl: RSS {rss / 1e6:.0f} MB, PSS {pss / 1e6:.0f} MB (target <= 600 MB)")
+
+
+if __name__ == "__main__":
+    main()
