@@ -60,7 +60,11 @@ def evict(paths: list[str]) -> None:
 
 
 class TreeMemory:
-    """Samples the summed RSS and PSS of this process and its children every 50 ms."""
+    """Samples the summed RSS and PSS of this process and its children every 200 ms.
+
+    PSS (from smaps_rollup) counts pages shared between processes -- torch's
+    libraries, batches in shared memory -- once; summed RSS counts them once per process.
+    """
 
     def __init__(self):
         self.peak_rss = self.peak_pss = 0
@@ -73,12 +77,12 @@ class TreeMemory:
             rss = pss = 0
             for process in [me, *me.children(recursive=True)]:
                 try:
-                    info = process.memory_full_info()
-                    rss, pss = rss + info.rss, pss + info.pss
-                except psutil.Error:
+                    rss += process.memory_info().rss
+                    pss += _pss(process.pid)
+                except (psutil.Error, OSError):
                     pass
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-            time.sleep(0.05)
+            time.sleep(0.2)
 
     def __enter__(self):
         self._thread.start()
@@ -89,20 +93,32 @@ class TreeMemory:
         self._thread.join()
 
 
-def _decode_all(chunk: list[bytes]) -> int:
+def _pss(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _decode_files(paths: list[str]) -> tuple[float, int]:
+    """Read the files first, then time only their decoding (full size, RGB)."""
     from turbojpeg import TJPF_RGB, TurboJPEG
 
     tj = TurboJPEG()
-    for data in chunk:
-        tj.decode(data, pixel_format=TJPF_RGB)
-    return len(chunk)
-
-
-def bare_decode(datas: list[bytes], pool: ProcessPoolExecutor) -> tuple[float, int]:
-    chunks = [datas[i::CORES * 4] for i in range(CORES * 4)]
+    datas = [Path(path).read_bytes() for path in paths]
     started = time.perf_counter()
-    count = sum(pool.map(_decode_all, chunks))
-    return time.perf_counter() - started, count
+    for data in datas:
+        tj.decode(data, pixel_format=TJPF_RGB)
+    return time.perf_counter() - started, len(datas)
+
+
+def bare_decode(paths: list[str]) -> tuple[float, int]:
+    """One process per core, each decoding its share; the rate is the sum of their rates."""
+    with ProcessPoolExecutor(CORES) as pool:
+        results = list(pool.map(_decode_files, [paths[i::CORES] for i in range(CORES)]))
+    count = sum(n for _, n in results)
+    return count / sum(n / seconds for seconds, n in results), count
 
 
 def recpack_epoch(dataset: Path, workers: int) -> tuple[float, int]:
@@ -142,7 +158,6 @@ def main() -> None:
     dataset = packed(args.images)
     shards = shard_files(dataset)
     sources = sorted(str(p) for p in (corpus(args.images)).rglob("*.jpg"))
-    datas = [Path(p).read_bytes() for p in sources]
     rates: dict[str, list[float]] = {}
     peaks: list[TreeMemory] = []
 
@@ -150,22 +165,20 @@ def main() -> None:
         rates.setdefault(name, []).append(amount / seconds)
         print(f"  {name:16s} {amount / seconds:12,.0f}", flush=True)
 
-    with ProcessPoolExecutor(CORES) as pool:
-        pool.map(_decode_all, [[datas[0]]] * CORES)  # start the processes outside the timing
-        for round_number in range(args.rounds):
-            print(f"round {round_number + 1}/{args.rounds}", flush=True)
-            record("bare-decode", *bare_decode(datas, pool))
-            with TreeMemory() as memory:
-                record("recpack-dl", *recpack_epoch(dataset, CORES))
-            peaks.append(memory)
-            record("recpack-threads", *recpack_epoch(dataset, 0))
-            record("raw-warm", *raw_epoch(dataset))
-            record("cat-warm", *cat(shards))
-            if args.cold:
-                evict(shards)
-                record("raw-cold", *raw_epoch(dataset))
-                evict(shards)
-                record("cat-cold", *cat(shards))
+    for round_number in range(args.rounds):
+        print(f"round {round_number + 1}/{args.rounds}", flush=True)
+        record("bare-decode", *bare_decode(sources))
+        with TreeMemory() as memory:
+            record("recpack-dl", *recpack_epoch(dataset, CORES))
+        peaks.append(memory)
+        record("recpack-threads", *recpack_epoch(dataset, 0))
+        record("raw-warm", *raw_epoch(dataset))
+        record("cat-warm", *cat(shards))
+        if args.cold:
+            evict(shards)
+            record("raw-cold", *raw_epoch(dataset))
+            evict(shards)
+            record("cat-cold", *cat(shards))
     median = {name: statistics.median(values) for name, values in rates.items()}
     print()
     print(f"{args.images} images, {len(shards)} shards, {sum(map(os.path.getsize, shards)) / 1e9:.2f} GB, {CORES} cores")

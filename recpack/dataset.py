@@ -38,7 +38,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ReadOptions:
     """How records are fetched; none of these change which records an epoch holds."""
 
-    shuffle_buffer: int = 512  # records shuffled together (rounded up to a multiple of the batch size)
+    shuffle_buffer: int = 256  # records shuffled together (rounded up to a multiple of the batch size)
     window: int = 64  # records read in one sequential run before jumping to another shard
     threads: int | None = None  # decode threads per process (default: cores / DataLoader workers)
     decode_depth: int = 4  # decode tasks in flight per thread

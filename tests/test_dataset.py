@@ -181,6 +181,7 @@ def test_missing_or_incomplete_dataset_fails_at_construction(tmp_path):
         RecordDataset(str(tmp_path / "nothing"))
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "shard-00000.rec").write_bytes(b"")
+    (tmp_path / "half" / mf.WORK_DIR_NAME).mkdir()  # what an interrupted pack leaves; bare .rec files are scanned
     with pytest.raises(IncompleteDatasetError, match="incomplete dataset"):
         RecordDataset(str(tmp_path / "half"))
 

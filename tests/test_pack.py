@@ -215,7 +215,7 @@ def test_segmentation_records_carry_their_mask(photo_dir, tmp_path):
     Image.open(good_mask).save(jpeg_mask, "JPEG")
     listing = write_list(
         tmp_path / "seg.txt",
-        [f"{image}\t3\t{good_mask}", f"{image}\t{wrong_size}", f"{image}\t{jpeg_mask}", f"{image}\tnone.png"],
+        [f"{image}\t3\t{good_mask}", f"{image}\t3\t{wrong_size}", f"{image}\t3\t{jpeg_mask}", f"{image}\t3\tnone.png"],
     )
     out = tmp_path / "out"
     result = pack_quietly(listing, out, shards=1)
