@@ -154,12 +154,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="also measure after evicting the shards from the page cache")
+    parser.add_argument("--memory-scaling", action="store_true",
+                        help="also compare peak memory on a dataset a tenth the size (is memory flat in dataset size?)")
     args = parser.parse_args()
     dataset = packed(args.images)
     shards = shard_files(dataset)
     sources = sorted(str(p) for p in (corpus(args.images)).rglob("*.jpg"))
     rates: dict[str, list[float]] = {}
     peaks: list[TreeMemory] = []
+    thread_peaks: list[TreeMemory] = []
 
     def record(name: str, seconds: float, amount: float) -> None:
         rates.setdefault(name, []).append(amount / seconds)
@@ -171,7 +174,9 @@ def main() -> None:
         with TreeMemory() as memory:
             record("recpack-dl", *recpack_epoch(dataset, CORES))
         peaks.append(memory)
-        record("recpack-threads", *recpack_epoch(dataset, 0))
+        with TreeMemory() as memory:
+            record("recpack-threads", *recpack_epoch(dataset, 0))
+        thread_peaks.append(memory)
         record("raw-warm", *raw_epoch(dataset))
         record("cat-warm", *cat(shards))
         if args.cold:
@@ -193,8 +198,16 @@ def main() -> None:
     print(f"raw-warm = {median['raw-warm'] / 1e9:.2f} GB/s (target >= 1 GB/s); raw-warm / cat-warm = {median['raw-warm'] / median['cat-warm']:.2f}")
     if args.cold:
         print(f"raw-cold / cat-cold = {median['raw-cold'] / median['cat-cold']:.2f}  (target >= 0.90)")
-    rss, pss = max(m.peak_rss for m in peaks), max(m.peak_pss for m in peaks)
-    print(f"peak memory of the process tree during recpack-dl: RSS {rss / 1e6:.0f} MB, PSS {pss / 1e6:.0f} MB (target <= 600 MB)")
+    for name, samples in (("recpack-dl", peaks), ("recpack-threads", thread_peaks)):
+        rss, pss = max(m.peak_rss for m in samples), max(m.peak_pss for m in samples)
+        print(f"peak memory of the process tree, {name}: summed RSS {rss / 1e6:.0f} MB, PSS {pss / 1e6:.0f} MB (target <= 600 MB)")
+    if args.memory_scaling:
+        small = packed(args.images // 10)
+        with TreeMemory() as memory:
+            recpack_epoch(small, CORES)
+        large = max(m.peak_pss for m in peaks)
+        print(f"peak PSS, recpack-dl: {memory.peak_pss / 1e6:.0f} MB at {args.images // 10} images, "
+              f"{large / 1e6:.0f} MB at {args.images}: ratio {large / memory.peak_pss:.2f} (target <= 1.10)")
 
 
 if __name__ == "__main__":
