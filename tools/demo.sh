@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# recpack end to end on data it generates itself: photos -> pack -> inspect -> verify -> extract.
-#   bash tools/demo.sh [NUM_IMAGES]      (default 2000; output in demo/)
+# recpack end to end on data it generates itself: photos -> pack -> inspect -> verify -> read -> measure.
+#   bash tools/demo.sh [NUM_IMAGES] [DIR]      (default 2000 images in demo/)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 images=${1:-2000}
+dir=${2:-demo}
 recpack=.venv/bin/recpack
+python=.venv/bin/python
 
-echo "== 1. generate $images ImageNet-like JPEGs cut from real photos (demo/images)"
-[ -f demo/images/list.txt ] && [ "$(wc -l < demo/images/list.txt)" -eq "$images" ] \
-    || .venv/bin/python tools/corpus.py demo/images --images "$images" --classes 10 --seed 0
-echo "== 2. pack them into 16 shuffled shards (demo/packed)"
-$recpack pack demo/images/list.txt demo/packed --shards 16 --overwrite
+echo "== 1. generate $images ImageNet-like JPEGs cut from real photos ($dir/images)"
+[ -f "$dir/images/list.txt" ] && [ "$(wc -l < "$dir/images/list.txt")" -eq "$images" ] \
+    || $python tools/corpus.py "$dir/images" --images "$images" --classes 10 --seed 0
+echo "== 2. pack them into 16 shuffled shards ($dir/packed)"
+$recpack pack "$dir/images/list.txt" "$dir/packed" --shards 16 --overwrite
 echo "== 3. inspect"
-$recpack info demo/packed
+$recpack info "$dir/packed"
 echo "== 4. verify every checksum"
-$recpack verify demo/packed
+$recpack verify "$dir/packed"
 echo "== 5. extract one image by its source name"
-key=$(sed -n 1p demo/images/list.txt | cut -f1)
-$recpack get demo/packed "$key" -o demo/extracted.jpg
-cmp demo/extracted.jpg "demo/images/$key" && echo "demo/extracted.jpg is byte-identical to demo/images/$key"
+key=$(sed -n 1p "$dir/images/list.txt" | cut -f1)
+$recpack get "$dir/packed" "$key" -o "$dir/extracted.jpg"
+cmp "$dir/extracted.jpg" "$dir/images/$key" && echo "$dir/extracted.jpg is byte-identical to $dir/images/$key"
+echo "== 6. read one shuffled epoch: decode + RandomResizedCrop 224 + flip, batches of 256"
+$python - "$dir/packed" <<'PY'
+import sys, time
+from recpack import Augment, RecordDataset
+dataset = RecordDataset(sys.argv[1], batch_size=256, augment=Augment(size=224))
+started, count = time.perf_counter(), 0
+for images, labels in dataset:
+    count += len(images)
+print(f"{count} images in {len(dataset)} batches of {tuple(images.shape[1:])} {images.dtype}: "
+      f"{count / (time.perf_counter() - started):.0f} images/s")
+PY
+if $recpack bench --help >/dev/null 2>&1; then
+    echo "== 7. measure: raw reads, checksums, decode, from the page cache and cold"
+    $recpack bench "$dir/packed" --cold
+fi
