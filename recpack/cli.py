@@ -29,6 +29,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         prepare=PrepareOptions(check=args.check, resize=args.resize, quality=args.quality),
         strict=args.strict,
         overwrite=args.overwrite,
+        fsync=not args.no_fsync,
     )
     result = pack(source, args.out, options, show_progress=not args.quiet)
     rate = result.records / max(result.seconds, 1e-9)
@@ -148,6 +149,28 @@ def _write_output(path: str, data) -> None:
         handle.write(data)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    if args.model or args.dataset is None:
+        text, data = bench.model_only(args.dataset, args.images, args.kb, args.decode_per_core, args.cores,
+                                      args.seq_mb_s, args.iops, args.ios_per_file)
+    else:
+        options = bench.BenchOptions(
+            stages=tuple(args.stages.split(",")), limit=args.limit, threads=args.threads, workers=args.workers,
+            batch_size=args.batch_size, size=args.size, cold=args.cold, vs_files=args.vs_files, root=args.root,
+            seed=args.seed, ios_per_file=args.ios_per_file, progress=not args.quiet,
+        )
+        report = bench.run(args.dataset, options)
+        text, data = bench.format_report(report), report.as_dict()
+    if args.json:
+        json.dump(data, sys.stdout, indent=1)
+        print()
+    else:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recpack", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"recpack {__version__}")
@@ -167,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--quality", type=int, default=95, help="JPEG quality where images are re-encoded (default 95)")
     pack.add_argument("--strict", action="store_true", help="fail the pack on the first bad input")
     pack.add_argument("--overwrite", action="store_true", help="replace a complete dataset already in OUT")
+    pack.add_argument("--no-fsync", action="store_true",
+                      help="skip the final fsync: faster, but a power cut soon after may lose the dataset")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(handler=_cmd_pack)
 
@@ -196,7 +221,49 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", default="-", help="where to write the image (default: stdout)")
     get.add_argument("--mask-output", default=None, help="also write the record's mask here")
     get.set_defaults(handler=_cmd_get)
+
+    bench = commands.add_parser("bench", help="measure read, CRC, decode and DataLoader speed; predict epoch times")
+    bench.add_argument("dataset", nargs="?", help="a packed dataset (optional with --model)")
+    bench.add_argument("--stages", default="raw,crc,decode,loader", type=_bench_stages,
+                       help="comma-separated subset of raw,crc,decode,loader (default: all)")
+    bench.add_argument("--limit", type=_positive, default=None, help="records per stage (default: the whole dataset)")
+    bench.add_argument("--threads", type=_positive, default=None, help="decode threads of the decode stage (default: cores)")
+    bench.add_argument("--workers", type=_positive, default=None,
+                       help="DataLoader workers, and concurrent reads with --vs-files (default: cores)")
+    bench.add_argument("--batch-size", type=_positive, default=256)
+    bench.add_argument("--size", type=_positive, default=224, help="crop size of the decode stages (default 224)")
+    bench.add_argument("--cold", action="store_true", help="evict the files from the page cache before each stage")
+    bench.add_argument("--vs-files", default=None, metavar="LIST",
+                       help="also read these images (list or ImageFolder) as individual files in shuffled order")
+    bench.add_argument("--root", default=None, help="folder that relative --vs-files paths are under")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--json", action="store_true", help="one JSON document with every figure")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--model", action="store_true", help="only print the I/O model's epoch-time table")
+    bench.add_argument("--images", type=_positive, default=None, help="model: images per epoch (default: the dataset's, else ImageNet-21k's 14.2M)")
+    bench.add_argument("--kb", type=float, default=None, help="model: mean image size in KB (default: the dataset's, else 110)")
+    bench.add_argument("--seq-mb-s", type=float, default=None, help="model: your disk's sequential MB/s (with --iops)")
+    bench.add_argument("--iops", type=float, default=None, help="model: your disk's random reads per second")
+    bench.add_argument("--decode-per-core", type=float, default=None, help="model: images decoded per second per core")
+    bench.add_argument("--cores", type=_positive, default=None, help="model: cores decoding (default: this machine's)")
+    bench.add_argument("--ios-per-file", type=float, default=1.0,
+                       help="model: random reads per individual file (1: metadata cached; 2-3: cold inodes/dirs)")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _bench_stages(text: str) -> str:
+    unknown = set(text.split(",")) - {"raw", "crc", "decode", "loader"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(sorted(unknown))}")
+    return text
 
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

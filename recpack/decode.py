@@ -3,8 +3,8 @@
 Geometry is decided first, from the JPEG header alone: the crop box (random
 resized crop for training, shorter-side resize + centre crop for evaluation)
 and the flip.  Then libjpeg-turbo decodes only the crop's rows and columns
-(``_jpegcrop``), at the smallest DCT scale (1/2, 1/4, 1/8) that still leaves
-the crop at least as large as the output, and pillow-simd resamples the crop
+(``_jpegcrop``), at the smallest DCT scale M/8 that still leaves the crop at
+least as large as the output, and pillow-simd resamples the crop
 into the output.  Both release the GIL, so decode threads run on all cores.
 Masks (PNG) get the same box and flip, resampled with nearest neighbour.
 
@@ -84,23 +84,26 @@ def choose_box(width: int, height: int, augment: Augment, rng: np.random.Generat
     return center_crop(width, height, augment)
 
 
-def dct_denominator(box: Box, size: int) -> int:
-    """The largest of 1, 2, 4, 8 by which the crop can shrink and still cover ``size`` pixels."""
-    denominator = 8
-    while denominator > 1 and min(box.width, box.height) / denominator < size:
-        denominator //= 2
-    return denominator
+def dct_eighths(box: Box, size: int) -> int:
+    """The smallest M in 1..8 such that the crop scaled by M/8 still covers ``size`` pixels.
+
+    libjpeg-turbo scales in the DCT domain by any M/8: the smaller M, the less
+    inverse-DCT, upsampling and colour-conversion work, and the result is an
+    area-averaged downscale, so nothing is lost that the resize would keep.
+    """
+    shorter = min(box.width, box.height)
+    return next((m for m in range(1, 8) if shorter * m / 8 >= size), 8)
 
 
 def _resample_into(out: np.ndarray, image: Image.Image, box: Box, scale: int, resample, origin=(0, 0)) -> None:
     """Resample ``box`` into ``out``, flipped if asked.
 
-    ``box`` is in full-size coordinates; ``image`` was decoded at 1/scale and
+    ``box`` is in full-size coordinates; ``image`` was decoded at ``scale`` and
     starts at ``origin`` of that scaled image.  The flip and the RGBX -> RGB
     packing run in Pillow's C code; numpy does one contiguous copy into the slot.
     """
-    left, top = box.left / scale - origin[0], box.top / scale - origin[1]
-    region = (left, top, left + box.width / scale, top + box.height / scale)
+    left, top = box.left * scale - origin[0], box.top * scale - origin[1]
+    region = (left, top, left + box.width * scale, top + box.height * scale)
     region = tuple(min(max(value, 0), limit) for value, limit in zip(region, image.size * 2))
     resized = image.resize((out.shape[1], out.shape[0]), resample, box=region)
     if box.flip:
@@ -132,19 +135,20 @@ def decode_image(data, augment: Augment, rng: np.random.Generator | None, out: n
     if colorspace is None or colorspace in (_TJ_CMYK, _TJ_YCCK):
         image = _pil_rgb(data)
         box = choose_box(*image.size, augment, rng)
-        _resample_into(out, image, box, 1, Image.Resampling.BILINEAR)
+        _resample_into(out, image, box, 1.0, Image.Resampling.BILINEAR)
         return box, image.size
     box = choose_box(width, height, augment, rng)
-    denominator = dct_denominator(box, augment.size)
-    left, top = int(box.left // denominator), int(box.top // denominator)
-    right = min(math.ceil((box.left + box.width) / denominator) + 1, -(-width // denominator))
-    bottom = min(math.ceil((box.top + box.height) / denominator) + 1, -(-height // denominator))
+    eighths = dct_eighths(box, augment.size)
+    scale = eighths / 8
+    left, top = int(box.left * scale), int(box.top * scale)
+    right = min(math.ceil((box.left + box.width) * scale) + 1, -(-width * eighths // 8))
+    bottom = min(math.ceil((box.top + box.height) * scale) + 1, -(-height * eighths // 8))
     try:
-        pixels, x, y, w, h = decode_region(data, left, top, right - left, bottom - top, denominator)
+        pixels, x, y, w, h = decode_region(data, left, top, right - left, bottom - top, eighths)
     except ValueError as error:
         raise BadImageError(f"image does not decode ({error})") from None
     image = Image.frombuffer("RGBX", (w, h), pixels, "raw", "RGBX", 0, 1)
-    _resample_into(out, image, box, denominator, Image.Resampling.BILINEAR, origin=(x, y))
+    _resample_into(out, image, box, scale, Image.Resampling.BILINEAR, origin=(x, y))
     return box, (width, height)
 
 
@@ -161,4 +165,4 @@ def decode_mask(data, box: Box, source_size: tuple[int, int], out: np.ndarray) -
         if np.asarray(mask).max() > 255:
             raise BadImageError("mask has values above 255, which recpack does not read yet")
         mask = mask.convert("L")
-    _resample_into(out, mask, box, 1, Image.Resampling.NEAREST)
+    _resample_into(out, mask, box, 1.0, Image.Resampling.NEAREST)

@@ -143,24 +143,29 @@ def load(dataset_dir: str) -> Manifest:
     return from_json(data, path)
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON under a temporary name, fsync, then rename: readers see old or new, never half."""
+def write_json_atomic(path: str, data: Any, durable: bool = True) -> None:
+    """Write JSON under a temporary name, then rename: readers see old or new, never half.
+
+    ``durable`` also fsyncs the file and its folder, so that it survives a power cut.
+    """
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1)
         handle.write("\n")
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
     os.replace(temporary, path)
-    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    if durable:
+        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
-def save(dataset_dir: str, manifest: Manifest) -> None:
-    write_json_atomic(os.path.join(dataset_dir, MANIFEST_NAME), to_json(manifest))
+def save(dataset_dir: str, manifest: Manifest, durable: bool = True) -> None:
+    write_json_atomic(os.path.join(dataset_dir, MANIFEST_NAME), to_json(manifest), durable)
 
 
 def shard_files_to_json(files: ShardFiles) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from .errors import BadImageError, PackError
 from .prepare import PrepareOptions, prepare
 from .sharding import shuffled_order, split_evenly
 from .sources import Source, SourceItem
-from .writer import ShardFiles, ShardWriter, file_crc32c
+from .writer import ShardFiles, ShardWriter, file_crc32c, fsync_paths
 
 WORK_DIR = mf.WORK_DIR_NAME
 DEFAULT_SEED = 0
@@ -50,6 +50,7 @@ class PackOptions:
     workers: int | None = None  # processes; None means all cores
     prepare: PrepareOptions = field(default_factory=PrepareOptions)
     strict: bool = False  # any bad input fails the pack
+    fsync: bool = True  # make every shard durable before the manifest commits the dataset
     overwrite: bool = False  # replace a complete dataset in OUT
 
 
@@ -219,7 +220,7 @@ def start_or_resume(out_dir: str, print_hash: str, overwrite: bool) -> dict[int,
             if name.endswith(".tmp") and _is_our_file(name):
                 os.unlink(os.path.join(out_dir, name))
     os.makedirs(work, exist_ok=True)
-    mf.write_json_atomic(plan_path, {"fingerprint": print_hash})
+    mf.write_json_atomic(plan_path, {"fingerprint": print_hash}, durable=False)
     return kept
 
 
@@ -298,7 +299,8 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
         def record(outcome: ShardOutcome) -> None:
             keyindex.add(env, outcome.index, outcome.keys)
             note = _note(outcome)
-            mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note)
+            # a resume hint only: the shard's checksums are verified before it is trusted
+            mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note, durable=False)
             notes[outcome.index] = note
 
         pending = [(i, span) for i, span in enumerate(split_evenly(len(source), options.shards)) if i not in notes]
@@ -314,6 +316,9 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
     shards = tuple(mf.shard_files_from_json(note["files"]) for note in ordered)
     if sum(shard.records for shard in shards) == 0:
         raise PackError(f"{source.description}: no usable image (see {os.path.join(out_dir, mf.REPORT_NAME)})")
+    if options.fsync:
+        names = [info.name for shard in shards for info in (shard.rec, shard.idx, shard.rpi)]
+        fsync_paths([os.path.join(out_dir, name) for name in names + [mf.REPORT_NAME]])
     reencoded = sum(note["reencoded"] for note in ordered)
     created = {
         "source": source.description,
@@ -335,7 +340,7 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
         source.classes,
         created,
     )
-    mf.save(out_dir, manifest)
+    mf.save(out_dir, manifest, durable=options.fsync)
     shutil.rmtree(work, ignore_errors=True)
     return PackResult(
         manifest.num_records,

@@ -27,6 +27,7 @@ Decisions, in one place:
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -135,14 +136,14 @@ def _encode(image: Image.Image, quality: int) -> bytes:
 
 
 def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.Image:
-    """Decode a 3-component JPEG at the smallest DCT scale that still leaves ``shorter`` pixels."""
-    denominator = 8
-    while denominator > 1 and -(-min(info.width, info.height) // denominator) < shorter:
-        denominator //= 2
+    """Decode a 3-component JPEG at the smallest DCT scale M/8 that still leaves ``shorter`` pixels."""
+    side = min(info.width, info.height)
+    eighths = next((m for m in range(1, 8) if -(-side * m // 8) >= shorter), 8)
+    divisor = math.gcd(eighths, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            pixels = turbojpeg().decode(data, pixel_format=TJPF_RGB, scaling_factor=(1, denominator))
+            pixels = turbojpeg().decode(data, pixel_format=TJPF_RGB, scaling_factor=(eighths // divisor, 8 // divisor))
         except OSError as error:
             raise BadImageError(f"does not decode ({error})") from None
     return Image.fromarray(pixels, "RGB")
