@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
@@ -259,19 +260,23 @@ def _write_report(out_dir: str, notes: list[dict]) -> int:
     return len(rows)
 
 
-def _run_workers(tasks: Iterable[ShardTask], count: int, workers: int, total: int, on_outcome, show_progress: bool) -> None:
-    """Run shard tasks on a process pool, calling ``on_outcome`` in this process as each finishes."""
-    context = multiprocessing.get_context("spawn")
+def _run_workers(tasks: Iterable[ShardTask], count: int, workers: int, total: int, show_progress: bool) -> Iterator[ShardOutcome]:
+    """Run shard tasks on a process pool; yield each outcome, in this process, as its shard finishes.
+
+    On Linux the workers are forked, before this process has any thread or
+    LMDB handle (the caller opens the key index after the first outcome).
+    """
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     images, nbytes = context.Value("q", 0), context.Value("q", 0)
-    with tqdm(total=total, unit="img", desc="pack", disable=not show_progress, dynamic_ncols=True) as bar:
-
-        def refresh() -> None:
-            bar.update(images.value - bar.n)
-            elapsed = max(time.monotonic() - started, 1e-9)
-            bar.set_postfix_str(f"{nbytes.value / elapsed / 1e6:.0f} MB/s", refresh=False)
-
+    with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes)) as pool:
         started = time.monotonic()
-        with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes)) as pool:
+        with tqdm(total=total, unit="img", desc="pack", disable=not show_progress, dynamic_ncols=True) as bar:
+
+            def refresh() -> None:
+                bar.update(images.value - bar.n)
+                elapsed = max(time.monotonic() - started, 1e-9)
+                bar.set_postfix_str(f"{nbytes.value / elapsed / 1e6:.0f} MB/s", refresh=False)
+
             results = pool.imap_unordered(write_shard, tasks)
             for _ in range(count):
                 while True:
@@ -280,7 +285,7 @@ def _run_workers(tasks: Iterable[ShardTask], count: int, workers: int, total: in
                         break
                     except multiprocessing.TimeoutError:
                         refresh()
-                on_outcome(outcome)
+                yield outcome
                 refresh()
 
 
@@ -293,24 +298,23 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
     work = os.path.join(out_dir, WORK_DIR)
     notes = start_or_resume(out_dir, fingerprint(source, options), options.overwrite)
     resumed = len(notes)
-    env = keyindex.open_for_writing(out_dir)
-    try:
-
-        def record(outcome: ShardOutcome) -> None:
-            keyindex.add(env, outcome.index, outcome.keys)
-            note = _note(outcome)
-            # a resume hint only: the shard's checksums are verified before it is trusted
-            mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note, durable=False)
-            notes[outcome.index] = note
-
-        pending = [(i, span) for i, span in enumerate(split_evenly(len(source), options.shards)) if i not in notes]
-        if pending:
-            workers = min(options.workers or os.cpu_count() or 1, len(pending))
-            remaining = sum(stop - start for _, (start, stop) in pending)
-            tasks = plan_tasks(source, out_dir, options, skip=notes)
-            _run_workers(tasks, len(pending), workers, remaining, record, show_progress)
-    finally:
-        env.close()
+    pending = [(i, span) for i, span in enumerate(split_evenly(len(source), options.shards)) if i not in notes]
+    if pending:
+        workers = min(options.workers or os.cpu_count() or 1, len(pending))
+        remaining = sum(stop - start for _, (start, stop) in pending)
+        tasks = plan_tasks(source, out_dir, options, skip=notes)
+        env = None
+        try:
+            for outcome in _run_workers(tasks, len(pending), workers, remaining, show_progress):
+                env = env or keyindex.open_for_writing(out_dir)
+                keyindex.add(env, outcome.index, outcome.keys)
+                note = _note(outcome)
+                # a resume hint only: the shard's checksums are verified before it is trusted
+                mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note, durable=False)
+                notes[outcome.index] = note
+        finally:
+            if env is not None:
+                env.close()
     ordered = [notes[index] for index in range(options.shards)]
     skipped = _write_report(out_dir, ordered)
     shards = tuple(mf.shard_files_from_json(note["files"]) for note in ordered)
