@@ -23,9 +23,8 @@ from PIL import Image
 
 from ._jpegcrop import decode_region
 from .errors import BadImageError
-from .prepare import turbojpeg
+from .jpeg_header import read_jpeg_header
 
-_TJ_CMYK, _TJ_YCCK = 3, 4  # TurboJPEG colourspace codes that need Pillow's conversion
 
 
 @dataclass(frozen=True)
@@ -127,16 +126,16 @@ def decode_image(data, augment: Augment, rng: np.random.Generator | None, out: n
     scale chosen from the box, as RGBX so that Pillow wraps the pixels
     without a copy (Pillow keeps RGB images 4 bytes a pixel).
     """
-    tj = turbojpeg()
     try:
-        width, height, _, colorspace = tj.decode_header(data)
-    except OSError:
-        colorspace = None
-    if colorspace is None or colorspace in (_TJ_CMYK, _TJ_YCCK):
+        header = read_jpeg_header(data, require_end=False)  # the CRC already vouched for the rest
+    except BadImageError:
+        header = None
+    if header is None or header.components == 4:  # not a JPEG, or CMYK/YCCK: Pillow converts
         image = _pil_rgb(data)
         box = choose_box(*image.size, augment, rng)
         _resample_into(out, image, box, 1.0, Image.Resampling.BILINEAR)
         return box, image.size
+    width, height = header.width, header.height
     box = choose_box(width, height, augment, rng)
     eighths = dct_eighths(box, augment.size)
     scale = eighths / 8

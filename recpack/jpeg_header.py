@@ -30,8 +30,8 @@ class JpegInfo:
     orientation: int  # EXIF orientation 1..8; 1 when absent or unreadable
 
 
-def is_jpeg(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff"
+def is_jpeg(data: bytes | memoryview) -> bool:
+    return bytes(data[:3]) == b"\xff\xd8\xff"
 
 
 def exif_orientation(segment: bytes) -> int:
@@ -39,7 +39,7 @@ def exif_orientation(segment: bytes) -> int:
     if segment[:6] != b"Exif\x00\x00":
         return 1
     tiff = segment[6:]
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    order = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
     if order is None or len(tiff) < 8:
         return 1
     (ifd_offset,) = struct.unpack_from(order + "I", tiff, 4)
@@ -57,8 +57,12 @@ def exif_orientation(segment: bytes) -> int:
     return 1
 
 
-def read_jpeg_header(data: bytes) -> JpegInfo:
-    """Parse the headers of a complete JPEG, or raise BadImageError saying what is wrong."""
+def read_jpeg_header(data: bytes | memoryview, require_end: bool = True) -> JpegInfo:
+    """Parse the headers of a JPEG, or raise BadImageError saying what is wrong.
+
+    ``require_end`` also demands the end-of-image marker (a complete file);
+    readers whose bytes are already checksummed skip that scan.
+    """
     if not is_jpeg(data):
         raise BadImageError("not a JPEG (no start-of-image marker)")
     size = len(data)
@@ -98,6 +102,6 @@ def read_jpeg_header(data: bytes) -> JpegInfo:
     width, height, components, progressive = frame
     if width == 0 or height == 0 or components not in (1, 3, 4):
         raise BadImageError(f"unsupported frame: {width}x{height}, {components} components")
-    if data.rfind(b"\xff\xd9", position) < 0:
+    if require_end and data.rfind(b"\xff\xd9", position) < 0:
         raise BadImageError("truncated (no end-of-image marker)")
     return JpegInfo(width, height, components, progressive, orientation)

@@ -324,3 +324,13 @@ def test_killed_pack_leaves_no_manifest_and_rerun_completes(tmp_path):
     run_cli("pack", tmp_path / "imgs", tmp_path / "clean", "--shards", "40", "--quiet")
     assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "clean")
     assert not [name for name in os.listdir(tmp_path / "out") if name.endswith(".tmp")]
+
+
+def test_jpeg_header_reads_size_components_and_orientation(photo_dir, hostile):
+    data = (photo_dir / "cat" / "small_0000.jpg").read_bytes()
+    info = read_jpeg_header(data)
+    assert (info.width, info.height, info.components, info.orientation) == (64, 48, 3, 1)
+    assert read_jpeg_header(memoryview(data), require_end=False) == info
+    assert read_jpeg_header(hostile["exif_rotated"].read_bytes()).orientation == 6
+    assert read_jpeg_header(hostile["cmyk_jpg"].read_bytes()).components == 4
+    assert read_jpeg_header(hostile["gray_jpg"].read_bytes()).components == 1
