@@ -328,7 +328,7 @@ def measure(
         try:
             for count, size in steps:
                 records, nbytes = records + count, nbytes + size
-                bar.update(count)
+                bar.update(min(count, total - bar.n))  # the last batch may overshoot --limit
                 if records >= total:
                     break
         finally:
