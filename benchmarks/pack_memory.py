@@ -12,7 +12,6 @@ resident memory of the whole process tree (main process + workers) every
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys

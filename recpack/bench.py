@@ -18,16 +18,15 @@ The measured sequential rate, random rate and per-core decode rate then feed
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 import random
-import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from . import iomodel
+from .pagecache import CacheState, make_cold, make_warm
+from .procstats import TreeMemory, cores, cpu_seconds
 from . import manifest as mf
 from .errors import RecpackError
 
@@ -39,7 +38,6 @@ DESCRIPTIONS = {
     "loader": "+ DataLoader workers",
     "files": "individual files, shuffled",
 }
-RESIDENT_TOLERANCE = 0.01  # a cold stage with more of its files still cached than this gets a note
 
 
 @dataclass(frozen=True)
@@ -56,216 +54,6 @@ class BenchOptions:
     seed: int = 0
     ios_per_file: float = 1.0  # for the model's "files" rows
     progress: bool = True
-
-
-# --- page cache ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CacheState:
-    """What eviction achieved: ``resident`` is the fraction still cached afterwards (None: unknown)."""
-
-    evicted: bool
-    resident: float | None
-    note: str | None
-
-    @property
-    def cold(self) -> bool:
-        return self.evicted and self.resident is not None and self.resident <= RESIDENT_TOLERANCE
-
-
-def evict(paths: Iterable[str]) -> None:
-    """Drop the files' pages from the page cache (only clean, unmapped pages can go; fsync cleans them)."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
-    return libc
-
-
-def resident_bytes(path: str, libc=None) -> tuple[int, int]:
-    """(bytes of the file in the page cache, file size), by mincore(2) over a map that is never touched."""
-    libc = libc or _libc()
-    size = os.path.getsize(path)
-    if size == 0:
-        return 0, 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "mmap failed", path)
-        try:
-            pages = -(-size // mmap.PAGESIZE)
-            vector = (ctypes.c_ubyte * pages)()
-            if libc.mincore(address, size, vector) != 0:
-                raise OSError(ctypes.get_errno(), "mincore failed", path)
-            resident = sum(1 for flag in bytes(vector) if flag & 1)
-        finally:
-            libc.munmap(address, size)
-    finally:
-        os.close(fd)
-    return min(resident * mmap.PAGESIZE, size), size
-
-
-def resident_fraction(paths: list[str]) -> float:
-    libc = _libc()
-    cached = total = 0
-    for path in paths:
-        resident, size = resident_bytes(path, libc)
-        cached, total = cached + resident, total + size
-    return cached / total if total else 0.0
-
-
-def make_cold(paths: list[str]) -> CacheState:
-    """Evict ``paths`` and say whether it worked, in words the user can act on."""
-    if not hasattr(os, "posix_fadvise"):
-        return CacheState(False, None, "this platform has no posix_fadvise: the files were not evicted, figures may be RAM's")
-    try:
-        evict(paths)
-    except OSError as error:
-        return CacheState(False, None, f"eviction failed ({error}): figures may be RAM's")
-    try:
-        resident = resident_fraction(paths)
-    except (OSError, AttributeError) as error:
-        return CacheState(True, None, f"evicted, but residency could not be checked ({error}): figures may be RAM's")
-    if resident > RESIDENT_TOLERANCE:
-        return CacheState(True, resident, f"{resident:.0%} of the files stayed in the page cache after eviction "
-                          "(mapped or locked by another process, or the filesystem ignores the advice): "
-                          "figures are partly RAM's")
-    return CacheState(True, resident, None)
-
-
-def available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def make_warm(paths: list[str]) -> str | None:
-    """Read the files once so that warm stages all see the page cache, not the first one the disk.
-
-    Returns a note when they cannot all stay cached (more than half the
-    available memory), in which case the warm figures mix RAM and disk.
-    """
-    total = sum(os.path.getsize(path) for path in paths)
-    available = available_memory()
-    if available is not None and total > available // 2:
-        return (f"the files ({total / 1e9:.1f} GB) do not fit in half the free memory ({available / 1e9:.1f} GB): "
-                "warm figures mix page cache and disk")
-    buffer = bytearray(16 << 20)
-    for path in paths:
-        with open(path, "rb", buffering=0) as handle:
-            while handle.readinto(buffer):
-                pass
-    return None
-
-
-# --- resources ----------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` from /proc (every thread's ``children`` list)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found += [int(child) for child in handle.read().split()]
-        except OSError:
-            pass
-    return found
-
-
-def process_tree(pid: int) -> list[int]:
-    tree, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        tree.append(current)
-        queue += _children(current)
-    return tree
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as handle:
-        return int(handle.read().split()[1]) * mmap.PAGESIZE
-
-
-def _pss(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class TreeMemory:
-    """Peak summed RSS and PSS of this process and its descendants, sampled every ``interval`` s.
-
-    Summed RSS counts a page shared by several processes (torch's libraries,
-    batches in shared memory) once per process; PSS splits it between them,
-    so summed PSS is the tree's real footprint.  Both are reported.
-    """
-
-    def __init__(self, interval: float = 0.2):
-        self.interval = interval
-        self.peak_rss = self.peak_pss = 0
-        self.available = os.path.exists(f"/proc/{os.getpid()}/smaps_rollup")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="recpack-bench-memory")
-
-    def sample(self) -> None:
-        rss = pss = 0
-        for pid in process_tree(os.getpid()):
-            try:
-                rss, pss = rss + _rss(pid), pss + _pss(pid)
-            except (OSError, ValueError, IndexError):
-                pass  # a worker that just exited
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def __enter__(self) -> TreeMemory:
-        if self.available:
-            self.sample()
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.available:
-            self._stop.set()
-            self._thread.join()
-            self.sample()
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and of its children that have exited (DataLoader workers, once joined)."""
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --- stages -------------------------------------------------------------------------------

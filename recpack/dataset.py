@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
 from .decode import Augment
-from .errors import CorruptRecordError, RecpackError
+from .errors import RecpackError
 from .mxnet_rec import open_shards
 from .prefetch import ordered_map
 from .reader import Record, ShardReader, read_records

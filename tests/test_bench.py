@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from recpack import bench, iomodel
+from recpack import bench, iomodel, pagecache
 
 STAGES = ["raw", "crc", "decode", "loader"]
 
@@ -86,7 +86,7 @@ def test_residency_after_eviction(packed):
     for path in paths:  # read them into the cache first
         with open(path, "rb") as handle:
             handle.read()
-    state = bench.make_cold(paths)
+    state = pagecache.make_cold(paths)
     assert state.evicted
     assert state.cold or state.note  # either it worked or it says why not
 

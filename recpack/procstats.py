@@ -1,0 +1,100 @@
+"""CPU time and memory of a process tree, read from /proc (no dependency beyond the standard library).
+
+Summed RSS counts pages shared between processes (torch's libraries, batches
+in shared memory) once per process; PSS divides them among the sharers.
+Both are reported, so neither flatters nor punishes worker processes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` from /proc (every thread's ``children`` list)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(child) for child in handle.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        tree.append(current)
+        queue += _children(current)
+    return tree
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as handle:
+        return int(handle.read().split()[1]) * mmap.PAGESIZE
+
+
+def _pss(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class TreeMemory:
+    """Peak summed RSS and PSS of this process and its descendants, sampled every ``interval`` s.
+
+    Summed RSS counts a page shared by several processes (torch's libraries,
+    batches in shared memory) once per process; PSS splits it between them,
+    so summed PSS is the tree's real footprint.  Both are reported.
+    """
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak_rss = self.peak_pss = 0
+        self.available = os.path.exists(f"/proc/{os.getpid()}/smaps_rollup")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="recpack-bench-memory")
+
+    def sample(self) -> None:
+        rss = pss = 0
+        for pid in process_tree(os.getpid()):
+            try:
+                rss, pss = rss + _rss(pid), pss + _pss(pid)
+            except (OSError, ValueError, IndexError):
+                pass  # a worker that just exited
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> TreeMemory:
+        if self.available:
+            self.sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+            self.sample()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have exited (DataLoader workers, once joined)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
