@@ -118,6 +118,9 @@ class RecordDataset(IterableDataset):
         self.shuffle = (augment is None or augment.train) if shuffle is None else shuffle
         self.transform, self.on_error, self.pin_memory = transform, on_error, pin_memory
         self.read, self.partition = read, partition
+        # resolved once, here in the training process: a spawned DataLoader worker
+        # would not see a process group initialised in its parent
+        self.rank, self.world = partition.resolve()
         self.normalize = self._normalization(normalize)
         self.epoch = 0
         self._resume: dict[int, int] = {}  # group -> units already consumed, for this epoch only
@@ -148,7 +151,6 @@ class RecordDataset(IterableDataset):
         return -(-max(self.read.shuffle_buffer, unit) // unit) * unit
 
     def plan(self) -> EpochPlan:
-        rank, world = self.partition.resolve()
         return EpochPlan(
             self._shards.sizes,
             seed=self.seed,
@@ -156,8 +158,8 @@ class RecordDataset(IterableDataset):
             shuffle=self.shuffle,
             window=self.read.window,
             group=self._group_size(),
-            rank=rank,
-            world=world,
+            rank=self.rank,
+            world=self.world,
             pad=self.partition.uneven == "pad",
         )
 

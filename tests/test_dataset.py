@@ -259,3 +259,12 @@ def test_grayscale_sources_come_out_with_three_channels(hostile, tmp_path):
     pack(open_source(str(tmp_path / "l.txt")), str(tmp_path / "out"), PackOptions(shards=1), show_progress=False)
     images, _ = next(iter(RecordDataset(str(tmp_path / "out"), batch_size=2, augment=Augment(size=16))))
     assert images.shape == (2, 3, 16, 16)
+
+
+def test_rank_and_world_come_from_the_environment_unless_given(packed, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    from_env = RecordDataset(str(packed), augment=None)
+    assert (from_env.rank, from_env.world) == (1, 3) and len(from_env) == 32
+    given = RecordDataset(str(packed), augment=None, partition=Partition(0, 1))
+    assert (given.rank, given.world) == (0, 1) and len(given) == RECORDS
