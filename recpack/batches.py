@@ -10,6 +10,7 @@ and its slot is dropped from the batch; the caller's policy decides.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -56,7 +57,7 @@ class DecodeSpec:
     label_width: int
     has_masks: bool
     transform: Callable[[np.ndarray], np.ndarray] | None
-    rng_for: Callable[[Record], np.random.Generator | None]
+    rng_for: Callable[[Record], random.Random | None]
     name_of: Callable[[int], str]  # shard index -> shard name, for error messages
 
 

@@ -14,6 +14,7 @@ records per process) and the decode depth, never by the dataset's size.
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -252,7 +253,8 @@ class RecordDataset(IterableDataset):
     def _records(self, plan: EpochPlan, groups: list[int]) -> Iterator[Record]:
         """The records of ``groups`` in order, the next group read ahead on a background thread."""
         read = lambda group: _read_group(self._shards, plan, group, self.read.verify)  # noqa: E731
-        for group, records in zip(groups, ordered_map(read, groups, threads=1, depth=2)):
+        # two readers, three groups in flight: the disk always has the next group's reads queued
+        for group, records in zip(groups, ordered_map(read, groups, threads=2, depth=3)):
             skip = self._resume.get(group, 0) * self._resume_unit
             end = len(records)
             if self.drop_last and self.batch_size:
@@ -268,11 +270,11 @@ class RecordDataset(IterableDataset):
                 warnings.warn(f"recpack: skipped {error}", stacklevel=2)
             yield batch
 
-    def _rng(self, record: Record) -> np.random.Generator | None:
+    def _rng(self, record: Record) -> random.Random | None:
         """Augmentation randomness from (seed, epoch, record): the same every run, new every epoch."""
         if not self.augment.train:
             return None
-        return np.random.default_rng((self.seed, self.epoch, record.shard, record.index))
+        return random.Random(hash((self.seed, self.epoch, record.shard, record.index)))
 
     def _labels(self, labels: np.ndarray) -> torch.Tensor:
         """One label per record: int64 class indices; several: float32 vectors."""

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import io
 import math
+import random
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from ._jpegcrop import decode_region
+from ._jpegcrop import header as jpeg_header
 from .errors import BadImageError
-from .jpeg_header import read_jpeg_header
 
 
 
@@ -48,7 +49,7 @@ class Box:
     flip: bool
 
 
-def random_resized_crop(width: int, height: int, augment: Augment, rng: np.random.Generator) -> Box:
+def random_resized_crop(width: int, height: int, augment: Augment, rng: random.Random) -> Box:
     """Sample the crop as torchvision's RandomResizedCrop does: 10 tries, then a centre crop."""
     area = width * height
     log_ratio = (math.log(augment.ratio[0]), math.log(augment.ratio[1]))
@@ -59,7 +60,7 @@ def random_resized_crop(width: int, height: int, augment: Augment, rng: np.rando
         w = round(math.sqrt(target_area * aspect))
         h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
-            return Box(int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h, flip)
+            return Box(rng.randint(0, width - w), rng.randint(0, height - h), w, h, flip)
     in_ratio = width / height
     if in_ratio < augment.ratio[0]:
         w, h = width, round(width / augment.ratio[0])
@@ -77,7 +78,7 @@ def center_crop(width: int, height: int, augment: Augment) -> Box:
     return Box((width - side) / 2, (height - side) / 2, side, side, False)
 
 
-def choose_box(width: int, height: int, augment: Augment, rng: np.random.Generator | None) -> Box:
+def choose_box(width: int, height: int, augment: Augment, rng: random.Random | None) -> Box:
     if augment.train:
         return random_resized_crop(width, height, augment, rng)
     return center_crop(width, height, augment)
@@ -119,7 +120,7 @@ def _pil_rgb(data) -> Image.Image:
         raise BadImageError(f"image does not decode ({error})") from None
 
 
-def decode_image(data, augment: Augment, rng: np.random.Generator | None, out: np.ndarray) -> tuple[Box, tuple[int, int]]:
+def decode_image(data, augment: Augment, rng: random.Random | None, out: np.ndarray) -> tuple[Box, tuple[int, int]]:
     """Decode one record's image into ``out`` ((size, size, 3) uint8); return the box and source size for its mask.
 
     Only the crop's rows and columns are decoded (``_jpegcrop``), at the DCT
@@ -127,15 +128,14 @@ def decode_image(data, augment: Augment, rng: np.random.Generator | None, out: n
     without a copy (Pillow keeps RGB images 4 bytes a pixel).
     """
     try:
-        header = read_jpeg_header(data, require_end=False)  # the CRC already vouched for the rest
-    except BadImageError:
-        header = None
-    if header is None or header.components == 4:  # not a JPEG, or CMYK/YCCK: Pillow converts
+        width, height, components = jpeg_header(data)
+    except ValueError:
+        components = None
+    if components not in (1, 3):  # not a JPEG, or CMYK/YCCK: Pillow decodes and converts
         image = _pil_rgb(data)
         box = choose_box(*image.size, augment, rng)
         _resample_into(out, image, box, 1.0, Image.Resampling.BILINEAR)
         return box, image.size
-    width, height = header.width, header.height
     box = choose_box(width, height, augment, rng)
     eighths = dct_eighths(box, augment.size)
     scale = eighths / 8

@@ -20,6 +20,7 @@ from . import format as fmt
 from .errors import CorruptRecordError, DatasetError
 
 DEFAULT_CHUNK_BYTES = 16 << 20
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 def load_record_index(path: str) -> np.ndarray:
@@ -105,7 +106,8 @@ class ShardReader:
         if end > os.fstat(self._descriptor()).st_size:
             error = CorruptRecordError(self.name, stop - 1, "shard file is truncated")
             return [error] * (stop - first)
-        mapped = mmap.mmap(self._descriptor(), end - start, prot=mmap.PROT_READ, offset=start)
+        # MAP_POPULATE: map every page in one kernel pass instead of one fault per 64 KiB
+        mapped = mmap.mmap(self._descriptor(), end - start, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=start)
         data = memoryview(mapped)
         results: list[memoryview | CorruptRecordError] = []
         for index in range(first, stop):
