@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Container, Iterable, Iterator
@@ -252,6 +253,10 @@ def plan_tasks(source: Source, out_dir: str, options: PackOptions, skip: Contain
             yield ShardTask(index, out_dir, items, options.prepare, options.strict)
 
 
+def _shard_paths(out_dir: str, files: ShardFiles) -> list[str]:
+    return [os.path.join(out_dir, info.name) for info in (files.rec, files.idx, files.rpi)]
+
+
 def _write_report(out_dir: str, notes: list[dict]) -> int:
     rows = sorted(tuple(row) for note in notes for row in note["bad"])
     with open(os.path.join(out_dir, mf.REPORT_NAME), "w", encoding="utf-8") as handle:
@@ -304,25 +309,31 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
         remaining = sum(stop - start for _, (start, stop) in pending)
         tasks = plan_tasks(source, out_dir, options, skip=notes)
         env = None
-        try:
-            for outcome in _run_workers(tasks, len(pending), workers, remaining, show_progress):
-                env = env or keyindex.open_for_writing(out_dir)
-                keyindex.add(env, outcome.index, outcome.keys)
-                note = _note(outcome)
-                # a resume hint only: the shard's checksums are verified before it is trusted
-                mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note, durable=False)
-                notes[outcome.index] = note
-        finally:
-            if env is not None:
-                env.close()
+        # fsync finished shards on one background thread, so the disk works while the workers do
+        with ThreadPoolExecutor(1, thread_name_prefix="recpack-fsync") as flusher:
+            flushed = []
+            try:
+                for outcome in _run_workers(tasks, len(pending), workers, remaining, show_progress):
+                    env = env or keyindex.open_for_writing(out_dir)
+                    keyindex.add(env, outcome.index, outcome.keys)
+                    note = _note(outcome)
+                    # a resume hint only: the shard's checksums are verified before it is trusted
+                    mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note, durable=False)
+                    notes[outcome.index] = note
+                    if options.fsync:
+                        flushed.append(flusher.submit(fsync_paths, _shard_paths(out_dir, outcome.files)))
+            finally:
+                if env is not None:
+                    env.close()
+            for future in flushed:
+                future.result()
     ordered = [notes[index] for index in range(options.shards)]
     skipped = _write_report(out_dir, ordered)
     shards = tuple(mf.shard_files_from_json(note["files"]) for note in ordered)
     if sum(shard.records for shard in shards) == 0:
         raise PackError(f"{source.description}: no usable image (see {os.path.join(out_dir, mf.REPORT_NAME)})")
-    if options.fsync:
-        names = [info.name for shard in shards for info in (shard.rec, shard.idx, shard.rpi)]
-        fsync_paths([os.path.join(out_dir, name) for name in names + [mf.REPORT_NAME]])
+    if options.fsync:  # shards kept from an interrupted run, the report, and the folder
+        fsync_paths([path for shard in shards for path in _shard_paths(out_dir, shard)] + [os.path.join(out_dir, mf.REPORT_NAME)])
     reencoded = sum(note["reencoded"] for note in ordered)
     created = {
         "source": source.description,

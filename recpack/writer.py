@@ -6,15 +6,14 @@ names.  On an exception the temporary files are deleted.  The dataset's
 manifest, written later by the packer, is what makes shards visible to
 readers; the renames only let a resumed pack recognise finished work.
 
-Durability is the packer's job, not the writer's: a finished shard only asks
-the kernel to start writing it back (``start_writeback``), and the packer
-fsyncs every file once, just before the manifest.  A shard torn by a power
-cut before that is caught by the resume's checksum check.
+Durability is the packer's job, not the writer's: the packer fsyncs each
+finished shard on a background thread while the workers write the next ones,
+and the manifest is written only after all of them are on disk.  A shard torn
+by a power cut before that is caught by the resume's checksum check.
 """
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 from dataclasses import dataclass
@@ -63,7 +62,6 @@ class _ChecksummedFile:
         self.size += expected
 
     def finish(self) -> None:
-        start_writeback(self.fd)
         self.close()
 
     def close(self) -> None:
@@ -144,26 +142,6 @@ class ShardWriter:
 
 
 _SUFFIXES = (fmt.REC_SUFFIX, fmt.IDX_SUFFIX, fmt.RECORD_INDEX_SUFFIX)
-
-
-def _sync_file_range():
-    """libc's sync_file_range (Linux), or None where it does not exist."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return function
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages now, without waiting for them."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 def fsync_paths(paths: list[str]) -> None:
