@@ -324,6 +324,8 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
                         flushed.append(flusher.submit(fsync_paths, _shard_paths(out_dir, outcome.files)))
             finally:
                 if env is not None:
+                    if options.fsync:
+                        env.sync(True)
                     env.close()
             for future in flushed:
                 future.result()
