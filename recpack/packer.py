@@ -11,7 +11,10 @@ of the source and options.  Each finished shard gets a small ``*.done.json``
 note there after its keys are in the key index.  A rerun with the same
 fingerprint keeps the noted shards whose files still match their checksums
 and writes the rest; any other rerun starts clean.  The manifest is written
-last: until it exists, readers refuse the folder.
+last: until it exists, readers refuse the folder.  Unless ``fsync`` is off,
+finished shards are fsynced on a background thread as the workers go on, and
+the manifest only after all of them, so a power cut cannot leave a manifest
+that names shards the disk never received.
 """
 
 from __future__ import annotations
