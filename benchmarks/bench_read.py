@@ -21,12 +21,11 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import psutil
+from recpack.procstats import TreeMemory
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work"
@@ -57,48 +56,6 @@ def evict(paths: list[str]) -> None:
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-class TreeMemory:
-    """Samples the summed RSS and PSS of this process and its children every 200 ms.
-
-    PSS (from smaps_rollup) counts pages shared between processes -- torch's
-    libraries, batches in shared memory -- once; summed RSS counts them once per process.
-    """
-
-    def __init__(self):
-        self.peak_rss = self.peak_pss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            rss = pss = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    rss += process.memory_info().rss
-                    pss += _pss(process.pid)
-                except (psutil.Error, OSError):
-                    pass
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-            time.sleep(0.2)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def _pss(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _decode_files(paths: list[str]) -> tuple[float, int]:
