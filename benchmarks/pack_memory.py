@@ -4,7 +4,8 @@ Builds lists of 100k and 1M lines over 1,000 tiny real-photo JPEGs (each line
 spells its path differently, ``dNNN/../small_XXXX.jpg``, so every key is
 unique), packs each with ``--check header`` into 64 shards, and samples the
 resident memory of the whole process tree (main process + workers) every
-20 ms with psutil.  Reports the peak of the tree and of the main process.
+50 ms.  Reports the peak summed RSS and PSS of the tree (forked workers share
+the list's pages: RSS counts them per process, PSS once) and the main process's RSS.
 
     python benchmarks/pack_memory.py [--lines 100000 1000000]
 """
@@ -12,16 +13,17 @@ resident memory of the whole process tree (main process + workers) every
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import corpus  # noqa: E402
+from recpack.procstats import tree_memory  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work" / "memory"
 
@@ -41,22 +43,28 @@ def make_list(lines: int) -> Path:
     return listing
 
 
-def peak_rss(command: list[str]) -> tuple[float, float, float]:
-    """(peak RSS of the process tree, peak of the main process, wall seconds), in MB."""
+def peak_memory(command: list[str]) -> tuple[float, float, float, float]:
+    """(peak summed RSS and PSS of the process tree, peak RSS of the main process, wall seconds); MB."""
     started = time.monotonic()
-    process = psutil.Popen(command, stdout=subprocess.DEVNULL)
-    tree_peak = main_peak = 0
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    tree_rss = tree_pss = main_rss = 0
     while process.poll() is None:
-        try:
-            main = process.memory_info().rss
-            tree = main + sum(child.memory_info().rss for child in process.children(recursive=True))
-        except psutil.Error:
-            continue
-        tree_peak, main_peak = max(tree_peak, tree), max(main_peak, main)
-        time.sleep(0.02)
+        rss, pss = tree_memory(process.pid)
+        main = _rss(process.pid)
+        tree_rss, tree_pss, main_rss = max(tree_rss, rss), max(tree_pss, pss), max(main_rss, main)
+        time.sleep(0.05)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed with {process.returncode}")
-    return tree_peak / 1e6, main_peak / 1e6, time.monotonic() - started
+    return tree_rss / 1e6, tree_pss / 1e6, main_rss / 1e6, time.monotonic() - started
+
+
+def _rss(pid: int) -> int:
+    """RSS of one process in bytes (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 def main() -> None:
@@ -65,16 +73,17 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     recpack = [sys.executable, "-m", "recpack"]
-    print("| list lines | peak RSS, process tree (MB) | peak RSS, main process (MB) | wall (s) | images/s |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| list lines | peak summed RSS, tree (MB) | peak PSS, tree (MB) | peak RSS, main process (MB) | wall (s) | images/s |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for lines in args.lines:
         listing = make_list(lines)
         out = WORK / f"out-{lines}"
         shutil.rmtree(out, ignore_errors=True)
-        tree, main_process, wall = peak_rss(
+        tree, proportional, main_process, wall = peak_memory(
             recpack + ["pack", str(listing), str(out), "--shards", "64", "--check", "header", "--quiet"]
         )
-        print(f"| {lines:,} | {tree:.0f} | {main_process:.0f} | {wall:.1f} | {lines / wall:,.0f} |", flush=True)
+        print(f"| {lines:,} | {tree:.0f} | {proportional:.0f} | {main_process:.0f} | {wall:.1f} | {lines / wall:,.0f} |",
+              flush=True)
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -49,6 +49,17 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(summed RSS, summed PSS) in bytes of ``pid`` and its descendants, now."""
+    rss = pss = 0
+    for member in process_tree(pid):
+        try:
+            rss, pss = rss + _rss(member), pss + _pss(member)
+        except (OSError, ValueError, IndexError):
+            pass  # a process that just exited
+    return rss, pss
+
+
 class TreeMemory:
     """Peak summed RSS and PSS of this process and its descendants, sampled every ``interval`` s.
 
@@ -65,12 +76,7 @@ class TreeMemory:
         self._thread = threading.Thread(target=self._run, daemon=True, name="recpack-bench-memory")
 
     def sample(self) -> None:
-        rss = pss = 0
-        for pid in process_tree(os.getpid()):
-            try:
-                rss, pss = rss + _rss(pid), pss + _pss(pid)
-            except (OSError, ValueError, IndexError):
-                pass  # a worker that just exited
+        rss, pss = tree_memory(os.getpid())
         self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
 
     def _run(self) -> None:
