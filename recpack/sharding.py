@@ -72,7 +72,7 @@ def rank_span(total: int, rank: int, world: int, pad: bool) -> tuple[int, int]:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in range for world size {world}")
     length = -(-total // world) if pad else total // world
-    return rank * length if pad else rank * length, length
+    return rank * length, length
 
 
 def rank_groups(span_length: int, group: int) -> list[tuple[int, int]]:
