@@ -32,7 +32,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         fsync=not args.no_fsync,
     )
     result = pack(source, args.out, options, show_progress=not args.quiet)
-    rate = result.records / max(result.seconds, 1e-9)
+    rate = result.processed / max(result.seconds, 1e-9)
     print(
         f"packed {result.records} images into {result.shards} shards in {args.out} "
         f"({result.bytes_out / 1e6:.1f} MB) in {result.seconds:.1f} s: {rate:.0f} images/s, "
@@ -43,7 +43,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     if result.reencoded:
         print(f"re-encoded {result.reencoded} images (non-JPEG, gray/CMYK, rotated or resized)")
     if result.skipped:
-        print(f"skipped {result.skipped} bad inputs: see {os.path.join(args.out, mf.REPORT_NAME)}")
+        print(f"skipped {result.skipped} bad input{'s' if result.skipped != 1 else ''}: "
+              f"see {os.path.join(args.out, mf.REPORT_NAME)}")
     return 0
 
 
@@ -152,7 +153,9 @@ def _write_output(path: str, data) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    if args.model or args.dataset is None:
+    if args.dataset is None and not args.model:
+        raise RecpackError("give a dataset to measure, or --model for the I/O model's table alone")
+    if args.model:
         text, data = bench.model_only(args.dataset, args.images, args.kb, args.decode_per_core, args.cores,
                                       args.seq_mb_s, args.iops, args.ios_per_file)
     else:
@@ -172,7 +175,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recpack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="recpack",
+        description="Pack image datasets into shuffled, sequentially read RecordIO shards; read, check and measure them.",
+    )
     parser.add_argument("--version", action="version", version=f"recpack {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -182,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--shards", type=int, default=64, help="number of shards (default 64)")
     pack.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     pack.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0: reruns are byte-identical)")
-    pack.add_argument("--root", default=None, help="folder that relative list paths are under (default: the list's folder)")
+    pack.add_argument("--root", default=None,
+                      help="folder that relative list paths are under (default: a '# root: DIR' first line, else the list's folder)")
     pack.add_argument("--check", choices=("decode", "header"), default="decode",
                       help="decode: decode every JPEG at 1/8 scale (default); header: check markers only, faster")
     pack.add_argument("--resize", type=int, default=None, metavar="SHORTER_SIDE",
@@ -196,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.set_defaults(handler=_cmd_pack)
 
     listing = commands.add_parser("list", help="print an im2rec-style .lst for an ImageFolder directory")
-    listing.add_argument("directory")
+    listing.add_argument("directory", help="an ImageFolder tree: DIR/<class>/<image>")
     listing.set_defaults(handler=_cmd_list)
 
     info = commands.add_parser("info", help="counts, sizes, classes and provenance of a dataset")

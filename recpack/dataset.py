@@ -182,9 +182,15 @@ class RecordDataset(IterableDataset):
     def _unit_for(self, loader_batch_size: int | None) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        unit = loader_batch_size or 1
+        if loader_batch_size is None:
+            raise RecpackError("per-sample mode: pass state_dict(..., loader_batch_size=B), the DataLoader's batch "
+                               "size, so that batches_seen can be turned into the records each worker delivered")
+        unit = loader_batch_size
         if self._group_size() % unit:
-            raise RecpackError(f"shuffle_buffer {self._group_size()} must be a multiple of the DataLoader's batch size {unit}")
+            raise RecpackError(
+                f"the DataLoader's batch size {unit} must divide the shuffle buffer ({self._group_size()} records) "
+                f"for an exact resume: e.g. RecordDataset(..., read=ReadOptions(shuffle_buffer={unit * 16}))"
+            )
         return unit
 
     def state_dict(self, batches_seen: int, num_workers: int = 0, loader_batch_size: int | None = None) -> dict:

@@ -131,8 +131,8 @@ def load(dataset_dir: str) -> Manifest:
         names = os.listdir(dataset_dir)
         if WORK_DIR_NAME in names or any(name.endswith((".rec", ".rec.tmp")) for name in names):
             raise IncompleteDatasetError(
-                f"{dataset_dir}: incomplete dataset (shards but no {MANIFEST_NAME}: the pack was "
-                "interrupted; run the same pack command again to resume)"
+                f"{dataset_dir}: incomplete dataset (no {MANIFEST_NAME}: a pack was interrupted or failed; "
+                "run the pack again once the cause is fixed: it keeps finished shards, or starts clean if the list changed)"
             )
         raise IncompleteDatasetError(f"{dataset_dir}: not a recpack dataset (no {MANIFEST_NAME})")
     try:

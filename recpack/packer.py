@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from array import array
@@ -83,7 +84,7 @@ class ShardOutcome:
     label_width: int
     has_masks: bool
     reencoded: int
-    bytes_in: int
+    bytes_in: int  # input bytes this shard read
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,11 @@ class PackResult:
     shards: int
     skipped: int
     reencoded: int
-    bytes_in: int
+    bytes_in: int  # input bytes read by this run
     bytes_out: int
     seconds: float
     resumed_shards: int
+    processed: int  # inputs read and checked by this run (not those of resumed shards)
 
 
 def shard_stem(index: int) -> str:
@@ -110,6 +112,7 @@ _progress: tuple | None = None  # (images, bytes) shared counters, set once per 
 def _init_worker(images, nbytes) -> None:
     global _progress
     _progress = (images, nbytes)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
 
 
 def _report_progress(images: int, nbytes: int) -> None:
@@ -194,6 +197,8 @@ def _shard_intact(out_dir: str, files: ShardFiles) -> bool:
 
 def start_or_resume(out_dir: str, print_hash: str, overwrite: bool) -> dict[int, dict]:
     """Prepare ``out_dir``; return the notes of finished shards that this run can keep."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise PackError(f"{out_dir}: exists and is not a folder")
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(os.path.join(out_dir, mf.MANIFEST_NAME)):
         if not overwrite:
@@ -307,6 +312,8 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
     notes = start_or_resume(out_dir, fingerprint(source, options), options.overwrite)
     resumed = len(notes)
     pending = [(i, span) for i, span in enumerate(split_evenly(len(source), options.shards)) if i not in notes]
+    processed = sum(stop - start for _, (start, stop) in pending)
+    bytes_read = 0
     if pending:
         workers = min(options.workers or os.cpu_count() or 1, len(pending))
         remaining = sum(stop - start for _, (start, stop) in pending)
@@ -323,6 +330,7 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
                     # a resume hint only: the shard's checksums are verified before it is trusted
                     mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note, durable=False)
                     notes[outcome.index] = note
+                    bytes_read += outcome.bytes_in
                     if options.fsync:
                         flushed.append(flusher.submit(fsync_paths, _shard_paths(out_dir, outcome.files)))
             finally:
@@ -367,8 +375,9 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
         manifest.num_shards,
         skipped,
         reencoded,
-        sum(note["bytes_in"] for note in ordered),
+        bytes_read,
         sum(shard.rec.bytes for shard in shards),
         time.monotonic() - started,
         resumed,
+        processed,
     )

@@ -140,7 +140,7 @@ ROOT_COMMENT = "# root: "
 def read_list(list_path: str, root: str | None = None) -> Source:
     """Parse an image list; raises ListFileError naming the first bad line."""
     if not os.path.isfile(list_path):
-        raise RecpackError(f"{list_path}: no such list file")
+        raise RecpackError(f"{list_path}: no such list file or image folder")
     list_dir = os.path.dirname(os.path.abspath(list_path))
     source: Source | None = None
     single_labels: dict[str, tuple[float, ...]] = {}  # label text -> parsed, for the fast path
@@ -187,6 +187,8 @@ def _class_files(class_dir: str) -> Iterator[str]:
 def scan_image_folder(directory: str) -> Source:
     """An ImageFolder tree: one subfolder per class, labels by sorted class name."""
     root = os.path.abspath(directory)
+    if not os.path.isdir(root):
+        raise RecpackError(f"{directory}: no such folder (expected DIR/<class>/<image>)")
     classes = sorted(
         entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
     )

@@ -16,7 +16,7 @@ import recpack.dataset as dataset_module
 from recpack import manifest as mf
 from recpack.dataset import Partition, ReadOptions, RecordDataset
 from recpack.decode import Augment
-from recpack.errors import CorruptRecordError, IncompleteDatasetError
+from recpack.errors import CorruptRecordError, IncompleteDatasetError, RecpackError
 from recpack.packer import PackOptions, pack
 from recpack.sources import open_source
 
@@ -268,3 +268,11 @@ def test_rank_and_world_come_from_the_environment_unless_given(packed, monkeypat
     assert (from_env.rank, from_env.world) == (1, 3) and len(from_env) == 32
     given = RecordDataset(str(packed), augment=None, partition=Partition(0, 1))
     assert (given.rank, given.world) == (0, 1) and len(given) == RECORDS
+
+
+def test_per_sample_resume_needs_the_loader_batch_size(packed):
+    ds = RecordDataset(str(packed), augment=None, batch_size=None)
+    with pytest.raises(RecpackError, match="loader_batch_size"):
+        ds.state_dict(batches_seen=2, num_workers=2)
+    with pytest.raises(RecpackError, match="must divide the shuffle buffer"):
+        ds.state_dict(batches_seen=2, num_workers=2, loader_batch_size=10)

@@ -334,3 +334,14 @@ def test_jpeg_header_reads_size_components_and_orientation(photo_dir, hostile):
     assert read_jpeg_header(hostile["exif_rotated"].read_bytes()).orientation == 6
     assert read_jpeg_header(hostile["cmyk_jpg"].read_bytes()).components == 4
     assert read_jpeg_header(hostile["gray_jpg"].read_bytes()).components == 1
+
+
+def test_user_errors_about_paths_are_one_line(tmp_path, photo_dir):
+    missing = run_cli("list", tmp_path / "nope", check=False)
+    assert missing.returncode == 1 and missing.stderr.strip() == f"recpack: error: {tmp_path / 'nope'}: no such folder (expected DIR/<class>/<image>)"
+    (tmp_path / "afile").write_text("x")
+    not_a_folder = run_cli("pack", photo_dir, tmp_path / "afile", "--shards", "2", check=False)
+    assert not_a_folder.returncode == 1 and "Traceback" not in not_a_folder.stderr
+    assert not_a_folder.stderr.strip() == f"recpack: error: {tmp_path / 'afile'}: exists and is not a folder"
+    bench = run_cli("bench", check=False)
+    assert bench.returncode == 1 and "--model" in bench.stderr and "Traceback" not in bench.stderr
