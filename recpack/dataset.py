@@ -241,7 +241,7 @@ class RecordDataset(IterableDataset):
         plan = self.plan()
         per_group = self._units_per_group(plan, self._resume_unit)
         remaining = [g for g in range(len(plan.groups)) if self._resume.get(g, 0) < per_group[g]]
-        records = self._records(plan, worker_groups(remaining, worker, workers))
+        records = self._records(plan, worker_groups(remaining, worker, workers), readers=1 if info else 2)
         size = self.batch_size or CHUNK
         spec = DecodeSpec(
             self.augment or Augment(), self.manifest.label_width, self.manifest.has_masks,
@@ -256,11 +256,15 @@ class RecordDataset(IterableDataset):
             return (sample for batch in decoded for sample in self._samples(batch))
         return (self._batch(batch) for batch in decoded if len(batch.labels))
 
-    def _records(self, plan: EpochPlan, groups: list[int]) -> Iterator[Record]:
-        """The records of ``groups`` in order, the next group read ahead on a background thread."""
+    def _records(self, plan: EpochPlan, groups: list[int], readers: int) -> Iterator[Record]:
+        """The records of ``groups`` in order, read ahead on ``readers`` background threads.
+
+        One process reading alone uses two readers (three groups in flight), so
+        the disk always has the next group's reads queued; each of several
+        DataLoader workers uses one (two groups), which together queue as much.
+        """
         read = lambda group: _read_group(self._shards, plan, group, self.read.verify)  # noqa: E731
-        # two readers, three groups in flight: the disk always has the next group's reads queued
-        for group, records in zip(groups, ordered_map(read, groups, threads=2, depth=3)):
+        for group, records in zip(groups, ordered_map(read, groups, threads=readers, depth=readers + 1)):
             skip = self._resume.get(group, 0) * self._resume_unit
             end = len(records)
             if self.drop_last and self.batch_size:
