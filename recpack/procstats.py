@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import resource
 import threading
 
 def _children(pid: int) -> list[int]:
@@ -97,9 +98,15 @@ class TreeMemory:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its children that have exited (DataLoader workers, once joined)."""
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+    """CPU time of this process and of its children that have exited (DataLoader workers, once joined).
+
+    From getrusage (microseconds), not os.times (10 ms ticks): a short stage must not read as 0.
+    """
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def cores() -> int:
