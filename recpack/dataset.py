@@ -7,8 +7,9 @@ The stages, each a function below, composed in ``RecordDataset.__iter__``:
     decode    thread pool: DCT-scaled decode + crop + resize + flip into a batch buffer
     collate   ready (B, 3, H, W) uint8 tensors, or single samples for DataLoader's collate
 
-Memory is bounded by the read-ahead (two groups of ``shuffle_buffer``
-records per process) and the decode depth, never by the dataset's size.
+Memory is bounded by the read-ahead (at most three groups of
+``shuffle_buffer`` records per process) and the decode depth, never by the
+dataset's size.
 """
 
 from __future__ import annotations
