@@ -80,8 +80,8 @@ def read_file(path: str) -> bytes:
     return data
 
 
-def _decode_check(data: bytes) -> None:
-    """Run libjpeg-turbo over the whole file at the smallest scale; gray output skips colour work.
+def _tj_decode(data: bytes, pixel_format: int, scaling_factor: tuple[int, int] | None = None) -> np.ndarray:
+    """libjpeg-turbo decode that fails on damaged data.
 
     libjpeg reports damaged entropy data as *warnings* and still returns an
     image with grey blocks, so warnings count as failures here -- except the
@@ -90,13 +90,37 @@ def _decode_check(data: bytes) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            turbojpeg().decode(data, pixel_format=TJPF_GRAY, scaling_factor=(1, 8))
+            pixels = turbojpeg().decode(data, pixel_format=pixel_format, scaling_factor=scaling_factor)
         except OSError as error:
             raise BadImageError(f"does not decode ({error})") from None
     for warning in caught:
         message = str(warning.message)
         if "extraneous bytes before marker" not in message:
             raise BadImageError(f"does not decode cleanly ({message})")
+    return pixels
+
+
+def _decode_check(data: bytes) -> None:
+    """Run the whole entropy decoder at the smallest scale; gray output skips colour work."""
+    _tj_decode(data, TJPF_GRAY, (1, 8))
+
+
+def _gray_to_color_jpeg(data: bytes, quality: int) -> tuple[Image.Image, bytes]:
+    """A grayscale JPEG re-encoded as a 3-component one, without any colour conversion.
+
+    The gray image becomes the luma plane and both chroma planes are flat
+    (128), which is exactly what converting it to RGB and encoding that gives,
+    for about half the work.  Decoding it is also the decode check.
+    """
+    gray = _tj_decode(data, TJPF_GRAY)[:, :, 0]
+    height, width = gray.shape
+    padded = lambda n: (n + 3) & ~3  # noqa: E731  (PyTurboJPEG pads YUV rows to 4 bytes)
+    luma = padded(width) * height
+    chroma = padded(-(-width // 2)) * -(-height // 2)
+    yuv = np.full(luma + 2 * chroma, 128, np.uint8)
+    yuv[:luma].reshape(height, padded(width))[:, :width] = gray
+    jpeg = turbojpeg().encode_from_yuv(yuv, height, width, quality=quality, jpeg_subsample=TJSAMP_420)
+    return Image.fromarray(gray, "L"), jpeg
 
 
 def _open_image(data: bytes) -> Image.Image:
@@ -140,13 +164,7 @@ def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.
     side = min(info.width, info.height)
     eighths = next((m for m in range(1, 8) if -(-side * m // 8) >= shorter), 8)
     divisor = math.gcd(eighths, 8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            pixels = turbojpeg().decode(data, pixel_format=TJPF_RGB, scaling_factor=(eighths // divisor, 8 // divisor))
-        except OSError as error:
-            raise BadImageError(f"does not decode ({error})") from None
-    return Image.fromarray(pixels, "RGB")
+    return Image.fromarray(_tj_decode(data, TJPF_RGB, (eighths // divisor, 8 // divisor)), "RGB")
 
 
 def prepare_image(data: bytes, options: PrepareOptions) -> tuple[Image.Image | None, bytes, int]:
@@ -166,6 +184,9 @@ def prepare_image(data: bytes, options: PrepareOptions) -> tuple[Image.Image | N
             image = _decode_jpeg_for_resize(data, info, options.resize)
             image = image.resize(_shrunk_size(*image.size, options.resize), Image.Resampling.BILINEAR)
             return image, _encode(image, options.quality), 1
+        if info.components == 1 and info.orientation == 1 and not _needs_resize(info.width, info.height, options.resize):
+            gray, jpeg = _gray_to_color_jpeg(data, options.quality)
+            return gray, jpeg, 1
         orientation = info.orientation
     else:
         orientation = 1

@@ -345,3 +345,12 @@ def test_user_errors_about_paths_are_one_line(tmp_path, photo_dir):
     assert not_a_folder.stderr.strip() == f"recpack: error: {tmp_path / 'afile'}: exists and is not a folder"
     bench = run_cli("bench", check=False)
     assert bench.returncode == 1 and "--model" in bench.stderr and "Traceback" not in bench.stderr
+
+
+def test_grayscale_jpegs_become_neutral_color_jpegs(hostile, tmp_path):
+    image, result = _stored_image(tmp_path, hostile["gray_jpg"])
+    pixels = np.asarray(image, np.int16)
+    reference = np.asarray(Image.open(hostile["gray_jpg"]), np.int16)
+    assert result.reencoded == 1 and image.size == (reference.shape[1], reference.shape[0])
+    assert np.abs(pixels[..., 0] - pixels[..., 2]).max() <= 2  # flat chroma: R = G = B
+    assert np.abs(pixels[..., 1] - reference).mean() < 2
