@@ -38,13 +38,8 @@ import argparse
 import datetime
 import fcntl
 import importlib.metadata
-import io
 import json
-import math
-import os
 import platform
-import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -53,24 +48,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-WORK = HERE / ".work"
-RESULTS = HERE / "results"
-MXNET_PYTHON = HERE / ".venv-mxnet" / "bin" / "python"
-# make_corpus.py needs scikit-image's photos, installed only in recpack's own venv.
-CORPUS_PYTHON = REPO / ".venv" / "bin" / "python"
-CLASSES = 100  # same corpus as benchmarks/bench_pack.py, so the two share the cache
-SHARDS = 64
-RESIZE = 500  # shorter side for the "resized at pack time" variants (recpack --resize, FFCV max_resolution)
-BATCH = 256
-SIZE = 224
-CPUS = os.cpu_count() or 1
-RUN_TIMEOUT_S = 1800
-# FFCV's read figure from issue #4, used only when FFCV does not build here.
-# None: not supplied; the row then says so instead of showing a number.
-FFCV_QUOTED_IMAGES_PER_S: float | None = None
-
+from compare_settings import (  # noqa: E402
+    BATCH, CLASSES, CORPUS_PYTHON, CPUS, FFCV_QUOTED_IMAGES_PER_S, HERE, MXNET_PYTHON, REPO, RESIZE, RESULTS,
+    RUN_TIMEOUT_S, SIZE, WORK, Unavailable, pil_decode, read_list,
+)
+from compare_packers import PACKERS, dir_bytes, ensure_packed, pack_main, packed_count  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Contenders: what runs, on which prepared data, in which venv
@@ -107,18 +89,8 @@ CONTENDERS = (
 )
 
 
-class Unavailable(Exception):
-    """A contender that cannot run here (not installed, not built yet): reported, not fatal."""
-
-
 # ---------------------------------------------------------------------------
 # Shared pieces of the peers' pipelines (the same transforms for every PIL peer)
-
-
-def pil_decode(data: bytes):
-    from PIL import Image
-
-    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def pil_train_transform():
@@ -385,144 +357,6 @@ def child_main(key: str, path: str, workers: int) -> int:
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
-
-# ---------------------------------------------------------------------------
-# Packing: each format written once per corpus, timed, cached in benchmarks/.work
-
-
-def read_list(list_file: Path) -> list[tuple[str, int]]:
-    rows = (line.split("\t") for line in list_file.read_text().splitlines() if line and not line.startswith("#"))
-    return [(row[0], int(row[1])) for row in rows]
-
-
-def packed_count(path: Path) -> int:
-    return json.loads((path / "recpack.json").read_text())["num_records"] if (path / "recpack.json").exists() \
-        else sum(1 for _ in path.glob("*"))
-
-
-def shuffled_items(corpus: Path) -> list[tuple[Path, int]]:
-    """Peers' writers get the list shuffled once, as recpack shuffles it: their readers shuffle only locally."""
-    items = [(corpus / rel, label) for rel, label in read_list(corpus / "list.txt")]
-    random.Random(0).shuffle(items)
-    return items
-
-
-def pack_webdataset(corpus: Path, out: Path) -> None:
-    import webdataset as wds
-
-    items = shuffled_items(corpus)
-    with wds.ShardWriter(str(out / "shard-%05d.tar"), maxcount=math.ceil(len(items) / SHARDS), verbose=0) as sink:
-        for index, (path, label) in enumerate(items):
-            sink.write({"__key__": f"{index:08d}", "jpg": path.read_bytes(), "cls": label})
-
-
-def pack_streaming(corpus: Path, out: Path) -> None:
-    from streaming import MDSWriter
-
-    items = shuffled_items(corpus)
-    shard_bytes = math.ceil(sum(p.stat().st_size for p, _ in items) / SHARDS * 1.05)
-    with MDSWriter(out=str(out), columns={"image": "bytes", "label": "int"}, size_limit=shard_bytes) as sink:
-        for path, label in items:
-            sink.write({"image": path.read_bytes(), "label": label})
-
-
-def _litdata_sample(item: tuple[str, int]) -> dict:
-    path, label = item
-    return {"image": Path(path).read_bytes(), "label": label}
-
-
-def pack_litdata(corpus: Path, out: Path) -> None:
-    import litdata
-
-    items = [(str(p), label) for p, label in shuffled_items(corpus)]
-    shard_bytes = math.ceil(sum(Path(p).stat().st_size for p, _ in items) / SHARDS * 1.05)
-    litdata.optimize(fn=_litdata_sample, inputs=items, output_dir=str(out), chunk_bytes=shard_bytes,
-                     num_workers=CPUS)
-
-
-def pack_ffcv(corpus: Path, out: Path) -> None:
-    try:
-        from ffcv.fields import IntField, RGBImageField
-        from ffcv.writer import DatasetWriter
-    except ImportError as error:
-        raise Unavailable(f"ffcv not importable ({error})") from None
-
-    items = shuffled_items(corpus)
-
-    class Images:
-        def __len__(self):
-            return len(items)
-
-        def __getitem__(self, index):
-            path, label = items[index]
-            return pil_decode(path.read_bytes()), label
-
-    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=RESIZE), "label": IntField()}
-    DatasetWriter(str(out / "data.beton"), fields, num_workers=CPUS).from_indexed_dataset(Images())
-
-
-def recpack_cmd(corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "recpack", "pack", str(corpus / "list.txt"), str(out), "--shards", str(SHARDS),
-            "--overwrite", "--quiet", *extra]
-
-
-# key -> (how it is written, note for the table)
-PACKERS = {
-    "recpack": (lambda c, o: recpack_cmd(c, o), f"recpack pack --shards {SHARDS}, {CPUS} workers"),
-    "recpack_resized": (lambda c, o: recpack_cmd(c, o, "--resize", str(RESIZE)),
-                        f"recpack pack --shards {SHARDS} --resize {RESIZE}, {CPUS} workers"),
-    "webdataset": (pack_webdataset, f"wds.ShardWriter, {SHARDS} tars, 1 process"),
-    "streaming": (pack_streaming, f"MDSWriter bytes column, ~{SHARDS} shards, 1 process"),
-    "litdata": (pack_litdata, f"litdata.optimize, ~{SHARDS} chunks, {CPUS} workers"),
-    "ffcv": (pack_ffcv, f"DatasetWriter jpg, max_resolution {RESIZE}, {CPUS} workers"),
-}
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def ensure_packed(key: str, corpus: Path, work: Path, repack: bool) -> dict:
-    """Pack once (timed in a child process); later runs reuse the folder and the recorded time."""
-    out, record_file = work / f"data-{key}", work / "packs.json"
-    records = json.loads(record_file.read_text()) if record_file.exists() else {}
-    if key in records and out.exists() and not repack:
-        return records[key]
-    shutil.rmtree(out, ignore_errors=True)
-    make, note = PACKERS[key]
-    if key.startswith("recpack"):
-        cmd = make(corpus, out)
-    else:
-        if key != "streaming":  # MDSWriter insists on creating its folder itself
-            out.mkdir(parents=True)
-        cmd = [sys.executable, __file__, "_pack", key, str(corpus), str(out)]
-    print(f"  packing {key} ...", flush=True)
-    log = work / f"pack-{key}.log"
-    start = time.perf_counter()
-    with open(log, "w") as sink:
-        try:
-            returncode = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
-                                        timeout=RUN_TIMEOUT_S).returncode
-        except subprocess.TimeoutExpired:
-            print(f"timed out after {RUN_TIMEOUT_S} s", file=sink)
-            returncode = -1
-    seconds = time.perf_counter() - start
-    if returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        shutil.rmtree(out, ignore_errors=True)
-        return {"status": "failed", "note": f"packing failed: {tail[0][:300]} (log: {log})"}
-    records[key] = {"status": "ok", "seconds": seconds, "bytes": dir_bytes(out), "note": note}
-    record_file.write_text(json.dumps(records, indent=1))
-    return records[key]
-
-
-def pack_main(key: str, corpus: str, out: str) -> int:
-    try:
-        PACKERS[key][0](Path(corpus), Path(out))
-    except Unavailable as error:
-        print(error, file=sys.stderr)
-        return 3
-    return 0
 
 
 # ---------------------------------------------------------------------------
