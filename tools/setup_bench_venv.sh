@@ -37,26 +37,13 @@ if is_ready; then
 fi
 
 # Two runs may start at once: let one build while the other waits.
-mkdir -p "$(dirname "$venv")"
-exec 9<"$(dirname "$venv")"
-flock 9
+source "$repo/tools/lib.sh"
+lock_folder_of "$venv"
 if is_ready; then
     exit 0
 fi
 
-sudo=()
-[ "$(id -u)" -eq 0 ] || sudo=(sudo)
-apt_install() {
-    local missing=() package
-    for package in "$@"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    echo "setup_bench_venv: installing ${missing[*]} with apt-get" >&2
-    "${sudo[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-}
-apt_install libturbojpeg0 libjpeg-dev zlib1g-dev libpng-dev libwebp-dev gcc python3-dev
+apt_install_missing setup_bench_venv libturbojpeg0 libjpeg-dev zlib1g-dev libpng-dev libwebp-dev gcc python3-dev
 
 started=$SECONDS
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
@@ -87,7 +74,7 @@ ffcv_log=$venv/ffcv-build.log
 if [ "${SKIP_FFCV:-0}" != 1 ] && [ ! -e "$ffcv_log" ]; then
     ffcv_started=$SECONDS
     {
-        apt_install libopencv-dev pkg-config libturbojpeg0-dev
+        apt_install_missing setup_bench_venv libopencv-dev pkg-config libturbojpeg0-dev
         # --no-build-isolation: its setup.py imports numpy at build time.
         timeout 600 "$venv/bin/python" -m pip install --disable-pip-version-check \
             --no-build-isolation "ffcv==1.0.2" numba

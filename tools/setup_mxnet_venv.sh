@@ -22,27 +22,15 @@ if is_ready; then
     exit 0
 fi
 
-# Two test runs may start at once: let one build while the other waits.
-mkdir -p "$(dirname "$venv")"
-exec 9<"$(dirname "$venv")"
-flock 9
+source "$repo/tools/lib.sh"
+lock_folder_of "$venv"
 if is_ready; then
     exit 0
 fi
 
 # libmxnet.so bundles libgfortran.so.3 and OpenBLAS but links the system's
 # libgomp and libquadmath (and libstdc++/libgcc_s, which python3 already needs).
-missing=()
-for package in libgomp1 libquadmath0; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    echo "setup_mxnet_venv: installing ${missing[*]} with apt-get" >&2
-    "${sudo[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+apt_install_missing setup_mxnet_venv libgomp1 libquadmath0
 
 started=$SECONDS
 "$python" -m venv --clear "$venv"
