@@ -180,6 +180,10 @@ class RecordDataset(IterableDataset):
             return [count // unit for _, count in plan.groups]
         return [-(-count // unit) for _, count in plan.groups]
 
+    def _remaining_groups(self, per_group: list[int]) -> list[int]:
+        """Groups with batches not yet consumed this epoch (all of them unless resumed)."""
+        return [group for group, units in enumerate(per_group) if self._resume.get(group, 0) < units]
+
     def _unit_for(self, loader_batch_size: int | None) -> int:
         if self.batch_size is not None:
             return self.batch_size
@@ -206,7 +210,7 @@ class RecordDataset(IterableDataset):
             raise RecpackError("the DataLoader's batch size changed since the state this epoch resumed from")
         plan = self.plan()
         per_group = self._units_per_group(plan, unit)
-        remaining = [g for g in range(len(plan.groups)) if self._resume.get(g, 0) < per_group[g]]
+        remaining = self._remaining_groups(per_group)
         workers = max(num_workers, 1)
         streams = [worker_groups(remaining, w, workers) for w in range(workers)]
         available = [sum(per_group[g] - self._resume.get(g, 0) for g in stream) for stream in streams]
@@ -240,8 +244,7 @@ class RecordDataset(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         plan = self.plan()
-        per_group = self._units_per_group(plan, self._resume_unit)
-        remaining = [g for g in range(len(plan.groups)) if self._resume.get(g, 0) < per_group[g]]
+        remaining = self._remaining_groups(self._units_per_group(plan, self._resume_unit))
         records = self._records(plan, worker_groups(remaining, worker, workers), readers=1 if info else 2)
         size = self.batch_size or CHUNK
         spec = DecodeSpec(

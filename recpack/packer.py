@@ -138,7 +138,7 @@ def write_shard(task: ShardTask) -> ShardOutcome:
                 bad.append((item.line, item.key, error.reason))
             else:
                 payload = fmt.pack_payload(item.labels, item.line, prepared.image, prepared.mask)
-                _, offset = writer.write(payload, len(prepared.mask))
+                offset = writer.write(payload, len(prepared.mask))
                 keys.append((item.key, writer.records - 1, offset))
                 label_width = max(label_width, len(item.labels))
                 has_masks = has_masks or bool(prepared.mask)

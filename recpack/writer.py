@@ -61,9 +61,6 @@ class _ChecksummedFile:
             written += os.write(self.fd, rest)
         self.size += expected
 
-    def finish(self) -> None:
-        self.close()
-
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -73,9 +70,8 @@ class _ChecksummedFile:
 class ShardWriter:
     """Appends records to one shard; a context manager that publishes only on success."""
 
-    def __init__(self, directory: str, stem: str, first_key: int = 0):
+    def __init__(self, directory: str, stem: str):
         self.directory, self.stem = directory, stem
-        self.next_key = first_key
         self._final = {suffix: os.path.join(directory, stem + suffix) for suffix in _SUFFIXES}
         self._rows: list[tuple[int, int, int, int]] = []
         self._rec: _ChecksummedFile | None = None
@@ -87,16 +83,14 @@ class ShardWriter:
         self._idx = _ChecksummedFile(self._final[fmt.IDX_SUFFIX] + ".tmp")
         return self
 
-    def write(self, payload_pieces: list[bytes], mask_length: int = 0) -> tuple[int, int]:
-        """Append one record; returns (its key, its offset in the .rec)."""
+    def write(self, payload_pieces: list[bytes], mask_length: int = 0) -> int:
+        """Append one record; returns its offset in the .rec.  Its .idx key is its position in the shard."""
         payload = b"".join(payload_pieces)
         offset = self._rec.size
         self._rec.write(fmt.frame_record(payload))
-        key = self.next_key
-        self._idx.write([fmt.format_idx_line(key, offset).encode()])
+        self._idx.write([fmt.format_idx_line(len(self._rows), offset).encode()])
         self._rows.append((offset, len(payload), crc32c.crc32c(payload), mask_length))
-        self.next_key += 1
-        return key, offset
+        return offset
 
     @property
     def records(self) -> int:
@@ -115,13 +109,13 @@ class ShardWriter:
         rpi = _ChecksummedFile(self._final[fmt.RECORD_INDEX_SUFFIX] + ".tmp")
         try:
             rpi.write([buffer.getvalue()])
-            rpi.finish()
+            rpi.close()
         except BaseException:
             rpi.close()
             self._discard()
             raise
-        self._rec.finish()
-        self._idx.finish()
+        self._rec.close()
+        self._idx.close()
         for handle in (self._rec, self._idx, rpi):
             os.replace(handle.path, handle.path[: -len(".tmp")])
         self.files = ShardFiles(
