@@ -21,8 +21,10 @@
 #include <Python.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h> /* message codes, to tell warnings apart */
 
 struct error_state {
     struct jpeg_error_mgr manager;
@@ -39,6 +41,14 @@ static void on_error(j_common_ptr cinfo) {
 static void on_message(j_common_ptr cinfo, int level) {
     (void)cinfo;
     (void)level;
+}
+
+/* For check(): the first warning (recoverable corruption) becomes the failure,
+ * except "extraneous bytes before marker", which real camera files often carry. */
+static void on_warning_fail(j_common_ptr cinfo, int level) {
+    struct error_state *state = (struct error_state *)cinfo->err;
+    if (level < 0 && cinfo->err->msg_code != JWRN_EXTRANEOUS_DATA && state->message[0] == '\0')
+        (*cinfo->err->format_message)(cinfo, state->message);
 }
 
 static PyObject *decode_region(PyObject *self, PyObject *args) {
@@ -152,7 +162,62 @@ static PyObject *header(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* check(data) -> None: entropy-decode every scan of a JPEG, or raise ValueError naming the damage.
+ *
+ * Decodability is decided by the entropy decoder (Huffman codes, restart
+ * markers, data running out); the inverse DCT and colour conversion cannot
+ * fail, so they are skipped: grey output at 1/8 scale, every row passed to
+ * jpeg_skip_scanlines(), which parses the coded data without reconstructing it.
+ */
+static PyObject *check(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    struct jpeg_decompress_struct cinfo;
+    struct error_state error;
+    int failed = 0;
+    JSAMPROW volatile row = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*", &input))
+        return NULL;
+    cinfo.err = jpeg_std_error(&error.manager);
+    error.manager.error_exit = on_error;
+    error.manager.emit_message = on_warning_fail;
+    error.message[0] = '\0';
+    Py_BEGIN_ALLOW_THREADS
+    if (setjmp(error.jump)) {
+        failed = 1;
+    } else {
+        jpeg_create_decompress(&cinfo);
+        jpeg_mem_src(&cinfo, (const unsigned char *)input.buf, (unsigned long)input.len);
+        jpeg_read_header(&cinfo, TRUE);
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = 8;
+        cinfo.out_color_space = JCS_GRAYSCALE;
+        jpeg_start_decompress(&cinfo);
+        /* skipping to the very end would skip the parse too: stop one row short, then read it */
+        jpeg_skip_scanlines(&cinfo, cinfo.output_height - 1);
+        row = malloc(cinfo.output_width);
+        if (row == NULL) {
+            strcpy(error.message, "out of memory");
+        } else {
+            jpeg_read_scanlines(&cinfo, &row, 1);
+            jpeg_finish_decompress(&cinfo);
+        }
+        failed = error.message[0] != '\0';
+        failed = error.message[0] != '\0';
+    }
+    Py_END_ALLOW_THREADS
+    free(row);
+    jpeg_destroy_decompress(&cinfo);
+    PyBuffer_Release(&input);
+    if (failed) {
+        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"check", check, METH_VARARGS, "check(data) -> None; ValueError if any scan does not decode cleanly"},
     {"header", header, METH_VARARGS, "header(data) -> (width, height, components)"},
     {"decode_region", decode_region, METH_VARARGS,
      "decode_region(data, left, top, width, height, eighths) -> (rgbx, x, y, w, h)"},
