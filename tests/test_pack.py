@@ -15,6 +15,7 @@ from PIL import Image
 
 from conftest import run_cli
 from recpack import manifest as mf
+from recpack._jpegcrop import check as check_jpeg
 from recpack.errors import PackError
 from recpack.format import unpack_payload
 from recpack.jpeg_header import read_jpeg_header
@@ -148,6 +149,17 @@ def test_decode_check_catches_what_the_header_check_cannot(photo_dir, tmp_path):
     assert (decoded.records, decoded.skipped) == (1, 1)
     assert (header.records, header.skipped) == (2, 0)
     assert "does not decode" in (tmp_path / "decode" / mf.REPORT_NAME).read_text()
+
+
+def test_decode_check_reads_the_scan_to_its_last_row(photo_dir):
+    """The check skips reconstruction, not parsing: data cut short anywhere in the scan fails it."""
+    jpeg = (photo_dir / "cat" / "small_0001.jpg").read_bytes()
+    check_jpeg(jpeg)
+    for keep in (0.5, 0.97):
+        cut = jpeg[: int(len(jpeg) * keep)] + b"\xff\xd9"  # an end marker, so the header check passes
+        read_jpeg_header(cut)
+        with pytest.raises(ValueError, match="[Pp]remature end"):
+            check_jpeg(cut)
 
 
 def _stored_image(tmp_path, path, **options):
