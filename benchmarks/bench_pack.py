@@ -636,6 +636,9 @@ def main(argv=None) -> int:
         if c.skip:
             print(f"skip {c.key}: {c.skip}")
     print(f"corpus: {corpus.count} images, {corpus.total_bytes / 1e6:.0f} MB in {corpus.root}")
+    from prefault import prefault
+
+    prefault()  # a fresh VM backs memory lazily: see benchmarks/prefault.py
     warm_page_cache(corpus)
     load_before = os.getloadavg()
     with tqdm(total=args.rounds * len(runnable), desc="bench", unit="run") as bar:

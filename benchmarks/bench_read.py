@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from prefault import prefault
 from recpack.procstats import TreeMemory
 
 ROOT = Path(__file__).resolve().parent
@@ -115,6 +116,7 @@ def main() -> None:
                         help="also compare peak memory on a dataset a tenth the size (is memory flat in dataset size?)")
     args = parser.parse_args()
     dataset = packed(args.images)
+    prefault()  # a fresh VM backs memory lazily: see benchmarks/prefault.py
     shards = shard_files(dataset)
     sources = sorted(str(p) for p in (corpus(args.images)).rglob("*.jpg"))
     rates: dict[str, list[float]] = {}

@@ -52,6 +52,7 @@ from compare_settings import (  # noqa: E402
     BATCH, CLASSES, CORPUS_PYTHON, CPUS, FFCV_QUOTED_IMAGES_PER_S, HERE, MXNET_PYTHON, REPO, RESIZE, RESULTS,
     RUN_TIMEOUT_S, SIZE, WORK, Unavailable, pil_decode, read_list,
 )
+from prefault import prefault  # noqa: E402
 from compare_packers import PACKERS, dir_bytes, ensure_packed, pack_main, packed_count  # noqa: E402
 
 # ---------------------------------------------------------------------------
@@ -619,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     packs = {key: ensure_packed(key, corpus, work, args.repack) for key in PACKERS
              if any(c.data == key for c in chosen)}
     data_of = {key: work / f"data-{key}" for key, p in packs.items() if p["status"] == "ok"} | {"corpus": corpus}
+    prefault()  # a fresh VM backs memory lazily: see benchmarks/prefault.py
     warm_page_cache(list(data_of.values()))
 
     rows = {c.key: Row(c, [], packs.get(c.data) if c.data != "corpus" else None) for c in CONTENDERS}

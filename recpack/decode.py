@@ -3,7 +3,7 @@
 Geometry is decided first, from the JPEG header alone: the crop box (random
 resized crop for training, shorter-side resize + centre crop for evaluation)
 and the flip.  Then libjpeg-turbo decodes only the crop's rows and columns
-(``_jpegcrop``), at the smallest DCT scale M/8 that still leaves the crop at
+(``_libjpeg``), at the smallest DCT scale M/8 that still leaves the crop at
 least as large as the output, and pillow-simd resamples the crop
 into the output.  Both release the GIL, so decode threads run on all cores.
 Masks (PNG) get the same box and flip, resampled with nearest neighbour.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ._jpegcrop import decode_region
-from ._jpegcrop import header as jpeg_header
+from ._libjpeg import decode_region
+from ._libjpeg import header as jpeg_header
 from .errors import BadImageError
 
 
@@ -123,7 +123,7 @@ def _pil_rgb(data) -> Image.Image:
 def decode_image(data, augment: Augment, rng: random.Random | None, out: np.ndarray) -> tuple[Box, tuple[int, int]]:
     """Decode one record's image into ``out`` ((size, size, 3) uint8); return the box and source size for its mask.
 
-    Only the crop's rows and columns are decoded (``_jpegcrop``), at the DCT
+    Only the crop's rows and columns are decoded (``_libjpeg``), at the DCT
     scale chosen from the box, as RGBX so that Pillow wraps the pixels
     without a copy (Pillow keeps RGB images 4 bytes a pixel).
     """

@@ -3,13 +3,14 @@
 Decisions, in one place:
 
 * JPEGs are stored byte-identical when they are 3-component and upright.
-  ``check="decode"`` (the default) first decodes them at 1/8 scale, which
-  runs the whole entropy decoder and so finds corrupt data; ``check="header"``
-  only walks their markers (see ``jpeg_header``).
-* Everything else becomes an RGB JPEG at ``quality``: PNG, BMP, WebP, GIF,
-  TIFF..., and also grayscale and CMYK JPEGs, so that every record decodes to
-  3 channels in every reader.  The file's content decides its type, never its
-  extension.
+  ``check="decode"`` (the default) first runs the whole entropy decoder over
+  them, which finds corrupt data; ``check="header"`` only walks their markers
+  (see ``jpeg_header``).
+* Every record decodes to 3 channels in every reader.  Grayscale JPEGs get
+  two flat chroma planes added in the DCT domain, losslessly (their grey
+  coefficients are kept as they are).  Everything else becomes an RGB JPEG at
+  ``quality``: PNG, BMP, WebP, GIF, TIFF..., and CMYK JPEGs.  The file's
+  content decides its type, never its extension.
 * EXIF orientation is applied at pack time: a JPEG whose orientation tag is
   not 1 is decoded, turned upright and re-encoded (without EXIF).  Readers
   disagree on whether to honour the tag (OpenCV does, PIL and libjpeg do not),
@@ -35,10 +36,11 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from turbojpeg import TJPF_GRAY, TJPF_RGB, TJSAMP_420, TurboJPEG
+from turbojpeg import TJPF_RGB, TJSAMP_420, TurboJPEG
 
 from .errors import BadImageError
-from ._jpegcrop import check as check_jpeg
+from ._libjpeg import check as check_jpeg
+from ._libjpeg import gray_to_color as gray_to_color_jpeg
 from .jpeg_header import JpegInfo, is_jpeg, read_jpeg_header
 
 Check = Literal["decode", "header"]
@@ -50,6 +52,16 @@ class PrepareOptions:
     check: Check = "decode"
     resize: int | None = None  # target shorter side, or None to keep sizes
     quality: int = 95  # JPEG quality wherever an image is (re-)encoded
+
+
+@dataclass(frozen=True)
+class Converted:
+    """One image as it will be stored."""
+
+    stored: bytes  # the JPEG to store
+    size: tuple[int, int]  # its (width, height), which a mask must end up with
+    orientation: int  # the EXIF orientation that was applied (1: none)
+    rewritten: bool  # whether ``stored`` differs from the input
 
 
 @dataclass(frozen=True)
@@ -109,22 +121,12 @@ def _decode_check(data: bytes) -> None:
         raise BadImageError(f"does not decode cleanly ({error})") from None
 
 
-def _gray_to_color_jpeg(data: bytes, quality: int) -> tuple[Image.Image, bytes]:
-    """A grayscale JPEG re-encoded as a 3-component one, without any colour conversion.
-
-    The gray image becomes the luma plane and both chroma planes are flat
-    (128), which is exactly what converting it to RGB and encoding that gives,
-    for about half the work.  Decoding it is also the decode check.
-    """
-    gray = _tj_decode(data, TJPF_GRAY)[:, :, 0]
-    height, width = gray.shape
-    padded = lambda n: (n + 3) & ~3  # noqa: E731  (PyTurboJPEG pads YUV rows to 4 bytes)
-    luma = padded(width) * height
-    chroma = padded(-(-width // 2)) * -(-height // 2)
-    yuv = np.full(luma + 2 * chroma, 128, np.uint8)
-    yuv[:luma].reshape(height, padded(width))[:, :width] = gray
-    jpeg = turbojpeg().encode_from_yuv(yuv, height, width, quality=quality, jpeg_subsample=TJSAMP_420)
-    return Image.fromarray(gray, "L"), jpeg
+def _gray_to_color(data: bytes) -> bytes:
+    """A grayscale JPEG as a 3-component one with flat chroma, transcoded losslessly (see ``_libjpeg``)."""
+    try:
+        return gray_to_color_jpeg(data)
+    except ValueError as error:
+        raise BadImageError(f"does not decode cleanly ({error})") from None
 
 
 def _open_image(data: bytes) -> Image.Image:
@@ -171,26 +173,21 @@ def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.
     return Image.fromarray(_tj_decode(data, TJPF_RGB, (eighths // divisor, 8 // divisor)), "RGB")
 
 
-def prepare_image(data: bytes, options: PrepareOptions) -> tuple[Image.Image | None, bytes, int]:
-    """Check one input and return (decoded RGB image or None, stored JPEG bytes, orientation applied).
-
-    The decoded image is returned only when it was needed anyway (re-encoding),
-    so that a mask can follow the same geometry.
-    """
+def prepare_image(data: bytes, options: PrepareOptions) -> Converted:
+    """Check one input and return the JPEG bytes to store, and what happened to get them."""
     if is_jpeg(data):
         info = read_jpeg_header(data)
-        keep = info.components == 3 and info.orientation == 1
-        if keep and not _needs_resize(info.width, info.height, options.resize):
+        upright_size = not _needs_resize(info.width, info.height, options.resize) and info.orientation == 1
+        if info.components == 3 and upright_size:
             if options.check == "decode":
                 _decode_check(data)
-            return None, data, 1
-        if keep:
+            return Converted(data, (info.width, info.height), 1, rewritten=False)
+        if info.components == 1 and upright_size:
+            return Converted(_gray_to_color(data), (info.width, info.height), 1, rewritten=True)
+        if info.components == 3 and info.orientation == 1:
             image = _decode_jpeg_for_resize(data, info, options.resize)
             image = image.resize(_shrunk_size(*image.size, options.resize), Image.Resampling.BILINEAR)
-            return image, _encode(image, options.quality), 1
-        if info.components == 1 and info.orientation == 1 and not _needs_resize(info.width, info.height, options.resize):
-            gray, jpeg = _gray_to_color_jpeg(data, options.quality)
-            return gray, jpeg, 1
+            return Converted(_encode(image, options.quality), image.size, 1, rewritten=True)
         orientation = info.orientation
     else:
         orientation = 1
@@ -199,7 +196,7 @@ def prepare_image(data: bytes, options: PrepareOptions) -> tuple[Image.Image | N
     image = _to_8bit_rgb(ImageOps.exif_transpose(image))
     if _needs_resize(*image.size, options.resize):
         image = image.resize(_shrunk_size(*image.size, options.resize), Image.Resampling.BILINEAR)
-    return image, _encode(image, options.quality), orientation
+    return Converted(_encode(image, options.quality), image.size, orientation, rewritten=True)
 
 
 _LOSSLESS_MASK_FORMATS = frozenset({"PNG", "BMP", "TIFF", "GIF", "PPM"})
@@ -236,20 +233,18 @@ def prepare_mask(data: bytes, orientation: int, raw_size: tuple[int, int], final
 def prepare(image_path: str, mask_path: str | None, options: PrepareOptions) -> Prepared:
     """Read, check and convert one source item.  Raises BadImageError with the reason."""
     data = read_file(image_path)
-    decoded, stored, orientation = prepare_image(data, options)
+    converted = prepare_image(data, options)
     if mask_path is None:
-        return Prepared(stored, b"", decoded is not None, len(data))
+        return Prepared(converted.stored, b"", converted.rewritten, len(data))
     try:
         mask_data = read_file(mask_path)
     except BadImageError as error:
         raise BadImageError(f"mask {mask_path}: {error.reason}") from None
-    raw_size = _raw_size(data)
-    final_size = decoded.size if decoded is not None else raw_size
     try:
-        mask = prepare_mask(mask_data, orientation, raw_size, final_size)
+        mask = prepare_mask(mask_data, converted.orientation, _raw_size(data), converted.size)
     except BadImageError as error:
         raise BadImageError(f"mask {mask_path}: {error.reason}") from None
-    return Prepared(stored, mask, decoded is not None, len(data) + len(mask_data))
+    return Prepared(converted.stored, mask, converted.rewritten, len(data) + len(mask_data))
 
 
 def _raw_size(data: bytes) -> tuple[int, int]:

@@ -15,7 +15,8 @@ from PIL import Image
 
 from conftest import run_cli
 from recpack import manifest as mf
-from recpack._jpegcrop import check as check_jpeg
+from recpack._libjpeg import check as check_jpeg
+from recpack._libjpeg import gray_to_color
 from recpack.errors import PackError
 from recpack.format import unpack_payload
 from recpack.jpeg_header import read_jpeg_header
@@ -359,10 +360,16 @@ def test_user_errors_about_paths_are_one_line(tmp_path, photo_dir):
     assert bench.returncode == 1 and "--model" in bench.stderr and "Traceback" not in bench.stderr
 
 
-def test_grayscale_jpegs_become_neutral_color_jpegs(hostile, tmp_path):
+def test_grayscale_jpegs_become_color_jpegs_losslessly(hostile, tmp_path):
     image, result = _stored_image(tmp_path, hostile["gray_jpg"])
     pixels = np.asarray(image, np.int16)
     reference = np.asarray(Image.open(hostile["gray_jpg"]), np.int16)
     assert result.reencoded == 1 and image.size == (reference.shape[1], reference.shape[0])
-    assert np.abs(pixels[..., 0] - pixels[..., 2]).max() <= 2  # flat chroma: R = G = B
-    assert np.abs(pixels[..., 1] - reference).mean() < 2
+    for channel in range(3):  # flat chroma over the grey coefficients as they were: R = G = B = grey
+        assert np.array_equal(pixels[..., channel], reference)
+
+
+def test_grayscale_conversion_fails_on_damaged_data_like_the_decode_check(hostile):
+    gray = hostile["gray_jpg"].read_bytes()
+    with pytest.raises(ValueError, match="[Pp]remature end|[Cc]orrupt"):
+        gray_to_color(gray[: len(gray) // 2] + b"\xff\xd9")

@@ -1,21 +1,25 @@
-/* Decode only the part of a JPEG that a crop needs, with the GIL released.
+/* The libjpeg-turbo operations recpack needs that no Python binding offers,
+ * each with the GIL released while libjpeg works.
  *
  * decode_region(data, left, top, width, height, eighths) -> (pixels, x, y, w, h)
+ *   Decode only the part of a JPEG that a crop needs.  The region is in the
+ *   coordinates of the image scaled by eighths/8 (DCT-domain scaling:
+ *   libjpeg-turbo runs a smaller inverse DCT, so 5/8 costs about 5/8 x 5/8 of
+ *   the IDCT, upsampling and colour work of full size).  jpeg_crop_scanline()
+ *   limits the inverse DCT, upsampling and colour conversion to the columns
+ *   of the crop (widened to whole iMCUs), and jpeg_skip_scanlines() skips that
+ *   work for the rows above it; decoding stops after the last row needed.
+ *   Entropy decoding still runs over the skipped rows: a JPEG cannot be
+ *   entered in the middle.  pixels is a bytearray of h rows of w RGBX pixels
+ *   (4 bytes each, so Pillow can wrap it without a copy); (x, y) is where it
+ *   starts in the scaled image.  Grayscale sources come out as RGBX too.
+ *   CMYK/YCCK raise ValueError (the caller falls back to Pillow), corrupt
+ *   data raises ValueError with libjpeg's message.  Warnings (recoverable
+ *   corruption) are ignored: the reader decodes what the packer checked.
  *
- * The region is in the coordinates of the image scaled by eighths/8
- * (DCT-domain scaling: libjpeg-turbo runs a smaller inverse DCT, so 5/8 costs
- * about 5/8 x 5/8 of the IDCT, upsampling and colour work of full size).  libjpeg-turbo's
- * jpeg_crop_scanline() limits the inverse DCT, upsampling and colour
- * conversion to the columns of the crop (widened to whole iMCUs), and
- * jpeg_skip_scanlines() skips that work for the rows above it; decoding stops
- * after the last row needed.  Entropy decoding still runs over the skipped
- * rows: a JPEG cannot be entered in the middle.
- *
- * pixels is a bytearray of h rows of w RGBX pixels (4 bytes each, so Pillow
- * can wrap it without a copy); (x, y) is where it starts in the scaled image.
- * Grayscale sources come out as RGBX too.  CMYK/YCCK raise ValueError (the
- * caller falls back to Pillow), corrupt data raises ValueError with libjpeg's
- * message.  Warnings (recoverable corruption) are ignored.
+ * header(data) -> (width, height, components)
+ * check(data) -> None: the packer's decode check (see below).
+ * gray_to_color(data) -> bytes: the packer's lossless grayscale conversion (see below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -216,7 +220,86 @@ static PyObject *check(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* gray_to_color(data) -> bytes: a grayscale JPEG as a 3-component (YCbCr 4:4:4) one, losslessly.
+ *
+ * The grey image's DCT coefficients become the luma plane unchanged, and both
+ * chroma planes are all-zero coefficients, i.e. flat 128: exactly the colours
+ * of the grey image, with no decode, no re-quantisation and no second
+ * generation loss.  Only entropy coding runs (like jpegtran), so this is also
+ * the decode check: damaged data fails as in check().  Chroma is not
+ * subsampled because the luma blocks are reused as they are (a 2x2 luma
+ * sampling would need padding blocks); flat chroma costs about a bit per
+ * block with optimised Huffman tables.  Metadata is not copied, as for every
+ * converted image.
+ */
+static PyObject *gray_to_color(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    struct jpeg_decompress_struct src;
+    struct jpeg_compress_struct dst;
+    struct error_state error;
+    unsigned char *volatile out = NULL;
+    unsigned long out_size = 0;
+    volatile int src_made = 0, dst_made = 0, failed = 0;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*", &input))
+        return NULL;
+    src.err = dst.err = jpeg_std_error(&error.manager);
+    error.manager.error_exit = on_error;
+    error.manager.emit_message = on_warning_fail;
+    error.message[0] = '\0';
+    Py_BEGIN_ALLOW_THREADS
+    if (setjmp(error.jump)) {
+        failed = 1;
+    } else {
+        jpeg_create_decompress(&src);
+        src_made = 1;
+        jpeg_mem_src(&src, (const unsigned char *)input.buf, (unsigned long)input.len);
+        jpeg_read_header(&src, TRUE);
+        if (src.num_components != 1) {
+            strcpy(error.message, "not a grayscale JPEG");
+        } else {
+            jvirt_barray_ptr *luma = jpeg_read_coefficients(&src);
+            jvirt_barray_ptr planes[3];
+            JDIMENSION blocks_wide = src.comp_info[0].width_in_blocks;
+            JDIMENSION blocks_high = src.comp_info[0].height_in_blocks;
+            int c;
+            jpeg_create_compress(&dst);
+            dst_made = 1;
+            jpeg_mem_dest(&dst, (unsigned char **)&out, &out_size);
+            jpeg_copy_critical_parameters(&src, &dst); /* size, luma quantisation table */
+            jpeg_set_colorspace(&dst, JCS_YCbCr);
+            for (c = 0; c < 3; c++) {
+                dst.comp_info[c].h_samp_factor = dst.comp_info[c].v_samp_factor = 1;
+                dst.comp_info[c].quant_tbl_no = 0; /* zeros quantise alike under any table */
+            }
+            dst.optimize_coding = FALSE;
+            planes[0] = luma[0];
+            for (c = 1; c < 3; c++)
+                planes[c] = (*dst.mem->request_virt_barray)((j_common_ptr)&dst, JPOOL_IMAGE, TRUE, blocks_wide,
+                                                            blocks_high, 1);
+            jpeg_write_coefficients(&dst, planes); /* realizes the zeroed chroma planes */
+            jpeg_finish_compress(&dst);
+            jpeg_finish_decompress(&src);
+        }
+        failed = error.message[0] != '\0';
+    }
+    Py_END_ALLOW_THREADS
+    if (dst_made)
+        jpeg_destroy_compress(&dst);
+    if (src_made)
+        jpeg_destroy_decompress(&src);
+    PyBuffer_Release(&input);
+    if (failed)
+        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
+    else
+        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
+    free(out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"gray_to_color", gray_to_color, METH_VARARGS, "gray_to_color(data) -> 3-component JPEG bytes, losslessly"},
     {"check", check, METH_VARARGS, "check(data) -> None; ValueError if any scan does not decode cleanly"},
     {"header", header, METH_VARARGS, "header(data) -> (width, height, components)"},
     {"decode_region", decode_region, METH_VARARGS,
@@ -224,6 +307,6 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpegcrop", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_libjpeg", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__jpegcrop(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__libjpeg(void) { return PyModule_Create(&module); }
