@@ -43,7 +43,7 @@ from .errors import BadImageError, PackError
 from .prepare import PrepareOptions, prepare
 from .sharding import shuffled_order, split_evenly
 from .sources import Source, SourceItem
-from .writer import ShardFiles, ShardWriter, file_crc32c, fsync_paths
+from .writer import ShardFiles, ShardWriter, StagingBuffers, file_crc32c, fsync_paths
 
 WORK_DIR = mf.WORK_DIR_NAME
 DEFAULT_SEED = 0
@@ -107,11 +107,13 @@ def shard_stem(index: int) -> str:
 # --- worker side -------------------------------------------------------------------------
 
 _progress: tuple | None = None  # (images, bytes) shared counters, set once per worker process
+_buffers: StagingBuffers | None = None  # the worker's write buffers, reused for every shard it writes
 
 
 def _init_worker(images, nbytes) -> None:
-    global _progress
+    global _progress, _buffers
     _progress = (images, nbytes)
+    _buffers = StagingBuffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
 
 
@@ -128,7 +130,7 @@ def write_shard(task: ShardTask) -> ShardOutcome:
     bad, keys = [], []
     label_width, has_masks, reencoded, bytes_in = 1, False, 0, 0
     pending_images, pending_bytes, last_report = 0, 0, time.monotonic()
-    with ShardWriter(task.out_dir, task.stem) as writer:
+    with ShardWriter(task.out_dir, task.stem, _buffers) as writer:
         for item in task.items:
             try:
                 prepared = prepare(item.path, item.mask, task.prepare)
