@@ -18,6 +18,7 @@ import errno
 import io
 import mmap
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -46,14 +47,16 @@ class ShardFiles:
 
 
 class StagingBuffers:
-    """The two page-aligned buffers a ``_RecordFile`` alternates between.
+    """The ring of page-aligned buffers a ``_RecordFile`` fills in turn.
 
     Allocate once per process and pass to every ``ShardWriter``: fresh memory
     costs page faults (and, in a VM, the host backing it) each time.
     """
 
+    COUNT = 3  # one being filled, up to two queued for the disk
+
     def __init__(self) -> None:
-        self.pair = [mmap.mmap(-1, _RecordFile.BLOCK) for _ in range(2)]  # anonymous maps are page-aligned
+        self.ring = [mmap.mmap(-1, _RecordFile.BLOCK) for _ in range(self.COUNT)]  # anonymous maps are page-aligned
 
 
 class _RecordFile:
@@ -64,12 +67,12 @@ class _RecordFile:
     the packer does besides its decode check.  Opened ``O_DIRECT``, the file
     takes whole buffers that the disk reads itself, and a pack of a terabyte
     no longer flushes everything else out of the page cache.  Full buffers go
-    to a background thread while the caller fills the other one, so it never
-    waits on the disk.  Where the filesystem refuses ``O_DIRECT`` (tmpfs, some
+    to a background thread while the caller fills the next one, so it waits
+    on the disk only when the disk falls two buffers behind.  Where the filesystem refuses ``O_DIRECT`` (tmpfs, some
     FUSE mounts) the same buffers are written the ordinary way.
     """
 
-    BLOCK = 8 << 20  # bytes per write: long sequential runs even on a disk that seeks
+    BLOCK = 4 << 20  # bytes per write: long sequential runs even on a disk that seeks
     ALIGN = 4096  # O_DIRECT wants buffer address, length and file offset aligned to the block size
 
     def __init__(self, path: str, buffers: "StagingBuffers"):
@@ -77,11 +80,11 @@ class _RecordFile:
         self.size = 0
         self.crc = 0
         self.fd, self.direct = _open_for_writing(path)
-        self._buffers = buffers.pair
+        self._buffers = buffers.ring
         self._current = 0
         self._fill = 0
         self._flusher = ThreadPoolExecutor(1, thread_name_prefix="recpack-write")
-        self._in_flight: Future | None = None
+        self._in_flight: deque[Future] = deque()  # writes of the buffers after the current one, oldest first
         self._written = 0  # bytes on their way to the file, in order
 
     def write(self, pieces: list) -> None:
@@ -98,17 +101,17 @@ class _RecordFile:
                     self._hand_off(self.BLOCK)
 
     def _hand_off(self, length: int) -> None:
-        """Queue the current buffer's first ``length`` bytes and switch to the other buffer."""
-        self._wait()
+        """Queue the current buffer's first ``length`` bytes; move to the next buffer once its write is done."""
         buffer = memoryview(self._buffers[self._current])[:length]
-        self._in_flight = self._flusher.submit(_write_all, self.fd, buffer, self._written)
+        self._in_flight.append(self._flusher.submit(_write_all, self.fd, buffer, self._written))
         self._written += length
-        self._current, self._fill = 1 - self._current, 0
+        self._current, self._fill = (self._current + 1) % len(self._buffers), 0
+        if len(self._in_flight) == len(self._buffers):
+            self._in_flight.popleft().result()
 
     def _wait(self) -> None:
-        if self._in_flight is not None:
-            self._in_flight.result()
-            self._in_flight = None
+        while self._in_flight:
+            self._in_flight.popleft().result()
 
     def finish(self) -> None:
         """Write what is buffered, and cut the zero padding O_DIRECT needed for the last block."""
