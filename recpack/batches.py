@@ -23,6 +23,7 @@ from .prefetch import ordered_map
 from .reader import Record
 
 CHUNK = 16  # records per decode task: large enough to amortise the pool's per-task cost
+Allocator = Callable[[tuple[int, ...]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -100,25 +101,41 @@ def _batches_of(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield batch
 
 
-def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int) -> Iterator[_Task]:
+def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int, empty: Allocator) -> Iterator[_Task]:
+    """Decode tasks of ``CHUNK`` records; each batch's records are held by its tasks alone.
+
+    So a record, and the memory map of its run, is let go as soon as its
+    task is decoded, not when the whole batch is.
+    """
     side = spec.augment.size
     for batch in _batches_of(records, batch_size):
         count = len(batch)
         buffers = _Buffers(
-            np.empty((count, side, side, 3), np.uint8),
+            empty((count, side, side, 3)),
             np.zeros((count, spec.label_width), np.float32),
             np.empty((count, side, side), np.uint8) if spec.has_masks else None,
             np.ones(count, bool),
         )
+        chunks = [batch[start : start + CHUNK] for start in range(0, count, CHUNK)][::-1]
+        del batch
         for start in range(0, count, CHUNK):
-            yield _Task(buffers, start, batch[start : start + CHUNK], start + CHUNK >= count)
+            yield _Task(buffers, start, chunks.pop(), start + CHUNK >= count)
 
 
 def decode_batches(
-    spec: DecodeSpec, records: Iterator[Record], batch_size: int, threads: int, depth: int
+    spec: DecodeSpec,
+    records: Iterator[Record],
+    batch_size: int,
+    threads: int,
+    depth: int,
+    empty: Allocator = lambda shape: np.empty(shape, np.uint8),
 ) -> Iterator[Decoded]:
-    """Batches of up to ``batch_size`` decoded records, in record order."""
-    tasks = _tasks(spec, records, batch_size)
+    """Batches of up to ``batch_size`` decoded records, in record order.
+
+    ``empty(shape)`` allocates each batch's uint8 image buffer (e.g. in shared
+    memory, so that a DataLoader worker can hand it over without a copy).
+    """
+    tasks = _tasks(spec, records, batch_size, empty)
     errors: list[CorruptRecordError] = []
     decode = lambda task: (task, _decode_task(spec, task))  # noqa: E731
     for task, task_errors in ordered_map(decode, tasks, threads, threads * depth):
