@@ -148,6 +148,24 @@ def test_dataloader_workers_batched_mode(packed):
     assert set(torch.cat([labels for _, labels in batches]).tolist()) == {0, 1, 2}
 
 
+def _shared_before_sending(batch):
+    """Runs in the worker, before DataLoader pickles the batch: is it already in shared memory?"""
+    images, labels = batch
+    return images, labels, images.is_shared()
+
+
+def test_worker_batches_are_built_in_shared_memory_and_match_the_threads_mode(packed):
+    evaluation = dict(batch_size=16, augment=Augment(size=32, train=False), shuffle=False)
+    loader = DataLoader(RecordDataset(str(packed), **evaluation), batch_size=None, num_workers=1,
+                        collate_fn=_shared_before_sending)
+    received = list(loader)
+    assert all(shared for _, _, shared in received)  # no copy into shared memory when sent
+    in_process = list(RecordDataset(str(packed), **evaluation))
+    assert len(received) == len(in_process)
+    for (images, labels, _), (expected_images, expected_labels) in zip(received, in_process):
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
 def test_dataloader_per_sample_mode_with_default_collate(packed):
     ds = RecordDataset(str(packed), augment=Augment(size=24, train=False), normalize=True)
     batches = list(DataLoader(ds, batch_size=10, num_workers=2))
