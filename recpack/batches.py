@@ -24,6 +24,9 @@ from .reader import Record
 
 CHUNK = 16  # records per decode task: large enough to amortise the pool's per-task cost
 Allocator = Callable[[tuple[int, ...]], np.ndarray]
+# Records with fewer labels than the dataset's widest (possible in foreign .rec files and in lists
+# whose lines differ) are padded with this, as MXNet's detection iterator pads (label_pad_value).
+LABEL_PAD = -1.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def _decode_task(spec: DecodeSpec, task: _Task) -> list[CorruptRecordError]:
             if isinstance(record.payload, Exception):
                 raise record.payload
             payload = unpack_payload(record.payload, record.mask_length)
-            buffers.labels[slot] = payload.labels[: spec.label_width]
+            labels = payload.labels[: spec.label_width]
+            buffers.labels[slot, : len(labels)] = labels  # the rest keeps LABEL_PAD
             box, source_size = decode_image(payload.image, spec.augment, spec.rng_for(record), buffers.images[slot])
             if buffers.masks is not None:
                 if not record.mask_length:
@@ -112,7 +116,7 @@ def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int, empty: 
         count = len(batch)
         buffers = _Buffers(
             empty((count, side, side, 3)),
-            np.zeros((count, spec.label_width), np.float32),
+            np.full((count, spec.label_width), LABEL_PAD, np.float32),
             np.empty((count, side, side), np.uint8) if spec.has_masks else None,
             np.ones(count, bool),
         )
@@ -165,5 +169,7 @@ def raw_batches(spec: DecodeSpec, records: Iterator[Record], batch_size: int) ->
                 continue
             images.append(bytes(payload.image))
             labels.append(payload.labels[: spec.label_width])
-        label_array = np.array(labels, np.float32).reshape(len(labels), spec.label_width)
+        label_array = np.full((len(labels), spec.label_width), LABEL_PAD, np.float32)
+        for row, record_labels in zip(label_array, labels):
+            row[: len(record_labels)] = record_labels
         yield Decoded(images, label_array, None, errors)

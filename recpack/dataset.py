@@ -43,7 +43,10 @@ class ReadOptions:
     shuffle_buffer: int = 256  # records shuffled together (rounded up to a multiple of the batch size)
     window: int = 64  # records read in one sequential run before jumping to another shard
     threads: int | None = None  # decode threads per process (default: cores / DataLoader workers)
-    decode_depth: int = 4  # decode tasks in flight per thread
+    # decode tasks (of 16 records) in flight per thread; default 4 in the training process, and 1 in a
+    # DataLoader worker, whose single thread then finishes a batch before it starts the next: one
+    # batch buffer per worker instead of two, at the same speed (measured: 585 vs 641 MB PSS, 2 workers)
+    decode_depth: int | None = None
     verify: bool = True  # check each record's CRC32C before use
 
 
@@ -106,7 +109,8 @@ class RecordDataset(IterableDataset):
     ``batch_size=None`` yields single samples for ``DataLoader(ds, batch_size=B)``.
     A sample is ``(image, label)``, or ``(image, mask)`` for segmentation
     datasets; images are (3, H, W) uint8 (float32 when ``normalize`` is set);
-    a single label is an int64 class index, several are a float32 vector.
+    a single label is an int64 class index, several are a float32 vector
+    (padded with -1 where a record has fewer than the widest).
     ``augment=None`` skips decoding and yields the raw JPEG bytes.
     """
 
@@ -275,7 +279,8 @@ class RecordDataset(IterableDataset):
             # a worker's batches go to the training process: build them in shared memory, where
             # DataLoader's pickling finds them and sends a handle instead of copying 38 MB per batch
             empty = _shared_uint8 if info is not None and self.batch_size else _private_uint8
-            decoded = decode_batches(spec, records, size, self._threads(workers), self.read.decode_depth, empty)
+            depth = self.read.decode_depth or (1 if info is not None else 4)
+            decoded = decode_batches(spec, records, size, self._threads(workers), depth, empty)
         decoded = self._apply_error_policy(decoded)
         if self.batch_size is None:
             return (sample for batch in decoded for sample in self._samples(batch))

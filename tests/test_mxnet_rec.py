@@ -22,6 +22,7 @@ from test_mxnet_interop import framing_cases, mxnet_python, noise_jpeg, probe, w
 
 from recpack import format as fmt
 from recpack.dataset import RecordDataset
+from recpack.decode import Augment
 from recpack.errors import DatasetError, IncompleteDatasetError
 from recpack.mxnet_rec import import_rec, scan_rec
 from recpack.writer import ShardWriter
@@ -152,6 +153,17 @@ def test_dataset_reads_a_rec_file_and_a_folder_of_them(tmp_path, width, with_idx
     ds = pickle.loads(pickle.dumps(RecordDataset(str(tmp_path), augment=None, shuffle=False)))  # as to a worker
     assert ds.manifest.label_width == width and ds.manifest.num_records == 11
     assert [bytes(image) for image, _ in ds] == [jpeg for _, _, jpeg in first + second]
+
+
+def test_records_with_fewer_labels_are_padded_to_the_widest(tmp_path):
+    items = [([1.0, 2.0, 3.0], 0, noise_jpeg(1, 16, 16)), ([4.0], 1, noise_jpeg(2, 16, 16)),
+             ([5.0, 6.0], 2, noise_jpeg(3, 16, 16))]
+    write_records(tmp_path / "a.rec", items)
+    expected = [[1, 2, 3], [4, -1, -1], [5, 6, -1]]
+    assert [labels for _, labels in raw_samples(tmp_path / "a.rec")] == expected
+    ds = RecordDataset(str(tmp_path / "a.rec"), batch_size=3, shuffle=False, augment=Augment(size=8, train=False))
+    ((images, labels),) = list(ds)
+    assert images.shape == (3, 3, 8, 8) and labels.tolist() == expected
 
 
 def test_scanned_records_are_still_verified(tmp_path):
