@@ -105,6 +105,11 @@ def _batches_of(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield batch
 
 
+def private_buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """The default batch image buffer: ordinary process memory."""
+    return np.empty(shape, np.uint8)
+
+
 def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int, empty: Allocator) -> Iterator[_Task]:
     """Decode tasks of ``CHUNK`` records; each batch's records are held by its tasks alone.
 
@@ -132,14 +137,14 @@ def decode_batches(
     batch_size: int,
     threads: int,
     depth: int,
-    empty: Allocator = lambda shape: np.empty(shape, np.uint8),
+    empty: Allocator | None = None,
 ) -> Iterator[Decoded]:
     """Batches of up to ``batch_size`` decoded records, in record order.
 
     ``empty(shape)`` allocates each batch's uint8 image buffer (e.g. in shared
     memory, so that a DataLoader worker can hand it over without a copy).
     """
-    tasks = _tasks(spec, records, batch_size, empty)
+    tasks = _tasks(spec, records, batch_size, empty or private_buffer)
     errors: list[CorruptRecordError] = []
     decode = lambda task: (task, _decode_task(spec, task))  # noqa: E731
     for task, task_errors in ordered_map(decode, tasks, threads, threads * depth):

@@ -81,10 +81,6 @@ def _read_group(shards: _Shards, plan: EpochPlan, group: int, verify: bool) -> l
     return [fetched[shard, index] for shard, index in zip(shard_ids.tolist(), record_ids.tolist())]
 
 
-def _private_uint8(shape: tuple[int, ...]) -> np.ndarray:
-    return np.empty(shape, np.uint8)
-
-
 def _shared_uint8(shape: tuple[int, ...]) -> np.ndarray:
     """An array whose memory is a shared-memory tensor's, as DataLoader's own collate allocates in workers."""
     storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
@@ -278,7 +274,7 @@ class RecordDataset(IterableDataset):
         else:
             # a worker's batches go to the training process: build them in shared memory, where
             # DataLoader's pickling finds them and sends a handle instead of copying 38 MB per batch
-            empty = _shared_uint8 if info is not None and self.batch_size else _private_uint8
+            empty = _shared_uint8 if info is not None and self.batch_size else None
             depth = self.read.decode_depth or (1 if info is not None else 4)
             decoded = decode_batches(spec, records, size, self._threads(workers), depth, empty)
         decoded = self._apply_error_policy(decoded)
@@ -299,9 +295,10 @@ class RecordDataset(IterableDataset):
             end = len(records)
             if self.drop_last and self.batch_size:
                 end -= end % self.batch_size
+            # hand each record over and forget it: a run's memory map goes once its last record is decoded
             pending = records[skip:end][::-1]
             del records
-            while pending:  # hand each record over and forget it, so a run's map goes once its last record is decoded
+            while pending:
                 yield pending.pop()
 
     def _apply_error_policy(self, batches: Iterator[Decoded]) -> Iterator[Decoded]:

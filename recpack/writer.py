@@ -68,8 +68,9 @@ class _RecordFile:
     takes whole buffers that the disk reads itself, and a pack of a terabyte
     no longer flushes everything else out of the page cache.  Full buffers go
     to a background thread while the caller fills the next one, so it waits
-    on the disk only when the disk falls two buffers behind.  Where the filesystem refuses ``O_DIRECT`` (tmpfs, some
-    FUSE mounts) the same buffers are written the ordinary way.
+    on the disk only when the disk falls two buffers behind.  Where the
+    filesystem refuses ``O_DIRECT`` (some FUSE mounts, older tmpfs) the same
+    buffers are written the ordinary way.
     """
 
     BLOCK = 4 << 20  # bytes per write: long sequential runs even on a disk that seeks
