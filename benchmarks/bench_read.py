@@ -8,8 +8,9 @@ Contenders, alternated round by round so that machine noise hits all alike:
   cat-warm        `cat` of the shard files to /dev/null, from the page cache
 Cold-cache pair (--cold, needs root or file ownership for posix_fadvise DONTNEED):
   raw-cold / cat-cold: the same after evicting the shards from the page cache.
-Peak RSS of the whole process tree is sampled for recpack-dl (sum of RSS, and sum of PSS, which
-counts shared pages once).
+Peak RSS of the whole process tree is sampled for recpack-dl and recpack-threads (sum of RSS, and
+sum of PSS, which counts shared pages once); each of these epochs runs in a fresh interpreter, so
+that the tree measured is the reader's, not this harness's with its leftovers from other contenders.
 
     python benchmarks/bench_read.py [--images 20000] [--rounds 3] [--cold]
 """
@@ -17,6 +18,7 @@ counts shared pages once).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -79,17 +81,30 @@ def bare_decode(paths: list[str]) -> tuple[float, int]:
     return count / sum(n / seconds for seconds, n in results), count
 
 
-def recpack_epoch(dataset: Path, workers: int) -> tuple[float, int]:
+def recpack_epoch(dataset: Path, workers: int) -> tuple[float, int, dict]:
+    """One epoch in a fresh interpreter, so that the memory measured is the reader's and not this harness's.
+
+    Returns (seconds, images, peak memory of the child's process tree).
+    """
+    out = subprocess.run([sys.executable, __file__, "_epoch", str(dataset), str(workers)],
+                         check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["seconds"], result["images"], result
+
+
+def child_epoch(dataset: str, workers: str) -> None:
     import torch
 
     from recpack import RecordDataset
     from recpack.decode import Augment
 
-    ds = RecordDataset(str(dataset), batch_size=256, augment=Augment(size=224))
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
-    started = time.perf_counter()
-    count = sum(len(images) for images, _ in loader)
-    return time.perf_counter() - started, count
+    ds = RecordDataset(dataset, batch_size=256, augment=Augment(size=224))
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=int(workers))
+    with TreeMemory() as memory:
+        started = time.perf_counter()
+        count = sum(len(images) for images, _ in loader)
+        seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "images": count, "peak_rss": memory.peak_rss, "peak_pss": memory.peak_pss}))
 
 
 def raw_epoch(dataset: Path) -> tuple[float, int]:
@@ -120,22 +135,22 @@ def main() -> None:
     shards = shard_files(dataset)
     sources = sorted(str(p) for p in (corpus(args.images)).rglob("*.jpg"))
     rates: dict[str, list[float]] = {}
-    peaks: list[TreeMemory] = []
-    thread_peaks: list[TreeMemory] = []
+    peaks: list[dict] = []  # peak memory of each recpack-dl epoch
+    thread_peaks: list[dict] = []
 
-    def record(name: str, seconds: float, amount: float) -> None:
+    def record(name: str, seconds: float, amount: float, *_) -> None:
         rates.setdefault(name, []).append(amount / seconds)
         print(f"  {name:16s} {amount / seconds:12,.0f}", flush=True)
 
     for round_number in range(args.rounds):
         print(f"round {round_number + 1}/{args.rounds}", flush=True)
         record("bare-decode", *bare_decode(sources))
-        with TreeMemory() as memory:
-            record("recpack-dl", *recpack_epoch(dataset, CORES))
-        peaks.append(memory)
-        with TreeMemory() as memory:
-            record("recpack-threads", *recpack_epoch(dataset, 0))
-        thread_peaks.append(memory)
+        run = recpack_epoch(dataset, CORES)
+        record("recpack-dl", *run)
+        peaks.append(run[2])
+        run = recpack_epoch(dataset, 0)
+        record("recpack-threads", *run)
+        thread_peaks.append(run[2])
         record("raw-warm", *raw_epoch(dataset))
         record("cat-warm", *cat(shards))
         if args.cold:
@@ -158,16 +173,17 @@ def main() -> None:
     if args.cold:
         print(f"raw-cold / cat-cold = {median['raw-cold'] / median['cat-cold']:.2f}  (target >= 0.90)")
     for name, samples in (("recpack-dl", peaks), ("recpack-threads", thread_peaks)):
-        rss, pss = max(m.peak_rss for m in samples), max(m.peak_pss for m in samples)
+        rss, pss = max(m["peak_rss"] for m in samples), max(m["peak_pss"] for m in samples)
         print(f"peak memory of the process tree, {name}: summed RSS {rss / 1e6:.0f} MB, PSS {pss / 1e6:.0f} MB (target <= 600 MB)")
     if args.memory_scaling:
-        small = packed(args.images // 10)
-        with TreeMemory() as memory:
-            recpack_epoch(small, CORES)
-        large = max(m.peak_pss for m in peaks)
-        print(f"peak PSS, recpack-dl: {memory.peak_pss / 1e6:.0f} MB at {args.images // 10} images, "
-              f"{large / 1e6:.0f} MB at {args.images}: ratio {large / memory.peak_pss:.2f} (target <= 1.10)")
+        small = recpack_epoch(packed(args.images // 10), CORES)[2]["peak_pss"]
+        large = max(m["peak_pss"] for m in peaks)
+        print(f"peak PSS, recpack-dl: {small / 1e6:.0f} MB at {args.images // 10} images, "
+              f"{large / 1e6:.0f} MB at {args.images}: ratio {large / small:.2f} (target <= 1.10)")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["_epoch"]:
+        child_epoch(*sys.argv[2:4])
+    else:
+        main()
