@@ -126,7 +126,19 @@ def _report_progress(images: int, nbytes: int) -> None:
 
 
 def write_shard(task: ShardTask) -> ShardOutcome:
-    """Prepare and write every item of one shard, in order.  Runs in a worker process."""
+    """Prepare and write every item of one shard, in order.  Runs in a worker process.
+
+    Inputs that cannot be read fail as BadImageError inside; an OSError here
+    is the output side (disk full, permissions, I/O error) and ends the pack.
+    """
+    try:
+        return _write_items(task)
+    except OSError as error:
+        raise PackError(f"{os.path.join(task.out_dir, task.stem)}: cannot write ({error.strerror or error}); "
+                        "the shards finished so far are kept: fix this and rerun the same command") from None
+
+
+def _write_items(task: ShardTask) -> ShardOutcome:
     bad, keys = [], []
     label_width, has_masks, reencoded, bytes_in = 1, False, 0, 0
     pending_images, pending_bytes, last_report = 0, 0, time.monotonic()

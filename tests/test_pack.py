@@ -1,5 +1,6 @@
 """`recpack pack` end to end on generated photos and hostile files."""
 
+import errno
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ from PIL import Image
 
 from conftest import run_cli
 from recpack import manifest as mf
+from recpack import writer as writer_module
 from recpack._libjpeg import check as check_jpeg
 from recpack._libjpeg import gray_to_color
 from recpack.errors import PackError
@@ -280,6 +282,16 @@ def test_refuses_to_overwrite_a_complete_dataset(photo_dir, tmp_path):
     assert result.shards == 3 and sorted(n for n in os.listdir(out) if n.endswith(".rec")) == [
         "shard-00000.rec", "shard-00001.rec", "shard-00002.rec"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_shard(photo_dir, tmp_path, monkeypatch):
+    def disk_full(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer_module, "_write_all", disk_full)  # the forked workers inherit it
+    with pytest.raises(PackError, match=r"shard-0000\d: cannot write \(No space left on device\)"):
+        pack_quietly(photo_dir, tmp_path / "out", shards=2, workers=1)
+    assert not (tmp_path / "out" / mf.MANIFEST_NAME).exists()
 
 
 def test_more_shards_than_images_is_an_error(photo_dir, tmp_path):
