@@ -295,8 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recpack: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # e.g. `recpack info ... | head`
         return 0
+    except OSError as error:  # the machine said no (permissions, a missing folder, a full disk): one line too
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"recpack: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

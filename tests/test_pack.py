@@ -294,6 +294,13 @@ def test_a_full_disk_is_a_one_line_error_naming_the_shard(photo_dir, tmp_path, m
     assert not (tmp_path / "out" / mf.MANIFEST_NAME).exists()
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(photo_dir, tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run_cli("pack", photo_dir, tmp_path / "file" / "sub" / "out", "--shards", "2", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"recpack: error: {tmp_path / 'file'}")
+
+
 def test_more_shards_than_images_is_an_error(photo_dir, tmp_path):
     result = run_cli("pack", photo_dir, tmp_path / "out", "--shards", "61", check=False)
     assert result.returncode == 1 and "--shards 61 exceeds the 60 images" in result.stderr
