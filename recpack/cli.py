@@ -41,7 +41,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     if result.resumed_shards:
         print(f"resumed: kept {result.resumed_shards} finished shards from the interrupted run")
     if result.reencoded:
-        print(f"re-encoded {result.reencoded} images (non-JPEG, gray/CMYK, rotated or resized)")
+        print(f"converted {result.reencoded} images (non-JPEG, CMYK, rotated or resized: re-encoded; "
+              "grayscale: colour added losslessly)")
     if result.skipped:
         print(f"skipped {result.skipped} bad input{'s' if result.skipped != 1 else ''}: "
               f"see {os.path.join(args.out, mf.REPORT_NAME)}")
