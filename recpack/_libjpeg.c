@@ -55,6 +55,15 @@ static void on_warning_fail(j_common_ptr cinfo, int level) {
         (*cinfo->err->format_message)(cinfo, state->message);
 }
 
+/* An error manager that longjmps to state->jump on errors and hands warnings to emit. */
+static struct jpeg_error_mgr *errors_to(struct error_state *state, void (*emit)(j_common_ptr, int)) {
+    struct jpeg_error_mgr *manager = jpeg_std_error(&state->manager);
+    manager->error_exit = on_error;
+    manager->emit_message = emit;
+    state->message[0] = '\0';
+    return manager;
+}
+
 static PyObject *decode_region(PyObject *self, PyObject *args) {
     Py_buffer input;
     unsigned int left, top, width, height, eighths;
@@ -74,10 +83,7 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
     JDIMENSION x = left, w = width, rows = 0;
     unsigned char *out = NULL;
 
-    cinfo.err = jpeg_std_error(&error.manager);
-    error.manager.error_exit = on_error;
-    error.manager.emit_message = on_message;
-    error.message[0] = '\0';
+    cinfo.err = errors_to(&error, on_message);
 
     Py_BEGIN_ALLOW_THREADS
     if (setjmp(error.jump)) {
@@ -148,10 +154,7 @@ static PyObject *header(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &input))
         return NULL;
-    cinfo.err = jpeg_std_error(&error.manager);
-    error.manager.error_exit = on_error;
-    error.manager.emit_message = on_message;
-    error.message[0] = '\0';
+    cinfo.err = errors_to(&error, on_message);
     if (setjmp(error.jump)) {
         PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG header");
     } else {
@@ -182,10 +185,7 @@ static PyObject *check(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &input))
         return NULL;
-    cinfo.err = jpeg_std_error(&error.manager);
-    error.manager.error_exit = on_error;
-    error.manager.emit_message = on_warning_fail;
-    error.message[0] = '\0';
+    cinfo.err = errors_to(&error, on_warning_fail);
     Py_BEGIN_ALLOW_THREADS
     if (setjmp(error.jump)) {
         failed = 1;
@@ -244,10 +244,7 @@ static PyObject *gray_to_color(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &input))
         return NULL;
-    src.err = dst.err = jpeg_std_error(&error.manager);
-    error.manager.error_exit = on_error;
-    error.manager.emit_message = on_warning_fail;
-    error.message[0] = '\0';
+    src.err = dst.err = errors_to(&error, on_warning_fail);
     Py_BEGIN_ALLOW_THREADS
     if (setjmp(error.jump)) {
         failed = 1;
