@@ -138,19 +138,19 @@ def main() -> None:
     peaks: list[dict] = []  # peak memory of each recpack-dl epoch
     thread_peaks: list[dict] = []
 
-    def record(name: str, seconds: float, amount: float, *_) -> None:
+    def record(name: str, seconds: float, amount: float) -> None:
         rates.setdefault(name, []).append(amount / seconds)
         print(f"  {name:16s} {amount / seconds:12,.0f}", flush=True)
 
     for round_number in range(args.rounds):
         print(f"round {round_number + 1}/{args.rounds}", flush=True)
         record("bare-decode", *bare_decode(sources))
-        run = recpack_epoch(dataset, CORES)
-        record("recpack-dl", *run)
-        peaks.append(run[2])
-        run = recpack_epoch(dataset, 0)
-        record("recpack-threads", *run)
-        thread_peaks.append(run[2])
+        seconds, images, memory = recpack_epoch(dataset, CORES)
+        record("recpack-dl", seconds, images)
+        peaks.append(memory)
+        seconds, images, memory = recpack_epoch(dataset, 0)
+        record("recpack-threads", seconds, images)
+        thread_peaks.append(memory)
         record("raw-warm", *raw_epoch(dataset))
         record("cat-warm", *cat(shards))
         if args.cold:

@@ -113,18 +113,15 @@ def _tj_decode(data: bytes, pixel_format: int, scaling_factor: tuple[int, int] |
     return pixels
 
 
-def _decode_check(data: bytes) -> None:
-    """Run the whole entropy decoder; the reconstruction it would feed cannot fail, so it is skipped."""
-    try:
-        check_jpeg(data)
-    except ValueError as error:
-        raise BadImageError(f"does not decode cleanly ({error})") from None
+def _checked(operation, data: bytes):
+    """Run a ``_libjpeg`` operation that parses every scan; damaged data fails it as this input's BadImageError.
 
-
-def _gray_to_color(data: bytes) -> bytes:
-    """A grayscale JPEG as a 3-component one with flat chroma, transcoded losslessly (see ``_libjpeg``)."""
+    ``check_jpeg`` is the decode check itself (the reconstruction the entropy
+    decoder would feed cannot fail, so it is skipped); ``gray_to_color_jpeg``
+    transcodes losslessly and checks on the way.
+    """
     try:
-        return gray_to_color_jpeg(data)
+        return operation(data)
     except ValueError as error:
         raise BadImageError(f"does not decode cleanly ({error})") from None
 
@@ -177,13 +174,13 @@ def prepare_image(data: bytes, options: PrepareOptions) -> Converted:
     """Check one input and return the JPEG bytes to store, and what happened to get them."""
     if is_jpeg(data):
         info = read_jpeg_header(data)
-        upright_size = not _needs_resize(info.width, info.height, options.resize) and info.orientation == 1
-        if info.components == 3 and upright_size:
+        upright_and_small = info.orientation == 1 and not _needs_resize(info.width, info.height, options.resize)
+        if info.components == 3 and upright_and_small:
             if options.check == "decode":
-                _decode_check(data)
+                _checked(check_jpeg, data)
             return Converted(data, (info.width, info.height), 1, rewritten=False)
-        if info.components == 1 and upright_size:
-            return Converted(_gray_to_color(data), (info.width, info.height), 1, rewritten=True)
+        if info.components == 1 and upright_and_small:
+            return Converted(_checked(gray_to_color_jpeg, data), (info.width, info.height), 1, rewritten=True)
         if info.components == 3 and info.orientation == 1:
             image = _decode_jpeg_for_resize(data, info, options.resize)
             image = image.resize(_shrunk_size(*image.size, options.resize), Image.Resampling.BILINEAR)
