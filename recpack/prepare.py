@@ -7,8 +7,10 @@ Decisions, in one place:
   them, which finds corrupt data; ``check="header"`` only walks their markers
   (see ``jpeg_header``).
 * Every record decodes to 3 channels in every reader.  Grayscale JPEGs get
-  two flat chroma planes added in the DCT domain, losslessly (their grey
-  coefficients are kept as they are).  Everything else becomes an RGB JPEG at
+  two flat chroma planes added in the DCT domain, losslessly: baseline ones
+  by splicing their entropy-coded data, bit for bit, between all-zero chroma
+  blocks (``_jpegsplice``, which also parses every block), any other kind
+  through libjpeg's transcoder (``_libjpeg``), which checks as it goes.  Everything else becomes an RGB JPEG at
   ``quality``: PNG, BMP, WebP, GIF, TIFF..., and CMYK JPEGs.  The file's
   content decides its type, never its extension.
 * EXIF orientation is applied at pack time: a JPEG whose orientation tag is
@@ -40,6 +42,7 @@ from turbojpeg import TJPF_RGB, TJSAMP_420, TurboJPEG
 
 from .errors import BadImageError
 from ._libjpeg import check as check_jpeg
+from ._jpegsplice import gray_to_color as splice_gray_to_color
 from ._libjpeg import gray_to_color as gray_to_color_jpeg
 from .jpeg_header import JpegInfo, is_jpeg, read_jpeg_header
 
@@ -126,6 +129,17 @@ def _checked(operation, data: bytes):
         raise BadImageError(f"does not decode cleanly ({error})") from None
 
 
+def _gray_to_color(data: bytes) -> bytes:
+    """A grey JPEG as a colour one, losslessly; damaged data fails as BadImageError.
+
+    The splice handles baseline files (nearly all) at the cost of one walk
+    over their blocks and refuses anything it is not sure of, damage
+    included; libjpeg's transcoder, twice as slow, then decides.
+    """
+    spliced = splice_gray_to_color(data)
+    return spliced if spliced is not None else _checked(gray_to_color_jpeg, data)
+
+
 def _open_image(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
@@ -180,7 +194,7 @@ def prepare_image(data: bytes, options: PrepareOptions) -> Converted:
                 _checked(check_jpeg, data)
             return Converted(data, (info.width, info.height), 1, rewritten=False)
         if info.components == 1 and upright_and_small:
-            return Converted(_checked(gray_to_color_jpeg, data), (info.width, info.height), 1, rewritten=True)
+            return Converted(_gray_to_color(data), (info.width, info.height), 1, rewritten=True)
         if info.components == 3 and info.orientation == 1:
             image = _decode_jpeg_for_resize(data, info, options.resize)
             image = image.resize(_shrunk_size(*image.size, options.resize), Image.Resampling.BILINEAR)
