@@ -247,11 +247,12 @@ def ceiling_cat(ctx: Ctx):
 
 
 def ceiling_write(ctx: Ctx):
-    """Context for the header target: the same number of bytes written with dd and fsynced."""
+    """Context for the header target: as many bytes written the way recpack writes shards (O_DIRECT, 4 MiB)."""
     out = ctx.out("write_dd")
-    mib = -(-ctx.corpus.total_bytes // 2**20)
+    blocks = -(-ctx.corpus.total_bytes // 2**22)
     out.mkdir(parents=True, exist_ok=True)
-    return ["dd", "if=/dev/zero", f"of={out / 'zeros'}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"], out
+    return ["dd", "if=/dev/zero", f"of={out / 'zeros'}", "bs=4M", f"count={blocks}", "oflag=direct", "conv=fsync",
+            "status=none"], out
 
 
 def _self(python: str | Path, *args: str) -> list[str]:
@@ -307,7 +308,8 @@ def contenders() -> list[Contender]:
                   recpack_header_nofsync),
         Contender("recpack_resize", "recpack --resize 256", "recpack", "whole CLI", recpack_resize),
         Contender("cat", "cat all files > /dev/null", "ceiling", "whole xargs+cat", ceiling_cat),
-        Contender("write_dd", "dd as many bytes to a file + fsync (write ceiling)", "ceiling", "whole dd",
+        Contender("write_dd", "dd as many bytes to a file, O_DIRECT 4 MiB writes + fsync (write ceiling)", "ceiling",
+                  "whole dd",
                   ceiling_write),
         Contender("decode_1_8", f"libjpeg-turbo decode 1/8 scale, {CPUS} procs", "ceiling",
                   "decode only (files pre-read)", ceiling_decode_eighth,
@@ -539,18 +541,21 @@ def targets_table(by_key: dict[str, Contender], corpus: Corpus) -> list[str]:
         ("recpack --check header >= 0.50 x cat (input bytes/s)", 0.50, per_round("recpack_header", "cat"), "cat"),
         ("recpack --check header --no-fsync >= 0.50 x cat (input bytes/s)", 0.50,
          per_round("recpack_header_nofsync", "cat"), "cat"),
+        ("context, not a target: recpack --check header / the disk's O_DIRECT write rate (bytes/s)", None,
+         per_round("recpack_header", "write_dd"), "write_dd"),
         (f"recpack --resize 256 >= 2 x FFCV writer ({FFCV_QUOTED_IMAGES_PER_S:.0f} images/s, QUOTED, not measured)",
          2.0, per_round("recpack_resize", None, FFCV_QUOTED_IMAGES_PER_S), "quoted"),
     ]
     lines = ["| target | required | measured ratio (median of rounds) | per-round ratios | result |",
              "|---|---:|---:|---|---|"]
     for text, need, ratios, _ in rows:
+        required = "-" if need is None else f"{need:.2f}"
         if not ratios:
-            lines.append(f"| {text} | {need:.2f} | - | - | NOT RUN |")
+            lines.append(f"| {text} | {required} | - | - | NOT RUN |")
             continue
         med = _median(ratios)
-        lines.append(f"| {text} | {need:.2f} | {med:.2f} | {' / '.join(f'{r:.2f}' for r in ratios)} "
-                     f"| {'PASS' if med >= need else 'FAIL'} |")
+        verdict = "context" if need is None else "PASS" if med >= need else "FAIL"
+        lines.append(f"| {text} | {required} | {med:.2f} | {' / '.join(f'{r:.2f}' for r in ratios)} | {verdict} |")
     return lines
 
 
