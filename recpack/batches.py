@@ -129,6 +129,7 @@ def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int, empty: 
         del batch
         for start in range(0, count, CHUNK):
             yield _Task(buffers, start, chunks.pop(), start + CHUNK >= count)
+        del buffers  # before the next batch's buffer exists: the finished one may be on its way out
 
 
 def decode_batches(
@@ -149,8 +150,9 @@ def decode_batches(
     decode = lambda task: (task, _decode_task(spec, task))  # noqa: E731
     for task, task_errors in ordered_map(decode, tasks, threads, threads * depth):
         errors += task_errors
-        if task.last:
-            buffers = task.buffers
+        buffers, last = task.buffers, task.last
+        del task
+        if last:
             if errors:
                 keep = buffers.ok
                 yield Decoded(buffers.images[keep], buffers.labels[keep],
@@ -158,6 +160,7 @@ def decode_batches(
             else:
                 yield Decoded(buffers.images, buffers.labels, buffers.masks, [])
             errors = []
+        del buffers  # a yielded batch belongs to the consumer: no reference here while the next one decodes
 
 
 def raw_batches(spec: DecodeSpec, records: Iterator[Record], batch_size: int) -> Iterator[Decoded]:

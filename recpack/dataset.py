@@ -277,10 +277,21 @@ class RecordDataset(IterableDataset):
             empty = _shared_uint8 if info is not None and self.batch_size else None
             depth = self.read.decode_depth or (1 if info is not None else 4)
             decoded = decode_batches(spec, records, size, self._threads(workers), depth, empty)
-        decoded = self._apply_error_policy(decoded)
-        if self.batch_size is None:
-            return (sample for batch in decoded for sample in self._samples(batch))
-        return (self._batch(batch) for batch in decoded if len(batch.labels))
+        return self._outputs(self._apply_error_policy(decoded))
+
+    def _outputs(self, decoded: Iterator[Decoded]) -> Iterator:
+        """Batches, or their samples one by one.
+
+        Each generator on the way lets go of a batch once it is handed on, so
+        that a DataLoader worker, whose batches leave the process, never holds
+        the previous batch's buffer while it fills the next one.
+        """
+        for batch in decoded:
+            if self.batch_size is None:
+                yield from self._samples(batch)
+            elif len(batch.labels):
+                yield self._batch(batch)
+            del batch
 
     def _records(self, plan: EpochPlan, groups: list[int], readers: int) -> Iterator[Record]:
         """The records of ``groups`` in order, read ahead on ``readers`` background threads.
@@ -309,6 +320,7 @@ class RecordDataset(IterableDataset):
                     raise error
                 warnings.warn(f"recpack: skipped {error}", stacklevel=2)
             yield batch
+            del batch
 
     def _rng(self, record: Record) -> random.Random | None:
         """Augmentation randomness from (seed, epoch, record): the same every run, new every epoch."""

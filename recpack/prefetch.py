@@ -27,6 +27,7 @@ def ordered_map(function: Callable[[In], Out], items: Iterable[In], threads: int
         try:
             for item in source:
                 pending.append(pool.submit(function, item))
+                del item  # the pool has it; held here, it would outlive its result (e.g. a whole batch buffer)
                 if len(pending) >= depth:
                     yield pending.popleft().result()
             while pending:

@@ -3,6 +3,7 @@
 import itertools
 import os
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -164,6 +165,24 @@ def test_worker_batches_are_built_in_shared_memory_and_match_the_threads_mode(pa
     assert len(received) == len(in_process)
     for (images, labels, _), (expected_images, expected_labels) in zip(received, in_process):
         assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_a_batch_the_consumer_dropped_is_freed_before_the_next_buffer_is_made(packed, monkeypatch):
+    """What a DataLoader worker needs: its finished batch has left, so only one buffer may exist at a time."""
+    made, alive_when_made = [], []
+
+    def recording_buffer(shape):
+        alive_when_made.append(sum(ref() is not None for ref in made))
+        array = np.empty(shape, np.uint8)
+        made.append(weakref.ref(array))
+        return array
+
+    monkeypatch.setattr(batches_module, "private_buffer", recording_buffer)
+    ds = RecordDataset(str(packed), batch_size=16, augment=Augment(size=32), read=ReadOptions(threads=1, decode_depth=1))
+    for images, _ in ds:  # each batch is dropped when the loop takes the next
+        del images
+    assert len(made) == len(ds) > 2
+    assert alive_when_made == [0] * len(made)
 
 
 def test_dataloader_per_sample_mode_with_default_collate(packed):
