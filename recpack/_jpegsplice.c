@@ -74,6 +74,9 @@ static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *
     int32_t code = 0;
     memset(table, 0, sizeof(*table));
     memcpy(table->values, symbols, (size_t)total);
+    for (i = 0; i < total && !is_ac; i++)
+        if (symbols[i] > 15)
+            return 0; /* a DC category over 15: libjpeg refuses the table once a scan uses it; leave it to libjpeg */
     for (length = 1; length <= 16; length++) {
         table->valoffset[length] = k - code;
         for (i = 0; i < counts[length - 1]; i++, k++, code++) {
@@ -436,6 +439,10 @@ static int splice(const uint8_t *data, size_t size, uint8_t **result, size_t *re
     dc = &file.dc[file.dc_table], ac = &file.ac[file.ac_table];
     blocks = (size_t)((file.width + 7) / 8) * (size_t)((file.height + 7) / 8);
     intervals = file.restart_interval ? (blocks + file.restart_interval - 1) / file.restart_interval : 1;
+    /* a block takes 2 bits at least and a restart marker 2 bytes: a header that promises more than the
+     * data can hold is a truncated file, refused before any size-derived allocation */
+    if (blocks / 4 > size - file.scan_start || intervals / 2 > size - file.scan_start)
+        return 0;
     if (!destuff(&file, intervals, &scan))
         goto out;
     for (c = 0; c < file.copied; c++)

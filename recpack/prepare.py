@@ -10,9 +10,10 @@ Decisions, in one place:
   two flat chroma planes added in the DCT domain, losslessly: baseline ones
   by splicing their entropy-coded data, bit for bit, between all-zero chroma
   blocks (``_jpegsplice``, which also parses every block), any other kind
-  through libjpeg's transcoder (``_libjpeg``), which checks as it goes.  Everything else becomes an RGB JPEG at
-  ``quality``: PNG, BMP, WebP, GIF, TIFF..., and CMYK JPEGs.  The file's
-  content decides its type, never its extension.
+  through libjpeg's transcoder (``_libjpeg``), which checks as it goes.
+  Everything else becomes an RGB JPEG at ``quality``: PNG, BMP, WebP, GIF,
+  TIFF..., and CMYK JPEGs.  The file's content decides its type, never its
+  extension.
 * EXIF orientation is applied at pack time: a JPEG whose orientation tag is
   not 1 is decoded, turned upright and re-encoded (without EXIF).  Readers
   disagree on whether to honour the tag (OpenCV does, PIL and libjpeg do not),
@@ -41,8 +42,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from turbojpeg import TJPF_RGB, TJSAMP_420, TurboJPEG
 
 from .errors import BadImageError
-from ._libjpeg import check as check_jpeg
 from ._jpegsplice import gray_to_color as splice_gray_to_color
+from ._libjpeg import check as check_jpeg
 from ._libjpeg import gray_to_color as gray_to_color_jpeg
 from .jpeg_header import JpegInfo, is_jpeg, read_jpeg_header
 

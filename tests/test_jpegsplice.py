@@ -94,6 +94,13 @@ def test_splice_refuses_damage_and_never_returns_what_the_decode_check_refuses()
     assert 0 < accepted < 300  # some damage still parses (a different coefficient), most does not
 
 
+def test_splice_refuses_headers_that_promise_more_than_the_file_holds():
+    source = bytearray(_gray_photo((96, 64), quality=85))
+    frame = source.index(b"\xff\xc0")
+    source[frame + 5 : frame + 9] = (60000).to_bytes(2, "big") * 2  # 60000 x 60000 pixels in a few kilobytes
+    assert splice(bytes(source)) is None
+
+
 def test_packing_damaged_grey_jpeg_is_a_bad_image_not_a_crash():
     source = _gray_photo((96, 64), quality=85)
     with pytest.raises(BadImageError, match="does not decode cleanly"):
