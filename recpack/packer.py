@@ -40,7 +40,8 @@ from . import format as fmt
 from . import keyindex
 from . import manifest as mf
 from .errors import BadImageError, PackError
-from .prepare import PrepareOptions, prepare
+from .prefetch import ordered_map
+from .prepare import Inputs, PrepareOptions, prepare, read_inputs
 from .sharding import shuffled_order, split_evenly
 from .sources import Source, SourceItem
 from .writer import ShardFiles, ShardWriter, StagingBuffers, file_crc32c, fsync_paths
@@ -138,14 +139,36 @@ def write_shard(task: ShardTask) -> ShardOutcome:
                         "the shards finished so far are kept: fix this and rerun the same command") from None
 
 
+READ_AHEAD = 8  # inputs read in one background call; two such calls run ahead of the checks
+
+
+def _inputs(items: list[SourceItem], options: PrepareOptions) -> Iterator[Inputs]:
+    """The items' files, in order: read ahead on a background thread when each costs a decode.
+
+    Why: the list is in shuffled order, so on a cold disk every file costs a
+    seek, and read in line with a 1-ms decode check the CPU would wait for
+    each one (measured here: the default pack 7% faster with this, wall time).
+    Header checks are so cheap that the second thread's share of the GIL
+    costs more than the overlap saves from a warm page cache (+14% wall,
+    +25% CPU), so that mode reads in line; for cold sources, add --workers.
+    """
+    if options.check == "header" and options.resize is None:
+        yield from (read_inputs(item.path, item.mask) for item in items)
+        return
+    chunks = [items[start : start + READ_AHEAD] for start in range(0, len(items), READ_AHEAD)]
+    read = lambda chunk: [read_inputs(item.path, item.mask) for item in chunk]  # noqa: E731
+    for inputs in ordered_map(read, chunks, threads=1, depth=2):
+        yield from inputs
+
+
 def _write_items(task: ShardTask) -> ShardOutcome:
     bad, keys = [], []
     label_width, has_masks, reencoded, bytes_in = 1, False, 0, 0
     pending_images, pending_bytes, last_report = 0, 0, time.monotonic()
     with ShardWriter(task.out_dir, task.stem, _buffers) as writer:
-        for item in task.items:
+        for item, inputs in zip(task.items, _inputs(task.items, task.prepare)):
             try:
-                prepared = prepare(item.path, item.mask, task.prepare)
+                prepared = prepare(item.path, item.mask, task.prepare, inputs)
             except BadImageError as error:
                 if task.strict:
                     raise PackError(f"{item.path} (list line {item.line}): {error.reason} [--strict]") from None

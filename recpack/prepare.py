@@ -242,16 +242,37 @@ def prepare_mask(data: bytes, orientation: int, raw_size: tuple[int, int], final
     return out.getvalue()
 
 
-def prepare(image_path: str, mask_path: str | None, options: PrepareOptions) -> Prepared:
-    """Read, check and convert one source item.  Raises BadImageError with the reason."""
-    data = read_file(image_path)
+@dataclass(frozen=True)
+class Inputs:
+    """One source item's files, read (possibly ahead of time); a file that could not be read holds its error."""
+
+    image: bytes | BadImageError
+    mask: bytes | BadImageError | None = None
+
+
+def read_inputs(image_path: str, mask_path: str | None) -> Inputs:
+    return Inputs(_read_or_error(image_path), None if mask_path is None else _read_or_error(mask_path))
+
+
+def _read_or_error(path: str) -> bytes | BadImageError:
+    try:
+        return read_file(path)
+    except BadImageError as error:
+        return error
+
+
+def prepare(image_path: str, mask_path: str | None, options: PrepareOptions, inputs: Inputs | None = None) -> Prepared:
+    """Check and convert one source item, from ``inputs`` if already read.  Raises BadImageError with the reason."""
+    inputs = inputs or read_inputs(image_path, mask_path)
+    if isinstance(inputs.image, BadImageError):
+        raise inputs.image
+    data = inputs.image
     converted = prepare_image(data, options)
     if mask_path is None:
         return Prepared(converted.stored, b"", converted.rewritten, len(data))
-    try:
-        mask_data = read_file(mask_path)
-    except BadImageError as error:
-        raise BadImageError(f"mask {mask_path}: {error.reason}") from None
+    if isinstance(inputs.mask, BadImageError):
+        raise BadImageError(f"mask {mask_path}: {inputs.mask.reason}")
+    mask_data = inputs.mask
     try:
         mask = prepare_mask(mask_data, converted.orientation, _raw_size(data), converted.size)
     except BadImageError as error:
