@@ -11,7 +11,8 @@ Contenders (each is one function below, run as its own subprocess):
   ``--resize 256``; all with ``--workers`` = all cores and the same shards.
   Timed: the whole CLI process, interpreter start to exit (incl. its fsyncs).
 * ceilings: ``cat`` of every source file to /dev/null (via xargs), ``dd`` of
-  as many bytes to one file with fsync (what writing the output costs), and bare
+  as many bytes to one file in 4 MiB ``O_DIRECT`` writes, as recpack writes
+  shards, with fsync (what writing the output costs), and bare
   libjpeg-turbo decoding (PyTurboJPEG) at 1/8 and full scale on all cores.
   The decode ceiling is timed only from the moment every worker holds its
   share of the files in memory (a barrier) until the last worker finishes
@@ -21,6 +22,9 @@ Contenders (each is one function below, run as its own subprocess):
   multi-process by design (num_workers = all cores).  Timed: from the first
   file open until the writer is closed; interpreter start and imports are
   excluded, which favours the peers.
+
+Before every run the corpus is read once more, untimed: this VM drops clean
+page-cache pages on its own, and a contender must not be judged on the disk.
 
 Usage::
 
