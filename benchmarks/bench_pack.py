@@ -115,15 +115,19 @@ def warm_page_cache(corpus: Corpus) -> None:
                 pass
 
 
+def cat_corpus(corpus: Corpus) -> list[str]:
+    """A command that reads every source file once, to /dev/null."""
+    return ["sh", "-c", f"xargs -d '\\n' -a '{corpus.paths_file}' cat > /dev/null"]
+
+
 def rewarm_page_cache(corpus: Corpus) -> None:
     """Read the corpus again, untimed, before each run.
 
-    The VM's balloon driver takes memory back from the page cache as the
-    rounds go on (10% of the corpus was found evicted after a run), and a
+    This VM drops clean page-cache pages on its own (7% of a freshly read
+    corpus within 20 s, with 20 GB free and no reclaim counter moving), and a
     contender that then reads from disk would be judged on the disk.
     """
-    subprocess.run(["sh", "-c", f"xargs -d '\\n' -a '{corpus.paths_file}' cat > /dev/null"], cwd=corpus.root,
-                   check=True)
+    subprocess.run(cat_corpus(corpus), cwd=corpus.root, check=True)
 
 
 # --------------------------------------------------------------------------
@@ -257,8 +261,7 @@ def recpack_resize(ctx: Ctx):
 
 
 def ceiling_cat(ctx: Ctx):
-    cmd = ["sh", "-c", f"xargs -d '\\n' -a '{ctx.corpus.paths_file}' cat > /dev/null"]
-    return cmd, None
+    return cat_corpus(ctx.corpus), None
 
 
 def ceiling_write(ctx: Ctx):

@@ -149,8 +149,8 @@ def _inputs(items: list[SourceItem], options: PrepareOptions) -> Iterator[Inputs
     seek, and read in line with a 1-ms decode check the CPU would wait for
     each one (measured here: the default pack 7% faster with this, wall time).
     Header checks are so cheap that the second thread's share of the GIL
-    costs more than the overlap saves from a warm page cache (+14% wall,
-    +25% CPU), so that mode reads in line; for cold sources, add --workers.
+    costs more than the overlap saves from a warm page cache (+10% wall,
+    +19% CPU), so that mode reads in line; for cold sources, add --workers.
     """
     if options.check == "header" and options.resize is None:
         yield from (read_inputs(item.path, item.mask) for item in items)

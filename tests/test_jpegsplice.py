@@ -74,7 +74,6 @@ def test_splice_refuses_damage_and_never_returns_what_the_decode_check_refuses()
     restarts = _gray_photo((96, 64), quality=85, restart_marker_blocks=4)
     first_restart = restarts.index(b"\xff\xd0")
     assert splice(restarts[:first_restart] + restarts[first_restart + 2 :]) is None  # a restart marker lost
-    grey = _decoded(source)
     rng = np.random.default_rng(0)
     accepted = 0
     for _ in range(300):  # one damaged byte anywhere in the scan
@@ -89,8 +88,6 @@ def test_splice_refuses_damage_and_never_returns_what_the_decode_check_refuses()
         check_jpeg(damaged)  # whatever the splice takes, libjpeg takes too ...
         expected = _decoded(damaged)
         assert np.array_equal(_decoded(spliced)[..., 1], expected)  # ... and decodes to the same pixels
-        if damaged == source:
-            assert np.array_equal(expected, grey)
     assert 0 < accepted < 300  # some damage still parses (a different coefficient), most does not
 
 
