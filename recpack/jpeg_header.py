@@ -57,6 +57,13 @@ def exif_orientation(segment: bytes) -> int:
     return 1
 
 
+def _ends_after(data: bytes | memoryview, position: int) -> bool:
+    """Whether an end-of-image marker follows ``position``; it is usually the last two bytes."""
+    if bytes(data[-2:]) == b"\xff\xd9":
+        return True
+    return bytes(data[position:]).rfind(b"\xff\xd9") >= 0
+
+
 def read_jpeg_header(data: bytes | memoryview, require_end: bool = True) -> JpegInfo:
     """Parse the headers of a JPEG, or raise BadImageError saying what is wrong.
 
@@ -102,6 +109,6 @@ def read_jpeg_header(data: bytes | memoryview, require_end: bool = True) -> Jpeg
     width, height, components, progressive = frame
     if width == 0 or height == 0 or components not in (1, 3, 4):
         raise BadImageError(f"unsupported frame: {width}x{height}, {components} components")
-    if require_end and data.rfind(b"\xff\xd9", position) < 0:
+    if require_end and not _ends_after(data, position):
         raise BadImageError("truncated (no end-of-image marker)")
     return JpegInfo(width, height, components, progressive, orientation)

@@ -20,6 +20,7 @@ that names shards the disk never received.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -41,7 +42,7 @@ from . import keyindex
 from . import manifest as mf
 from .errors import BadImageError, PackError
 from .prefetch import ordered_map
-from .prepare import Inputs, PrepareOptions, prepare, read_inputs
+from .prepare import Inputs, PrepareOptions, prepare, read_inputs, stored_as_is
 from .sharding import shuffled_order, split_evenly
 from .sources import Source, SourceItem
 from .writer import ShardFiles, ShardWriter, StagingBuffers, file_crc32c, fsync_paths
@@ -142,18 +143,19 @@ def write_shard(task: ShardTask) -> ShardOutcome:
 READ_AHEAD = 8  # inputs read in one background call; two such calls run ahead of the checks
 
 
-def _inputs(items: list[SourceItem], options: PrepareOptions) -> Iterator[Inputs]:
-    """The items' files, in order: read ahead on a background thread when each costs a decode.
+def _inputs(items: list[SourceItem], options: PrepareOptions) -> Iterator[Inputs | None]:
+    """The items' files, in order: read ahead on a background thread when each costs a decode; else None.
 
     Why: the list is in shuffled order, so on a cold disk every file costs a
     seek, and read in line with a 1-ms decode check the CPU would wait for
     each one (measured here: the default pack 7% faster with this, wall time).
     Header checks are so cheap that the second thread's share of the GIL
     costs more than the overlap saves from a warm page cache (+10% wall,
-    +19% CPU), so that mode reads in line; for cold sources, add --workers.
+    +19% CPU), so that mode reads in line (None: "not read yet"), mostly
+    straight into the shard's buffer; for cold sources, add --workers.
     """
-    if options.check == "header" and options.resize is None:
-        yield from (read_inputs(item.path, item.mask) for item in items)
+    if _reads_in_line(options):
+        yield from itertools.repeat(None, len(items))
         return
     chunks = [items[start : start + READ_AHEAD] for start in range(0, len(items), READ_AHEAD)]
     read = lambda chunk: [read_inputs(item.path, item.mask) for item in chunk]  # noqa: E731
@@ -161,33 +163,87 @@ def _inputs(items: list[SourceItem], options: PrepareOptions) -> Iterator[Inputs
         yield from inputs
 
 
+def _reads_in_line(options: PrepareOptions) -> bool:
+    return options.check == "header" and options.resize is None
+
+
+def _write_in_place(writer: ShardWriter, item: SourceItem, options: PrepareOptions) -> tuple[int, int] | None:
+    """Read an image file straight into the shard's buffer and commit it there if it is stored as is.
+
+    Returns (offset, bytes read), or None, with nothing written, for anything
+    else -- a mask, an image to convert, a record that would straddle two
+    buffers, a file that cannot be read or is damaged -- which then takes the
+    ordinary path (``prepare``), whose error messages say what is wrong.
+    """
+    if item.mask is not None:
+        return None
+    try:
+        fd = os.open(item.path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        slot = writer.reserve(fmt.payload_prefix(item.labels, item.line), size)
+        if slot is None or os.readv(fd, [slot.image]) != size:
+            return None
+    except OSError:  # a directory, an I/O error: the ordinary path names it
+        return None
+    finally:
+        os.close(fd)
+    if not stored_as_is(slot.image, options):
+        return None
+    return writer.commit(slot), size
+
+
+@dataclass
+class _ShardTally:
+    """What one shard's worker has counted so far, for its ShardOutcome."""
+
+    bad: list[tuple[int, str, str]] = field(default_factory=list)
+    keys: list[tuple[str, int, int]] = field(default_factory=list)
+    label_width: int = 1
+    has_masks: bool = False
+    reencoded: int = 0
+    bytes_in: int = 0
+
+    def written(self, item: SourceItem, record: int, offset: int, source_bytes: int,
+                has_mask: bool = False, reencoded: bool = False) -> None:
+        self.keys.append((item.key, record, offset))
+        self.label_width = max(self.label_width, len(item.labels))
+        self.has_masks = self.has_masks or has_mask
+        self.reencoded += reencoded
+        self.bytes_in += source_bytes
+
+
 def _write_items(task: ShardTask) -> ShardOutcome:
-    bad, keys = [], []
-    label_width, has_masks, reencoded, bytes_in = 1, False, 0, 0
-    pending_images, pending_bytes, last_report = 0, 0, time.monotonic()
+    tally = _ShardTally()
+    in_place = _reads_in_line(task.prepare)
+    pending_images, reported_bytes, last_report = 0, 0, time.monotonic()
     with ShardWriter(task.out_dir, task.stem, _buffers) as writer:
         for item, inputs in zip(task.items, _inputs(task.items, task.prepare)):
-            try:
-                prepared = prepare(item.path, item.mask, task.prepare, inputs)
-            except BadImageError as error:
-                if task.strict:
-                    raise PackError(f"{item.path} (list line {item.line}): {error.reason} [--strict]") from None
-                bad.append((item.line, item.key, error.reason))
+            written = _write_in_place(writer, item, task.prepare) if in_place else None
+            if written is not None:
+                offset, source_bytes = written
+                tally.written(item, writer.records - 1, offset, source_bytes)
             else:
-                payload = fmt.pack_payload(item.labels, item.line, prepared.image, prepared.mask)
-                offset = writer.write(payload, len(prepared.mask))
-                keys.append((item.key, writer.records - 1, offset))
-                label_width = max(label_width, len(item.labels))
-                has_masks = has_masks or bool(prepared.mask)
-                reencoded += prepared.reencoded
-                bytes_in += prepared.source_bytes
-                pending_bytes += prepared.source_bytes
+                try:
+                    prepared = prepare(item.path, item.mask, task.prepare, inputs)
+                except BadImageError as error:
+                    if task.strict:
+                        raise PackError(f"{item.path} (list line {item.line}): {error.reason} [--strict]") from None
+                    tally.bad.append((item.line, item.key, error.reason))
+                else:
+                    payload = fmt.pack_payload(item.labels, item.line, prepared.image, prepared.mask)
+                    offset = writer.write(payload, len(prepared.mask))
+                    tally.written(item, writer.records - 1, offset, prepared.source_bytes,
+                                  bool(prepared.mask), prepared.reencoded)
             pending_images += 1
             if pending_images >= 256 or time.monotonic() - last_report > 0.25:
-                _report_progress(pending_images, pending_bytes)
-                pending_images, pending_bytes, last_report = 0, 0, time.monotonic()
-    _report_progress(pending_images, pending_bytes)
-    return ShardOutcome(task.index, writer.files, bad, keys, label_width, has_masks, reencoded, bytes_in)
+                _report_progress(pending_images, tally.bytes_in - reported_bytes)
+                pending_images, reported_bytes, last_report = 0, tally.bytes_in, time.monotonic()
+    _report_progress(pending_images, tally.bytes_in - reported_bytes)
+    return ShardOutcome(task.index, writer.files, tally.bad, tally.keys, tally.label_width, tally.has_masks,
+                        tally.reencoded, tally.bytes_in)
 
 
 # --- resume bookkeeping ------------------------------------------------------------------

@@ -145,7 +145,9 @@ def _open_image(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:  # its message names a BytesIO object by address
+        raise BadImageError("not a decodable image (no known image format)") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"not a decodable image ({error})") from None
     return image
 
@@ -185,11 +187,30 @@ def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.
     return Image.fromarray(_tj_decode(data, TJPF_RGB, (eighths // divisor, 8 // divisor)), "RGB")
 
 
+def _upright_and_small(info: JpegInfo, options: PrepareOptions) -> bool:
+    return info.orientation == 1 and not _needs_resize(info.width, info.height, options.resize)
+
+
+def stored_as_is(data: bytes | memoryview, options: PrepareOptions) -> bool:
+    """Whether ``prepare_image`` would store ``data`` unchanged after a header check alone.
+
+    The packer then writes the bytes from where they already are.  A damaged
+    file is False too: the ordinary path reads it again and says what is wrong.
+    """
+    if options.check != "header" or not is_jpeg(data):
+        return False
+    try:
+        info = read_jpeg_header(data)
+    except BadImageError:
+        return False
+    return info.components == 3 and _upright_and_small(info, options)
+
+
 def prepare_image(data: bytes, options: PrepareOptions) -> Converted:
     """Check one input and return the JPEG bytes to store, and what happened to get them."""
     if is_jpeg(data):
         info = read_jpeg_header(data)
-        upright_and_small = info.orientation == 1 and not _needs_resize(info.width, info.height, options.resize)
+        upright_and_small = _upright_and_small(info, options)
         if info.components == 3 and upright_and_small:
             if options.check == "decode":
                 _checked(check_jpeg, data)

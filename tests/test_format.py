@@ -67,6 +67,31 @@ def test_magic_at_unaligned_offset_is_left_alone():
     assert framed(payload) == MAGIC + lrec(0, 8) + payload
 
 
+def frame_placed(payload: bytes) -> tuple[bool, bytes]:
+    """Frame ``payload`` in place in a buffer of stale bytes, as the writer's in-place path does."""
+    record = memoryview(bytearray(b"\xee" * fmt.whole_record_length(len(payload))))
+    record[8 : 8 + len(payload)] = payload
+    return fmt.frame_in_place(record, len(payload)), bytes(record)
+
+
+@pytest.mark.parametrize("payload", [b"", b"a", b"abcd", b"abcde", b"AB" + MAGIC + b"CD", bytes(range(256)) * 5])
+def test_framing_in_place_gives_the_bytes_of_a_whole_record(payload):
+    placed, record = frame_placed(payload)
+    assert placed and record == framed(payload) and len(record) == fmt.whole_record_length(len(payload))
+
+
+def test_framing_in_place_refuses_a_payload_that_must_be_cut_into_parts():
+    payload = b"AAAA" + MAGIC + b"BBBBBB"
+    placed, record = frame_placed(payload)
+    assert not placed
+    assert record == b"\xee" * 8 + payload + b"\xee" * 2  # nothing written
+
+
+def test_payload_prefix_is_what_precedes_the_image():
+    for labels in ([], [3.0], [1.0, 2.5, 7.0]):
+        assert fmt.payload_prefix(labels, 9) + b"IMG" == b"".join(fmt.pack_payload(labels, 9, b"IMG"))
+
+
 def test_single_label_header_matches_mxnet_pack_layout():
     payload = b"".join(fmt.pack_payload([3.0], 17, b"JPEG"))
     assert payload == struct.pack("<IfQQ", 0, 3.0, 17, 0) + b"JPEG"

@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import run_cli
 from recpack import manifest as mf
+from recpack import packer as packer_module
 from recpack import writer as writer_module
 from recpack._libjpeg import check as check_jpeg
 from recpack._libjpeg import gray_to_color
@@ -25,7 +26,8 @@ from recpack.jpeg_header import read_jpeg_header
 from recpack.packer import PackOptions, pack
 from recpack.prepare import PrepareOptions
 from recpack.reader import ShardReader
-from recpack.sources import open_source
+from recpack.sources import SourceItem, open_source
+from recpack.writer import ShardWriter, StagingBuffers
 
 
 def records(out):
@@ -152,6 +154,35 @@ def test_decode_check_catches_what_the_header_check_cannot(photo_dir, tmp_path):
     assert (decoded.records, decoded.skipped) == (1, 1)
     assert (header.records, header.skipped) == (2, 0)
     assert "does not decode" in (tmp_path / "decode" / mf.REPORT_NAME).read_text()
+
+
+def test_header_mode_writes_plain_jpegs_from_where_they_were_read_and_declines_the_rest(photo_dir, hostile, tmp_path):
+    plain = photo_dir / "cat" / "small_0000.jpg"
+    declined = ["empty", "truncated", "random_bytes", "directory", "gray_jpg", "cmyk_jpg", "exif_rotated", "png_as_jpg"]
+    options = PrepareOptions(check="header")
+    with ShardWriter(str(tmp_path), "shard-00000", StagingBuffers()) as shard:
+        for name in declined:
+            assert packer_module._write_in_place(shard, SourceItem(1, name, str(hostile[name]), (0.0,)), options) is None
+        assert packer_module._write_in_place(shard, SourceItem(2, "gone", str(tmp_path / "gone.jpg"), (0.0,)), options) is None
+        assert shard.records == 0
+        assert packer_module._write_in_place(shard, SourceItem(3, "x", str(plain), (0.0,)), PrepareOptions()) is None
+        offset, size = packer_module._write_in_place(shard, SourceItem(4, "cat", str(plain), (2.0, 5.0)), options)
+        assert (offset, size, shard.records) == (0, plain.stat().st_size, 1)
+    reader = ShardReader(str(tmp_path / "shard-00000.rec"), str(tmp_path / "shard-00000.rpi"), "shard-00000")
+    parsed = unpack_payload(reader.read(0))
+    assert (parsed.labels.tolist(), parsed.record_id, bytes(parsed.image)) == ([2.0, 5.0], 4, plain.read_bytes())
+
+
+def test_header_mode_packs_as_if_every_image_took_the_ordinary_path(photo_dir, hostile, tmp_path, monkeypatch):
+    names = ["empty", "truncated", "random_bytes", "directory", "gray_jpg", "cmyk_jpg", "exif_rotated", "png_as_jpg"]
+    lines = [f"{path}\t{i % 2}" for i, path in enumerate(sorted((photo_dir / "dog").iterdir()))]
+    listing = write_list(tmp_path / "list.txt", lines + [f"{hostile[name]}\t1" for name in names] + ["gone.jpg\t0"])
+    pack_quietly(listing, tmp_path / "in_place", shards=3, check="header")
+    monkeypatch.setattr(packer_module, "_write_in_place", lambda *args: None)  # forked workers inherit this
+    pack_quietly(listing, tmp_path / "ordinary", shards=3, check="header")
+    assert shard_digests(tmp_path / "in_place") == shard_digests(tmp_path / "ordinary")
+    report = (tmp_path / "in_place" / mf.REPORT_NAME).read_text()
+    assert report == (tmp_path / "ordinary" / mf.REPORT_NAME).read_text() and len(report.splitlines()) == 6
 
 
 def test_decode_check_reads_the_scan_to_its_last_row(photo_dir):

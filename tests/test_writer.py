@@ -67,3 +67,33 @@ def test_a_failed_shard_leaves_no_files(tmp_path, open_mode):
                 shard.write([payload])
             raise RuntimeError("worker failed mid-shard")
     assert os.listdir(tmp_path) == []
+
+
+def test_records_placed_in_the_buffer_give_the_same_shard_as_written_ones(tmp_path, open_mode):
+    """Reserve/commit where the record fits the current buffer, write where it does not; one abandoned slot."""
+    payloads = _payloads()
+    (tmp_path / "written").mkdir()
+    expected = _write(tmp_path / "written", payloads)
+    placed = []
+    with ShardWriter(str(tmp_path), "shard-00000", StagingBuffers()) as shard:
+        shard.reserve(b"stale", 1000).image[:] = b"x" * 1000  # filled, never committed: must leave no trace
+        for index, payload in enumerate(payloads):
+            slot = shard.reserve(payload[:3], len(payload) - 3) if len(payload) >= 3 else None
+            if slot is None:
+                shard.write([payload])
+                continue
+            slot.image[:] = payload[3:]
+            shard.commit(slot)
+            placed.append(index)
+    assert len(placed) >= len(payloads) // 2 and 3 in placed  # the path was taken, by the record holding the magic too
+    for suffix in (".rec", ".idx", ".rpi"):
+        assert (tmp_path / f"shard-00000{suffix}").read_bytes() == (tmp_path / "written" / f"shard-00000{suffix}").read_bytes()
+    assert (shard.files.rec, shard.files.rpi) == (expected.rec, expected.rpi)
+
+
+def test_a_record_that_would_straddle_two_buffers_gets_no_slot(tmp_path):
+    block = writer_module._RecordFile.BLOCK
+    with ShardWriter(str(tmp_path), "shard-00000", StagingBuffers()) as shard:
+        shard.write([bytes(block // 2)])
+        assert shard.reserve(b"", block // 2) is None  # with its 8-byte part header it does not fit
+        assert len(shard.reserve(b"", block // 2 - 16).image) == block // 2 - 16
