@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the venv in which benchmarks/compare.py runs recpack beside its peers.
+# Build the venv in which benchmarks/compare.py and benchmarks/bench_pack.py
+# run recpack beside its peers.
 #
 # Why one venv for all of them: a read benchmark is only fair when every
 # contender decodes with the same interpreter, torch, Pillow and libjpeg.  So
@@ -85,7 +86,8 @@ if [ "${SKIP_FFCV:-0}" != 1 ] && [ ! -e "$ffcv_log" ]; then
         echo "setup_bench_venv: FFCV built in $((SECONDS - ffcv_started)) s" >&2
     else
         echo "FFCV: FAILED" >>"$ffcv_log"
-        echo "setup_bench_venv: FFCV did not build (see $ffcv_log); compare.py quotes its figure instead" >&2
+        echo "setup_bench_venv: FFCV did not build (see $ffcv_log); compare.py reports it as not measured," \
+            "bench_pack.py uses the issue's quoted writer figure instead" >&2
     fi
 fi
 echo "setup_bench_venv: ready in $((SECONDS - started)) s ($(du -sh "$venv" | cut -f1))" >&2
