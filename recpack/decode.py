@@ -3,8 +3,8 @@
 Geometry is decided first, from the JPEG header alone: the crop box (random
 resized crop for training, shorter-side resize + centre crop for evaluation)
 and the flip.  Then libjpeg-turbo decodes only the crop's rows and columns
-(``_libjpeg``), at the smallest DCT scale M/8 that still leaves the crop at
-least as large as the output, and pillow-simd resamples the crop
+(``_libjpeg``), at the smallest of the DCT scales 1/8, 1/4, 1/2 and 1 that
+still leaves the crop at least as large as the output, and pillow-simd resamples the crop
 into the output.  Both release the GIL, so decode threads run on all cores.
 Masks (PNG) get the same box and flip, resampled with nearest neighbour.
 
@@ -84,15 +84,17 @@ def choose_box(width: int, height: int, augment: Augment, rng: random.Random | N
     return center_crop(width, height, augment)
 
 
-def dct_eighths(box: Box, size: int) -> int:
-    """The smallest M in 1..8 such that the crop scaled by M/8 still covers ``size`` pixels.
+def dct_eighths(shorter: int, size: int) -> int:
+    """The DCT scale M/8 (M = 1, 2, 4 or 8) to decode at so that ``shorter`` pixels still cover ``size``.
 
-    libjpeg-turbo scales in the DCT domain by any M/8: the smaller M, the less
-    inverse-DCT, upsampling and colour-conversion work, and the result is an
-    area-averaged downscale, so nothing is lost that the resize would keep.
+    Decoding smaller saves inverse-DCT, upsampling and colour-conversion work,
+    and the result is an area-averaged downscale, so nothing is lost that the
+    resize would keep.  libjpeg-turbo can scale by any M/8, but only 1/8, 1/4
+    and 1/2 (and 1) have SIMD inverse DCTs: on the benchmark corpus 5/8, 3/4
+    and 7/8 take 1.2-1.8x as long as a full-size decode and 3/8 longer than 1/2
+    (benchmarks/bench_dct_scales.py), so those scales are never chosen.
     """
-    shorter = min(box.width, box.height)
-    return next((m for m in range(1, 8) if shorter * m / 8 >= size), 8)
+    return next((m for m in (1, 2, 4) if shorter * m >= size * 8), 8)
 
 
 def _resample_into(out: np.ndarray, image: Image.Image, box: Box, scale: int, resample, origin=(0, 0)) -> None:
@@ -137,7 +139,7 @@ def decode_image(data, augment: Augment, rng: random.Random | None, out: np.ndar
         _resample_into(out, image, box, 1.0, Image.Resampling.BILINEAR)
         return box, image.size
     box = choose_box(width, height, augment, rng)
-    eighths = dct_eighths(box, augment.size)
+    eighths = dct_eighths(min(box.width, box.height), augment.size)
     scale = eighths / 8
     left, top = int(box.left * scale), int(box.top * scale)
     right = min(math.ceil((box.left + box.width) * scale) + 1, -(-width * eighths // 8))

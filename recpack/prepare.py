@@ -31,7 +31,6 @@ Decisions, in one place:
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from turbojpeg import TJPF_RGB, TJSAMP_420, TurboJPEG
 
+from .decode import dct_eighths
 from .errors import BadImageError
 from ._jpegsplice import gray_to_color as splice_gray_to_color
 from ._libjpeg import check as check_jpeg
@@ -180,11 +180,9 @@ def _encode(image: Image.Image, quality: int) -> bytes:
 
 
 def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.Image:
-    """Decode a 3-component JPEG at the smallest DCT scale M/8 that still leaves ``shorter`` pixels."""
-    side = min(info.width, info.height)
-    eighths = next((m for m in range(1, 8) if -(-side * m // 8) >= shorter), 8)
-    divisor = math.gcd(eighths, 8)
-    return Image.fromarray(_tj_decode(data, TJPF_RGB, (eighths // divisor, 8 // divisor)), "RGB")
+    """Decode a 3-component JPEG at the cheapest DCT scale that still leaves ``shorter`` pixels."""
+    eighths = dct_eighths(min(info.width, info.height), shorter)
+    return Image.fromarray(_tj_decode(data, TJPF_RGB, (1, 8 // eighths) if eighths < 8 else None), "RGB")
 
 
 def _upright_and_small(info: JpegInfo, options: PrepareOptions) -> bool:

@@ -24,7 +24,8 @@ from recpack.errors import PackError
 from recpack.format import unpack_payload
 from recpack.jpeg_header import read_jpeg_header
 from recpack.packer import PackOptions, pack
-from recpack.prepare import PrepareOptions
+from recpack.decode import dct_eighths
+from recpack.prepare import PrepareOptions, prepare_image
 from recpack.reader import ShardReader
 from recpack.sources import SourceItem, open_source
 from recpack.writer import ShardWriter, StagingBuffers
@@ -245,6 +246,27 @@ def test_resize_shrinks_only_larger_images(photo_dir, tmp_path):
     listing = write_list(tmp_path / "small.txt", [f"{photo_dir}/cat/small_0002.jpg\t0"])
     pack_quietly(listing, tmp_path / "kept", shards=1, resize=100)
     assert records(tmp_path / "kept")[0][2] == (photo_dir / "cat" / "small_0002.jpg").read_bytes()
+
+
+@pytest.mark.parametrize(("shorter", "size", "eighths"), [
+    (2048, 256, 1), (2047, 256, 2), (1024, 256, 2), (600, 256, 4), (512, 256, 4),
+    (511, 256, 8), (400, 256, 8), (256, 256, 8), (100, 224, 8),
+])
+def test_dct_scale_is_the_smallest_simd_scale_that_covers_the_output(shorter, size, eighths):
+    assert dct_eighths(shorter, size) == eighths
+
+
+@pytest.mark.parametrize("source_size", [(200, 150), (90, 61), (60, 45), (33, 25)])
+def test_resize_gives_exactly_the_shorter_side_whatever_the_dct_scale(photo_dir, source_size):
+    source = Image.open(photo_dir / "cat" / "small_0002.jpg").convert("RGB").resize(source_size)
+    encoded = io.BytesIO()
+    source.save(encoded, "JPEG", quality=90)
+    converted = prepare_image(encoded.getvalue(), PrepareOptions(resize=24))
+    stored = Image.open(io.BytesIO(converted.stored))
+    assert min(stored.size) == 24 and stored.size == converted.size
+    assert abs(stored.size[0] / stored.size[1] - source_size[0] / source_size[1]) < 0.05
+    original = np.asarray(source.resize(stored.size, Image.Resampling.BOX), np.float32)
+    assert np.abs(np.asarray(stored.convert("RGB"), np.float32) - original).mean() < 8  # the same picture (a mirror image is ~16 off)
 
 
 def _mask(path, size, mode="L"):
