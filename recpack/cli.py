@@ -34,19 +34,26 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     result = pack(source, args.out, options, show_progress=not args.quiet)
     rate = result.processed / max(result.seconds, 1e-9)
     print(
-        f"packed {result.records} images into {result.shards} shards in {args.out} "
+        f"packed {_count(result.records, 'image')} into {_count(result.shards, 'shard')} in {args.out} "
         f"({result.bytes_out / 1e6:.1f} MB) in {result.seconds:.1f} s: {rate:.0f} images/s, "
         f"{result.bytes_in / 1e6 / max(result.seconds, 1e-9):.0f} MB/s read"
     )
+    if (empty := result.shards - result.records) > 0:
+        print(f"note: {empty} of the {result.shards} shards {'is' if empty == 1 else 'are'} empty: "
+              "fewer good images than --shards")
     if result.resumed_shards:
         print(f"resumed: kept {result.resumed_shards} finished shards from the interrupted run")
     if result.reencoded:
-        print(f"converted {result.reencoded} images (non-JPEG, CMYK, rotated or resized: re-encoded; "
+        print(f"converted {_count(result.reencoded, 'image')} (non-JPEG, CMYK, rotated or resized: re-encoded; "
               "grayscale: colour added losslessly)")
     if result.skipped:
-        print(f"skipped {result.skipped} bad input{'s' if result.skipped != 1 else ''}: "
+        print(f"skipped {_count(result.skipped, 'bad input')}: "
               f"see {os.path.join(args.out, mf.REPORT_NAME)}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -399,7 +399,7 @@ def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool
     if options.shards < 1:
         raise PackError("--shards must be at least 1")
     if options.shards > len(source):
-        raise PackError(f"--shards {options.shards} exceeds the {len(source)} images in {source.description}")
+        raise PackError(f"--shards {options.shards} exceeds the number of images ({len(source)}) in {source.description}")
     started = time.monotonic()
     work = os.path.join(out_dir, WORK_DIR)
     notes = start_or_resume(out_dir, fingerprint(source, options), options.overwrite)

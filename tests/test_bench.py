@@ -111,6 +111,18 @@ def test_imagenet_21k_on_hdd_order_of_magnitude():
     assert files.epoch_seconds / shards.epoch_seconds > 10
 
 
+def test_layout_comparison_says_no_faster_when_decoding_sets_the_pace():
+    disk = iomodel.DiskProfile("NVMe", 3000, 500_000)
+    slow_decode = dict(images=100_000, mean_kb=110, disk=disk, decode_per_core=50, cores=1)
+    files, shards = (iomodel.epoch_time(**slow_decode, layout=layout) for layout in ("files", "shards"))
+    assert iomodel.compare_layouts(files, shards) == "shards are no faster than files per epoch here " \
+        "(decode sets the pace of both)"
+    hdd = iomodel.DiskProfile("HDD", 170, 110)
+    files, shards = (iomodel.epoch_time(100_000, 110, hdd, None, 1, layout) for layout in ("files", "shards"))
+    assert iomodel.compare_layouts(files, shards).startswith("shards are ") and "x faster" in \
+        iomodel.compare_layouts(files, shards)
+
+
 def test_model_monotonic():
     base = dict(images=100_000, mean_kb=110, disk=iomodel.HDD, decode_per_core=500, cores=8)
     for layout in ("files", "shards"):

@@ -86,6 +86,17 @@ def test_same_seed_gives_byte_identical_shards_whatever_the_workers(photo_dir, t
     assert shard_digests(tmp_path / "a") != shard_digests(tmp_path / "c")
 
 
+def test_cli_summary_counts_in_words_and_notes_empty_shards(photo_dir, tmp_path):
+    """Bad inputs skipped can leave fewer records than shards: the summary says so."""
+    good = f"{photo_dir}/cat/small_0002.jpg\t0"
+    listing = write_list(tmp_path / "one_good.txt", [good, f"{tmp_path}/missing.jpg\t0"])
+    packed = run_cli("pack", listing, tmp_path / "out", "--shards", "2", "--quiet").stdout
+    assert "packed 1 image into 2 shards" in packed and "skipped 1 bad input:" in packed
+    assert "note: 1 of the 2 shards is empty: fewer good images than --shards" in packed
+    full = run_cli("pack", write_list(tmp_path / "good.txt", [good]), tmp_path / "one", "--shards", "1", "--quiet")
+    assert "packed 1 image into 1 shard " in full.stdout and "empty" not in full.stdout
+
+
 def test_cli_list_pack_info_verify_get(photo_dir, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(run_cli("list", photo_dir).stdout)
@@ -357,7 +368,7 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(photo_dir, tmp_path):
 
 def test_more_shards_than_images_is_an_error(photo_dir, tmp_path):
     result = run_cli("pack", photo_dir, tmp_path / "out", "--shards", "61", check=False)
-    assert result.returncode == 1 and "--shards 61 exceeds the 60 images" in result.stderr
+    assert result.returncode == 1 and "--shards 61 exceeds the number of images (60)" in result.stderr
 
 
 def test_rerun_after_failure_keeps_finished_shards_and_matches_a_clean_pack(photo_dir, tmp_path):
