@@ -14,10 +14,12 @@ Contenders (each is one function below, run as its own subprocess):
 * ceilings: ``cat`` of every source file to /dev/null (via xargs), ``dd`` of
   as many bytes to one file in 4 MiB ``O_DIRECT`` writes, as recpack writes
   shards, with fsync (what writing the output costs), and bare
-  libjpeg-turbo decoding (PyTurboJPEG) at 1/8 and full scale on all cores.
-  The decode ceiling is timed only from the moment every worker holds its
-  share of the files in memory (a barrier) until the last worker finishes
-  decoding: process start, imports and file reads are excluded.
+  libjpeg-turbo decoding (PyTurboJPEG) at 1/8 and full scale on all cores,
+  and, for ``--resize``, the bare decode + pillow-simd resize + encode
+  calls that it needs per image (``_bare_resize``).  These are timed only
+  from the moment every worker holds its share of the files in memory (a
+  barrier) until the last worker finishes: process start, imports and file
+  reads are excluded.
 * peer writers, each writing the same bytes (no re-encode, no decode check),
   single process as their docs show, except LitData whose ``optimize`` is
   multi-process by design (num_workers = all cores): MXNet's
@@ -311,6 +313,10 @@ def ceiling_decode_full(ctx: Ctx):
     return _self(sys.executable, "_decode", str(ctx.corpus.list_file), "1", str(ctx.workers)), None
 
 
+def ceiling_resize(ctx: Ctx):
+    return _self(sys.executable, "_decode", str(ctx.corpus.list_file), "resize", str(ctx.workers)), None
+
+
 def _peer(ctx: Ctx, name: str, python: str | Path = sys.executable):
     out = ctx.out(f"peer_{name}")
     return _self(python, "_peer", name, str(ctx.corpus.list_file), str(out)), out
@@ -409,6 +415,9 @@ def contenders() -> list[Contender]:
         Contender("decode_full", f"libjpeg-turbo decode full scale, {CPUS} procs", "ceiling",
                   "decode only (files pre-read)", ceiling_decode_full,
                   None if found["turbojpeg"] else "PyTurboJPEG not installed"),
+        Contender("resize_bare", f"libjpeg-turbo decode + pillow-simd resize {RESIZE} + encode q{RECPACK_QUALITY}, "
+                  f"{CPUS} procs (ceiling for --resize)", "ceiling", "library calls only (files pre-read)",
+                  ceiling_resize, None if found["turbojpeg"] else "PyTurboJPEG not installed"),
         Contender("peer_mxnet", "MXNet MXIndexedRecordIO minimal loop (im2rec's write calls), 1 proc", "peer",
                   peer_timed, peer_mxnet_cmd,
                   None if MXNET_PYTHON.exists() else "no benchmarks/.venv-mxnet (tools/setup_mxnet_venv.sh)"),
@@ -437,10 +446,40 @@ def contenders() -> list[Contender]:
 # Child-process entry points: the decode ceiling and the peer writers
 
 
-def _decode_worker(blobs_paths, scale, barrier, queue) -> None:
+def _bare_resize(jpeg):
+    """decode + resize + encode as --resize RESIZE needs them, and nothing else: the --resize ceiling.
+
+    The three library calls alone: libjpeg-turbo decodes at the smallest of the
+    SIMD DCT scales 1/8, 1/4, 1/2, 1 that leaves the shorter side >= RESIZE
+    (as RGBX), pillow-simd shrinks it bilinearly, libjpeg-turbo encodes it at
+    RECPACK_QUALITY, 4:2:0.  Images already that small are only decoded (a
+    packer stores them as they are, after its decode check).
+    """
+    import numpy as np
+    from PIL import Image
+    from turbojpeg import TJPF_RGBX, TJSAMP_420
+
+    def run(blob: bytes) -> None:
+        width, height, _, _ = jpeg.decode_header(blob)
+        shorter = min(width, height)
+        eighths = next((m for m in (1, 2, 4) if shorter * m >= RESIZE * 8), 8)
+        pixels = jpeg.decode(blob, pixel_format=TJPF_RGBX, scaling_factor=(1, 8 // eighths) if eighths < 8 else None)
+        if shorter <= RESIZE:
+            return
+        image = Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
+        scale = RESIZE / min(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.BILINEAR)
+        jpeg.encode(np.asarray(image), quality=RECPACK_QUALITY, pixel_format=TJPF_RGBX, jpeg_subsample=TJSAMP_420)
+
+    return run
+
+
+def _decode_worker(blobs_paths, mode: str, barrier, queue) -> None:
     from turbojpeg import TurboJPEG
 
     jpeg = TurboJPEG()
+    work = _bare_resize(jpeg) if mode == "resize" else (lambda blob: jpeg.decode(blob, scaling_factor=(1, int(mode))))
     blobs = []
     for path in blobs_paths:
         with open(path, "rb") as handle:
@@ -449,23 +488,25 @@ def _decode_worker(blobs_paths, scale, barrier, queue) -> None:
     start, failures = time.perf_counter(), 0
     for blob in blobs:
         try:
-            jpeg.decode(blob, scaling_factor=scale)
+            work(blob)
         except Exception:  # noqa: BLE001  (counted, like a packer would skip it)
             failures += 1
     queue.put((start, time.perf_counter(), len(blobs), failures))
 
 
-def child_decode(list_file: str, denominator: str, workers: str) -> None:
-    """Decode every file on N processes; time from the barrier to the last finish."""
+def child_decode(list_file: str, mode: str, workers: str) -> None:
+    """Decode (mode: the scale's denominator) or decode-resize-encode ("resize") every file on N processes.
+
+    Timed from the barrier to the last finish.
+    """
     import multiprocessing as mp
 
     root = Path(list_file).parent
     paths = [str(root / p) for p, _ in read_list(Path(list_file))]
     n = int(workers)
-    scale = (1, int(denominator))
     context = mp.get_context("fork")
     barrier, queue = context.Barrier(n), context.Queue()
-    procs = [context.Process(target=_decode_worker, args=(paths[i::n], scale, barrier, queue)) for i in range(n)]
+    procs = [context.Process(target=_decode_worker, args=(paths[i::n], mode, barrier, queue)) for i in range(n)]
     for proc in procs:
         proc.start()
     results = [queue.get() for _ in procs]
@@ -710,6 +751,10 @@ def targets_table(by_key: dict[str, Contender], corpus: Corpus) -> list[str]:
         ("context, not a target: recpack --check header / the disk's O_DIRECT write rate (bytes/s)", None,
          per_round("recpack_header", "write_dd"), "write_dd"),
         resize_row(by_key, per_round),
+        (f"context, not a target: recpack --resize {RESIZE} / its bare library calls (decode, resize, encode) "
+         f"on all cores (images/s)", None, per_round("recpack_resize", "resize_bare"), "resize_bare"),
+        (f"context, not a target: bare library calls for --resize {RESIZE} / FFCV writer (images/s): the most "
+         f"any packer built on them could reach", None, per_round("resize_bare", "peer_ffcv"), "peer_ffcv"),
     ]
     lines = ["| target | required | measured ratio (median of rounds) | per-round ratios | result |",
              "|---|---:|---:|---|---|"]
