@@ -55,9 +55,9 @@ Usage::
     python benchmarks/bench_pack.py            # 20,000 images, 3 rounds
     python benchmarks/bench_pack.py --quick    # 2,000 images smoke run
 
-Only the standard library is imported at module level: the same file runs the
-MXNet minimal-loop peer inside benchmarks/.venv-mxnet, which has none of our
-packages.  ``--only KEY,KEY`` runs a subset of the contenders (keys below).
+What runs inside each child process (the decode ceilings, the peer writers)
+is in pack_children.py; this file builds the commands, times them and
+reports.  ``--only KEY,KEY`` runs a subset of the contenders (keys below).
 """
 
 from __future__ import annotations
@@ -76,18 +76,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corpus_cache import ensure_corpus as ensure_corpus_folder, read_list
+from pack_children import CPUS, FFCV_JPEG_QUALITY, RECPACK_QUALITY, RESIZE
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".work"
 RESULTS = HERE / "results" / "pack.md"
 MXNET_PYTHON = HERE / ".venv-mxnet" / "bin" / "python"
 RECPACK = Path(sys.executable).parent / "recpack"
-CLASSES = 100
-RESIZE = 256  # recpack --resize (shorter side) and FFCV's max_resolution (longer side)
-RECPACK_QUALITY = 95  # recpack pack's --quality default (`recpack pack --help`): what --resize re-encodes at
-FFCV_JPEG_QUALITY = 90  # RGBImageField's default
 FFCV_QUOTED_IMAGES_PER_S = 320.0  # quoted in the issue for this machine: the fallback when FFCV is not importable
-CPUS = os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------
@@ -110,22 +108,10 @@ class Corpus:
         return self.root / "list.txt"
 
 
-def read_list(list_file: Path) -> list[tuple[str, int]]:
-    items = []
-    for line in list_file.read_text().splitlines():
-        path, label = line.split("\t")
-        items.append((path, int(label)))
-    return items
-
-
 def ensure_corpus(images: int, seed: int) -> Corpus:
     """Generate (once; cached in benchmarks/.work) and load the image corpus."""
-    root = WORK / f"corpus-{images}-s{seed}"
-    list_file = root / "list.txt"  # written last by the generator: marks a complete corpus
-    if not list_file.exists() or len(read_list(list_file)) != images:
-        print(f"generating {images} images into {root} (cached for later runs) ...", flush=True)
-        subprocess.run([sys.executable, str(HERE / "make_corpus.py"), str(root), "--images", str(images),
-                        "--classes", str(CLASSES), "--seed", str(seed)], check=True)
+    root = ensure_corpus_folder(images, seed)
+    list_file = root / "list.txt"
     items = read_list(list_file)
     total = sum((root / p).stat().st_size for p, _ in items)
     paths_file = WORK / f"paths-{images}-s{seed}.txt"
@@ -301,25 +287,26 @@ def ceiling_write(ctx: Ctx):
             "status=none"], out
 
 
-def _self(python: str | Path, *args: str) -> list[str]:
-    return [str(python), str(Path(__file__).resolve()), *args]
+def _child(python: str | Path, *args: str) -> list[str]:
+    """A command that runs one of pack_children.py's entry points under ``python``."""
+    return [str(python), str(HERE / "pack_children.py"), *args]
 
 
 def ceiling_decode_eighth(ctx: Ctx):
-    return _self(sys.executable, "_decode", str(ctx.corpus.list_file), "8", str(ctx.workers)), None
+    return _child(sys.executable, "_decode", str(ctx.corpus.list_file), "8", str(ctx.workers)), None
 
 
 def ceiling_decode_full(ctx: Ctx):
-    return _self(sys.executable, "_decode", str(ctx.corpus.list_file), "1", str(ctx.workers)), None
+    return _child(sys.executable, "_decode", str(ctx.corpus.list_file), "1", str(ctx.workers)), None
 
 
 def ceiling_resize(ctx: Ctx):
-    return _self(sys.executable, "_decode", str(ctx.corpus.list_file), "resize", str(ctx.workers)), None
+    return _child(sys.executable, "_decode", str(ctx.corpus.list_file), "resize", str(ctx.workers)), None
 
 
 def _peer(ctx: Ctx, name: str, python: str | Path = sys.executable):
     out = ctx.out(f"peer_{name}")
-    return _self(python, "_peer", name, str(ctx.corpus.list_file), str(out)), out
+    return _child(python, "_peer", name, str(ctx.corpus.list_file), str(out)), out
 
 
 def peer_mxnet_cmd(ctx: Ctx):
@@ -440,218 +427,6 @@ def contenders() -> list[Contender]:
                   f"ffcv not importable (tools/setup_bench_venv.sh); the resize target uses the issue's quoted "
                   f"{FFCV_QUOTED_IMAGES_PER_S:.0f} images/s instead"),
     ]
-
-
-# --------------------------------------------------------------------------
-# Child-process entry points: the decode ceiling and the peer writers
-
-
-def _bare_resize(jpeg):
-    """decode + resize + encode as --resize RESIZE needs them, and nothing else: the --resize ceiling.
-
-    The three library calls alone: libjpeg-turbo decodes at the smallest of the
-    SIMD DCT scales 1/8, 1/4, 1/2, 1 that leaves the shorter side >= RESIZE
-    (as RGBX), pillow-simd shrinks it bilinearly, libjpeg-turbo encodes it at
-    RECPACK_QUALITY, 4:2:0.  Images already that small are only decoded (a
-    packer stores them as they are, after its decode check).
-    """
-    import numpy as np
-    from PIL import Image
-    from turbojpeg import TJPF_RGBX, TJSAMP_420
-
-    def run(blob: bytes) -> None:
-        width, height, _, _ = jpeg.decode_header(blob)
-        shorter = min(width, height)
-        eighths = next((m for m in (1, 2, 4) if shorter * m >= RESIZE * 8), 8)
-        pixels = jpeg.decode(blob, pixel_format=TJPF_RGBX, scaling_factor=(1, 8 // eighths) if eighths < 8 else None)
-        if shorter <= RESIZE:
-            return
-        image = Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
-        scale = RESIZE / min(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR)
-        jpeg.encode(np.asarray(image), quality=RECPACK_QUALITY, pixel_format=TJPF_RGBX, jpeg_subsample=TJSAMP_420)
-
-    return run
-
-
-def _decode_worker(blobs_paths, mode: str, barrier, queue) -> None:
-    from turbojpeg import TurboJPEG
-
-    jpeg = TurboJPEG()
-    work = _bare_resize(jpeg) if mode == "resize" else (lambda blob: jpeg.decode(blob, scaling_factor=(1, int(mode))))
-    blobs = []
-    for path in blobs_paths:
-        with open(path, "rb") as handle:
-            blobs.append(handle.read())
-    barrier.wait()
-    start, failures = time.perf_counter(), 0
-    for blob in blobs:
-        try:
-            work(blob)
-        except Exception:  # noqa: BLE001  (counted, like a packer would skip it)
-            failures += 1
-    queue.put((start, time.perf_counter(), len(blobs), failures))
-
-
-def child_decode(list_file: str, mode: str, workers: str) -> None:
-    """Decode (mode: the scale's denominator) or decode-resize-encode ("resize") every file on N processes.
-
-    Timed from the barrier to the last finish.
-    """
-    import multiprocessing as mp
-
-    root = Path(list_file).parent
-    paths = [str(root / p) for p, _ in read_list(Path(list_file))]
-    n = int(workers)
-    context = mp.get_context("fork")
-    barrier, queue = context.Barrier(n), context.Queue()
-    procs = [context.Process(target=_decode_worker, args=(paths[i::n], mode, barrier, queue)) for i in range(n)]
-    for proc in procs:
-        proc.start()
-    results = [queue.get() for _ in procs]
-    for proc in procs:
-        proc.join()
-    start = min(r[0] for r in results)
-    end = max(r[1] for r in results)
-    print(json.dumps({"seconds": end - start, "images": sum(r[2] for r in results),
-                      "failures": sum(r[3] for r in results)}))
-
-
-def _read(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def peer_mxnet(items, root: Path, out: Path) -> None:
-    """The write calls im2rec --pass-through makes: IRHeader(label) + the original bytes, indexed .rec/.idx.
-
-    Only those calls: none of the tool's list parsing, queue, prints or its
-    cv2 import (the peer_im2rec row runs the tool itself).
-    """
-    import mxnet as mx
-
-    record = mx.recordio.MXIndexedRecordIO(str(out / "data.idx"), str(out / "data.rec"), "w")
-    for i, (path, label) in enumerate(items):
-        header = mx.recordio.IRHeader(0, float(label), i, 0)
-        record.write_idx(i, mx.recordio.pack(header, _read(root / path)))
-    record.close()
-
-
-def peer_tfrecord(items, root: Path, out: Path) -> None:
-    """tf.train.Example-style record: image bytes + int64 label, one file."""
-    from tfrecord import TFRecordWriter
-
-    writer = TFRecordWriter(str(out / "data.tfrecord"))
-    for path, label in items:
-        writer.write({"image": (_read(root / path), "byte"), "label": (label, "int")})
-    writer.close()
-
-
-def peer_lmdb(items, root: Path, out: Path) -> None:
-    """Raw bytes under an 8-digit key, one write transaction per 1000 images (lmdb defaults: sync on commit)."""
-    import lmdb
-
-    total = sum((root / p).stat().st_size for p, _ in items)
-    env = lmdb.open(str(out), map_size=2 * total + (256 << 20))
-    for start in range(0, len(items), 1000):
-        with env.begin(write=True) as txn:
-            for i in range(start, min(start + 1000, len(items))):
-                path, _ = items[i]
-                txn.put(b"%08d" % i, _read(root / path))
-    with env.begin(write=True) as txn:
-        txn.put(b"__labels__", json.dumps([label for _, label in items]).encode())
-    env.close()
-
-
-def peer_webdataset(items, root: Path, out: Path) -> None:
-    """Tar shards of 10,000 samples: key.jpg (original bytes) + key.cls."""
-    import webdataset as wds
-
-    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=10000, verbose=0) as sink:
-        for i, (path, label) in enumerate(items):
-            sink.write({"__key__": f"{i:08d}", "jpg": _read(root / path), "cls": label})
-
-
-class _LitDataSample:
-    """Picklable per-item function for litdata.optimize: returns the original bytes + label."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def __call__(self, item):
-        path, label = item
-        return {"image": _read(self.root / path), "label": label}
-
-
-def peer_litdata(items, root: Path, out: Path) -> None:
-    """litdata.optimize with its documented multi-worker default (num_workers = all cores)."""
-    from litdata import optimize
-
-    optimize(fn=_LitDataSample(root), inputs=list(items), output_dir=str(out), chunk_bytes="64MB",
-             num_workers=CPUS, mode="overwrite")
-
-
-def peer_streaming(items, root: Path, out: Path) -> None:
-    """MDSWriter as its docs show: a bytes image column (the original bytes) and an int label.
-
-    Its defaults otherwise: 64 MiB shards, no compression, no hashes.
-    """
-    from streaming import MDSWriter
-
-    with MDSWriter(out=str(out), columns={"image": "bytes", "label": "int"}) as sink:
-        for path, label in items:
-            sink.write({"image": _read(root / path), "label": label})
-
-
-class _FFCVImages:
-    """The indexable dataset FFCV's DatasetWriter wants: (PIL RGB image, label) per corpus file.
-
-    A module-level class so that its workers get it however they are started.
-    """
-
-    def __init__(self, items, root: Path):
-        self.items, self.root = items, root
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        path, label = self.items[index]
-        with Image.open(self.root / path) as image:
-            return image.convert("RGB"), label
-
-
-def peer_ffcv(items, root: Path, out: Path) -> None:
-    """DatasetWriter on all cores: every image decoded, capped at RESIZE on its longer side, re-encoded as JPEG."""
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
-
-    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=RESIZE, jpeg_quality=FFCV_JPEG_QUALITY),
-              "label": IntField()}
-    DatasetWriter(str(out / "data.beton"), fields, num_workers=CPUS).from_indexed_dataset(_FFCVImages(items, root))
-
-
-PEERS = {"mxnet": peer_mxnet, "tfrecord": peer_tfrecord, "lmdb": peer_lmdb,
-         "webdataset": peer_webdataset, "litdata": peer_litdata, "streaming": peer_streaming, "ffcv": peer_ffcv}
-# What each peer imports before its timed span (default: the module named like the peer)
-PEER_IMPORTS = {"ffcv": ("ffcv.writer", "ffcv.fields", "PIL.Image")}
-
-
-def child_peer(name: str, list_file: str, out: str) -> None:
-    import importlib
-
-    writer = PEERS[name]
-    items = read_list(Path(list_file))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for module in PEER_IMPORTS.get(name, (name,)):
-        importlib.import_module(module)  # outside the timed span, as for every peer
-    start = time.perf_counter()
-    writer(items, Path(list_file).parent, out_dir)
-    print(json.dumps({"seconds": time.perf_counter() - start, "images": len(items)}))
 
 
 # --------------------------------------------------------------------------
@@ -939,9 +714,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_decode":
-        child_decode(*sys.argv[2:])
-    elif len(sys.argv) > 1 and sys.argv[1] == "_peer":
-        child_peer(*sys.argv[2:])
-    else:
-        sys.exit(main())
+    sys.exit(main())

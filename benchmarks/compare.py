@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import fcntl
 import importlib.metadata
 import json
 import platform
@@ -52,9 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare_settings import (  # noqa: E402
-    BATCH, CLASSES, CORPUS_PYTHON, CPUS, FFCV_QUOTED_IMAGES_PER_S, HERE, MXNET_PYTHON, REPO, RESIZE, RESULTS,
-    RUN_TIMEOUT_S, SIZE, WORK, Unavailable, pil_decode, read_list,
+    BATCH, CPUS, FFCV_QUOTED_IMAGES_PER_S, MXNET_PYTHON, REPO, RESIZE, RESULTS,
+    RUN_TIMEOUT_S, SIZE, WORK, Unavailable, pil_decode,
 )
+from corpus_cache import CLASSES, ensure_corpus, read_list  # noqa: E402
 from prefault import prefault  # noqa: E402
 from compare_packers import PACKERS, dir_bytes, ensure_packed, pack_main, packed_count  # noqa: E402
 
@@ -366,20 +366,6 @@ def child_main(key: str, path: str, workers: int) -> int:
 
 # ---------------------------------------------------------------------------
 # Parent side: the harness (corpus, page cache, RSS sampler, rounds)
-
-
-def ensure_corpus(images: int, seed: int) -> Path:
-    """benchmarks/.work/corpus-N-sS, shared with bench_pack.py; list.txt is written last (= complete)."""
-    root = WORK / f"corpus-{images}-s{seed}"
-    WORK.mkdir(parents=True, exist_ok=True)
-    with open(WORK / f"corpus-{images}-s{seed}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / "list.txt").exists() or len(read_list(root / "list.txt")) != images:
-            print(f"generating {images} images into {root} (cached) ...", flush=True)
-            python = CORPUS_PYTHON if CORPUS_PYTHON.exists() else Path(sys.executable)
-            subprocess.run([str(python), str(HERE / "make_corpus.py"), str(root), "--images", str(images),
-                            "--classes", str(CLASSES), "--seed", str(seed)], check=True)
-    return root
 
 
 def warm_page_cache(paths: list[Path]) -> None:

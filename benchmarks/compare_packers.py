@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from compare_settings import CPUS, REPO, RESIZE, RUN_TIMEOUT_S, SHARDS, Unavailable, pil_decode, read_list
+from compare_settings import CPUS, REPO, RESIZE, RUN_TIMEOUT_S, SHARDS, Unavailable, pil_decode
+from corpus_cache import read_list
 
 def packed_count(path: Path) -> int:
     return json.loads((path / "recpack.json").read_text())["num_records"] if (path / "recpack.json").exists() \

@@ -11,9 +11,6 @@ REPO = HERE.parent
 WORK = HERE / ".work"
 RESULTS = HERE / "results"
 MXNET_PYTHON = HERE / ".venv-mxnet" / "bin" / "python"
-# make_corpus.py needs scikit-image's photos, installed only in recpack's own venv.
-CORPUS_PYTHON = REPO / ".venv" / "bin" / "python"
-CLASSES = 100  # same corpus as benchmarks/bench_pack.py, so the two share the cache
 SHARDS = 64
 RESIZE = 500  # shorter side for the "resized at pack time" variants (recpack --resize, FFCV max_resolution)
 BATCH = 256
@@ -27,11 +24,6 @@ FFCV_QUOTED_IMAGES_PER_S: float | None = None
 
 class Unavailable(Exception):
     """A contender that cannot run here (not installed, not built yet): reported, not fatal."""
-
-
-def read_list(list_file: Path) -> list[tuple[str, int]]:
-    rows = (line.split("\t") for line in list_file.read_text().splitlines() if line and not line.startswith("#"))
-    return [(row[0], int(row[1])) for row in rows]
 
 
 def pil_decode(data: bytes):
