@@ -207,7 +207,6 @@ static PyObject *check(PyObject *self, PyObject *args) {
             jpeg_finish_decompress(&cinfo);
         }
         failed = error.message[0] != '\0';
-        failed = error.message[0] != '\0';
     }
     Py_END_ALLOW_THREADS
     free(row);
