@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# {title}", "",
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         f"- machine: {machine()}",
-        f"- corpus: {images:,} JPEGs ({dir_bytes(corpus) / 1e6:,.0f} MB), benchmarks/make_corpus.py --classes {CLASSES} "
+        f"- corpus: {images:,} JPEGs ({sum((corpus / rel).stat().st_size for rel, _ in read_list(corpus / 'list.txt')) / 1e6:,.0f} MB), benchmarks/make_corpus.py --classes {CLASSES} "
         f"--seed {args.seed}",
         f"- job: one shuffled epoch, decode, RandomResizedCrop {SIZE} + horizontal flip, uint8 batches of {BATCH} "
         f"(N,3,{SIZE},{SIZE}), {args.workers} loader workers each; median of {args.rounds} rounds, contenders "
