@@ -56,7 +56,7 @@ from compare_settings import (  # noqa: E402
 )
 from corpus_cache import CLASSES, ensure_corpus, read_list  # noqa: E402
 from prefault import prefault  # noqa: E402
-from compare_packers import PACKERS, dir_bytes, ensure_packed, pack_main, packed_count  # noqa: E402
+from compare_packers import PACKERS, ensure_packed, pack_main, packed_count  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Contenders: what runs, on which prepared data, in which venv
