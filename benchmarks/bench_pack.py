@@ -76,7 +76,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpus_cache import ensure_corpus as ensure_corpus_folder, read_list
+from corpus_cache import ensure_corpus as ensure_corpus_folder, listed_bytes, read_list
 from pack_children import CPUS, FFCV_JPEG_QUALITY, RECPACK_QUALITY, RESIZE
 
 HERE = Path(__file__).resolve().parent
@@ -113,7 +113,7 @@ def ensure_corpus(images: int, seed: int) -> Corpus:
     root = ensure_corpus_folder(images, seed)
     list_file = root / "list.txt"
     items = read_list(list_file)
-    total = sum((root / p).stat().st_size for p, _ in items)
+    total = listed_bytes(root, items)
     paths_file = WORK / f"paths-{images}-s{seed}.txt"
     paths_file.write_text("".join(f"{p}\n" for p, _ in items))
     return Corpus(root, items, total, paths_file)

@@ -54,7 +54,7 @@ from compare_settings import (  # noqa: E402
     BATCH, CPUS, FFCV_QUOTED_IMAGES_PER_S, MXNET_PYTHON, REPO, RESIZE, RESULTS,
     RUN_TIMEOUT_S, SIZE, WORK, Unavailable, pil_decode,
 )
-from corpus_cache import CLASSES, ensure_corpus, read_list  # noqa: E402
+from corpus_cache import CLASSES, ensure_corpus, listed_bytes, read_list  # noqa: E402
 from prefault import prefault  # noqa: E402
 from compare_packers import PACKERS, ensure_packed, pack_main, packed_count  # noqa: E402
 
@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# {title}", "",
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         f"- machine: {machine()}",
-        f"- corpus: {images:,} JPEGs ({sum((corpus / rel).stat().st_size for rel, _ in read_list(corpus / 'list.txt')) / 1e6:,.0f} MB), benchmarks/make_corpus.py --classes {CLASSES} "
+        f"- corpus: {images:,} JPEGs ({listed_bytes(corpus, read_list(corpus / 'list.txt')) / 1e6:,.0f} MB), benchmarks/make_corpus.py --classes {CLASSES} "
         f"--seed {args.seed}",
         f"- job: one shuffled epoch, decode, RandomResizedCrop {SIZE} + horizontal flip, uint8 batches of {BATCH} "
         f"(N,3,{SIZE},{SIZE}), {args.workers} loader workers each; median of {args.rounds} rounds, contenders "

@@ -25,6 +25,11 @@ def read_list(list_file: Path) -> list[tuple[str, int]]:
     return [(row[0], int(row[1])) for row in rows]
 
 
+def listed_bytes(root: Path, items: list[tuple[str, int]]) -> int:
+    """Bytes of the listed files only: a regenerated corpus can leave unlisted files in the folder."""
+    return sum((root / path).stat().st_size for path, _ in items)
+
+
 def is_complete(root: Path, images: int) -> bool:
     """Whether ``root`` holds the whole corpus: list.txt is written last, with CLASSES labels."""
     list_file = root / "list.txt"

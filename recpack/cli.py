@@ -42,7 +42,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         print(f"note: {empty} of the {result.shards} shards {'is' if empty == 1 else 'are'} empty: "
               "fewer good images than --shards")
     if result.resumed_shards:
-        print(f"resumed: kept {result.resumed_shards} finished shards from the interrupted run")
+        print(f"resumed: kept {_count(result.resumed_shards, 'finished shard')} from the interrupted run")
     if result.reencoded:
         print(f"converted {_count(result.reencoded, 'image')} (non-JPEG, CMYK, rotated or resized: re-encoded; "
               "grayscale: colour added losslessly)")

@@ -5,7 +5,8 @@ resized crop for training, shorter-side resize + centre crop for evaluation)
 and the flip.  Then libjpeg-turbo decodes only the crop's rows and columns
 (``_libjpeg``), at the smallest of the DCT scales 1/8, 1/4, 1/2 and 1 that
 still leaves the crop at least as large as the output, and pillow-simd
-resamples the crop into the output.  Both release the GIL, so decode threads run on all cores.
+resamples the crop into the output.  Both release the GIL, so decode threads
+run on all cores.
 Masks (PNG) get the same box and flip, resampled with nearest neighbour.
 
 Sources that are not YCbCr or grayscale JPEGs (CMYK JPEGs, PNGs -- possible in
