@@ -1,29 +1,44 @@
-/* Grey JPEG -> colour JPEG by splicing its entropy-coded data, with no Huffman re-encoding.
+/* Walk a baseline JPEG's entropy-coded data block by block, without decoding it.
+ *
+ * scan_is_clean(data) -> bool
+ *   True when every block of the file parses and libjpeg would read the file
+ *   without an error or a warning; False when the walk is not sure, and the
+ *   caller asks libjpeg (``_libjpeg.check``), which says what is wrong.
+ *   Why: the packer's default check runs libjpeg's entropy decoder over every
+ *   stored JPEG, and that is most of a pack's CPU.  Deciding decodability
+ *   needs only where each block's bits end, not the coefficients: a 9-bit
+ *   lookahead table gives a code's length, its extra bits and how many
+ *   coefficients it covers, and nothing is written.
  *
  * gray_to_color(data) -> bytes, or None when this fast path does not apply.
+ *   Grey JPEG -> colour JPEG by splicing its entropy-coded data, with no
+ *   Huffman re-encoding.  recpack stores every record as 3-component JPEG,
+ *   and libjpeg's lossless transcode (jpeg_read_coefficients +
+ *   jpeg_write_coefficients, in _libjpeg.c) decodes every coefficient and
+ *   Huffman-codes it again.  In a 4:4:4 interleaved scan the MCU is one luma
+ *   block then one Cb and one Cr block, on the same block grid as the grey
+ *   scan (ceil(W/8) x ceil(H/8)), and the restart interval counts the same
+ *   units.  So the output's luma blocks can be the grey file's own bits,
+ *   coded with its own Huffman tables, each followed by two all-zero chroma
+ *   blocks (DC difference 0, then end-of-block): 2 + 2 bits each with the
+ *   standard (Annex K) chroma tables, i.e. 8 zero bits per MCU.  Flat chroma
+ *   means R = G = B = the grey value.  Only the quantisation and Huffman
+ *   tables, the restart interval and the JFIF density are carried over; other
+ *   metadata is dropped, as for every converted image.
  *
- * Why: recpack stores every record as 3-component JPEG, and libjpeg's lossless
- * transcode (jpeg_read_coefficients + jpeg_write_coefficients, in _libjpeg.c)
- * decodes every coefficient and Huffman-codes it again: about twice the cost
- * of a decode check, and the most expensive thing a header-checked pack does.
- * In a 4:4:4 interleaved scan the MCU is one luma block then one Cb and one Cr
- * block, on the same block grid as the grey scan (ceil(W/8) x ceil(H/8)), and
- * the restart interval counts the same units.  So the output's luma blocks can
- * be the grey file's own bits, coded with its own Huffman tables, each
- * followed by two all-zero chroma blocks (DC difference 0, then end-of-block):
- * 2 + 2 bits each with the standard (Annex K) chroma tables, i.e. 8 zero bits
- * per MCU.  Flat chroma means R = G = B = the grey value.  The file is walked
- * once to find where each block's bits end; nothing is dequantised.
- *
- * Scope: baseline or extended sequential Huffman JPEGs with 8-bit samples and
- * one component (SOF0/SOF1, table ids 0-1), whose scan parses cleanly: every
- * code valid, every block within 64 coefficients, restart markers in order,
- * no stray bytes, EOI after the scan.  Anything else -- progressive or
- * arithmetic files, a DNL marker, damaged data -- returns None and the
- * caller falls back to libjpeg, which reports damage the way it always has.
- * Only the quantisation and Huffman tables, the restart interval and the
- * JFIF density are carried over; other metadata is dropped, as for every
- * converted image.
+ * Scope of both (anything else is refused: False or None):
+ *   baseline or extended sequential Huffman JPEGs with 8-bit samples, one
+ *   scan holding every component in frame order, tables ids 0-1; 1 component
+ *   (any sampling factors), or 3 with the luma factors 1-2 and chroma 1x1
+ *   (4:4:4, 4:2:2, 4:4:0, 4:2:0; grey only for the splice).  The scan must
+ *   parse cleanly: every code valid, every block within 64 coefficients,
+ *   restart markers in order, no stray bytes, EOI right after the scan.
+ *   Headers must be ones libjpeg reads silently: only the markers it knows
+ *   (APPn, COM, DQT, DHT, DRI, SOF0/SOF1, SOS), a JFIF version 1.x, an Adobe
+ *   transform of 0 or 1, quantisation tables defined for every component,
+ *   no DNL.  The rule behind every refusal: whatever the walk accepts,
+ *   libjpeg must accept without a warning (tests/test_jpegscan.py checks it
+ *   over thousands of damaged files).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,7 +47,8 @@
 #include <string.h>
 
 enum { SOF0 = 0xC0, SOF1 = 0xC1, DHT = 0xC4, RST0 = 0xD0, SOI = 0xD8, EOI = 0xD9, SOS = 0xDA, DQT = 0xDB,
-       DRI = 0xDD, APP0 = 0xE0, LOOKAHEAD = 9 };
+       DRI = 0xDD, APP0 = 0xE0, APP14 = 0xEE, COM = 0xFE, LOOKAHEAD = 9, MAX_COMPONENTS = 3,
+       MAX_BLOCKS_IN_MCU = 6 };
 
 /* One decoding table, built as in ITU T.81 F.2.2.3, plus a 9-bit lookahead that says, for the
  * codes up to 9 bits long, how far to skip (the code and the extra bits after it) and how many
@@ -45,21 +61,26 @@ typedef struct {
     uint16_t skip[1 << LOOKAHEAD]; /* (coefficients << 8) | bits; 0: not there, take the slow path */
 } huff_table;
 
-/* What the grey file says, and where its pieces are. */
+typedef struct {
+    int id, h, v, quant_table;
+    int dc_table, ac_table; /* from the scan header */
+} component;
+
+/* What the file says, and where its pieces are. */
 typedef struct {
     const uint8_t *data;
     size_t size;
-    int sof_marker, width, height, component_id, quant_table;
+    int sof_marker, width, height, components;
+    component component[MAX_COMPONENTS];
     int quant_defined[4];
     int restart_interval;
-    int dc_table, ac_table;
     size_t scan_start; /* first byte of entropy-coded data */
     huff_table dc[2], ac[2];
-    /* source segments copied into the output: DQT and DHT, in their order */
+    /* for the splice: source segments copied into the output (DQT and DHT, in their order) */
     size_t copied_offset[64], copied_length[64];
     int copied;
     uint8_t density[5]; /* JFIF units, Xdensity, Ydensity */
-} gray_file;
+} jpeg_file;
 
 /* Coefficients an AC symbol covers (0: end of block); -1 if 8-bit data cannot hold it. */
 static int ac_coefficients(int symbol) {
@@ -68,7 +89,6 @@ static int ac_coefficients(int symbol) {
         return run == 15 ? 16 : run == 0 ? 0 : -1;
     return size > 10 ? -1 : run + 1;
 }
-
 static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *symbols, int total, int is_ac) {
     int length, i, k = 0;
     int32_t code = 0;
@@ -99,8 +119,64 @@ static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *
 
 static int read_u16(const uint8_t *p) { return (p[0] << 8) | p[1]; }
 
-/* Walk the markers up to the scan; 0 if this file is outside the fast path's scope. */
-static int parse_headers(gray_file *file) {
+/* The frame header (SOF0/SOF1); 0 if outside the scope. */
+static int parse_frame(jpeg_file *file, const uint8_t *body, int length, int marker) {
+    int c, max_h = 1, max_v = 1;
+    if (length < 6 || body[0] != 8)
+        return 0;
+    file->sof_marker = marker;
+    file->height = read_u16(body + 1);
+    file->width = read_u16(body + 3);
+    file->components = body[5];
+    /* what libjpeg refuses stays refused: sizes over 65500, and a height of 0 (a DNL marker would give it
+     * later) */
+    if ((file->components != 1 && file->components != 3) || length != 6 + 3 * file->components ||
+        file->height == 0 || file->width == 0 || file->height > 65500 || file->width > 65500)
+        return 0;
+    for (c = 0; c < file->components; c++) {
+        component *comp = &file->component[c];
+        int i;
+        comp->id = body[6 + 3 * c];
+        comp->h = body[7 + 3 * c] >> 4;
+        comp->v = body[7 + 3 * c] & 15;
+        comp->quant_table = body[8 + 3 * c];
+        if (comp->quant_table > 3 || comp->h < 1 || comp->h > 4 || comp->v < 1 || comp->v > 4)
+            return 0;
+        for (i = 0; i < c; i++)
+            if (file->component[i].id == comp->id)
+                return 0;
+        if (comp->h > max_h) max_h = comp->h;
+        if (comp->v > max_v) max_v = comp->v;
+    }
+    /* three components: luma at most 2x2, chroma 1x1 (integer upsampling ratios, at most 6 blocks per MCU) */
+    for (c = 0; c < file->components && file->components == 3; c++)
+        if (c == 0 ? (file->component[0].h > 2 || file->component[0].v > 2)
+                   : (file->component[c].h != 1 || file->component[c].v != 1))
+            return 0;
+    return 1;
+}
+
+/* The scan header; 0 if outside the scope. */
+static int parse_scan(jpeg_file *file, const uint8_t *body, int length) {
+    int c;
+    if (length != 4 + 2 * file->components || body[0] != file->components)
+        return 0;
+    for (c = 0; c < file->components; c++) {
+        component *comp = &file->component[c];
+        if (body[1 + 2 * c] != comp->id || !file->quant_defined[comp->quant_table])
+            return 0;
+        comp->dc_table = body[2 + 2 * c] >> 4;
+        comp->ac_table = body[2 + 2 * c] & 15;
+        if (comp->dc_table > 1 || comp->ac_table > 1 || !file->dc[comp->dc_table].defined ||
+            !file->ac[comp->ac_table].defined)
+            return 0;
+    }
+    body += 1 + 2 * file->components;
+    return body[0] == 0 && body[1] == 63 && body[2] == 0; /* sequential: Ss 0, Se 63, Ah Al 0 */
+}
+
+/* Walk the markers up to the scan; 0 if this file is outside the scope. */
+static int parse_headers(jpeg_file *file) {
     const uint8_t *d = file->data;
     size_t pos = 2, size = file->size;
     int have_frame = 0;
@@ -117,35 +193,23 @@ static int parse_headers(gray_file *file) {
             pos++;
             continue;
         }
-        if (marker == SOI || marker == EOI || (marker >= RST0 && marker < RST0 + 8) || marker == 0x01)
-            return 0;
+        if (!(marker == SOF0 || marker == SOF1 || marker == DHT || marker == DQT || marker == DRI ||
+              marker == SOS || marker == COM || (marker >= APP0 && marker <= APP0 + 15)))
+            return 0; /* other frame types, arithmetic tables, DNL, stray RST/SOI/EOI, markers libjpeg rejects */
         length = read_u16(d + pos + 2);
         if (length < 2 || pos + 2 + (size_t)length > size)
             return 0;
         body = d + pos + 4;
         length -= 2;
         if (marker == SOF0 || marker == SOF1) {
-            if (have_frame || length != 9 || body[0] != 8 || body[5] != 1)
-                return 0;
-            file->sof_marker = marker;
-            file->height = read_u16(body + 1);
-            file->width = read_u16(body + 3);
-            file->component_id = body[6];
-            file->quant_table = body[8];
-            /* what libjpeg refuses stays refused: sampling factors outside 1-4, sizes over 65500 (and a
-             * height of 0, which a DNL marker would give later) */
-            if (file->height == 0 || file->width == 0 || file->height > 65500 || file->width > 65500 ||
-                file->quant_table > 3 || (body[7] >> 4) < 1 || (body[7] >> 4) > 4 || (body[7] & 15) < 1 ||
-                (body[7] & 15) > 4)
+            if (have_frame || !parse_frame(file, body, length, marker))
                 return 0;
             have_frame = 1;
-        } else if (marker >= 0xC2 && marker <= 0xCF && marker != DHT) {
-            return 0; /* progressive, lossless, hierarchical or arithmetic */
         } else if (marker == DQT) {
             size_t at = 0;
             while (at < (size_t)length) {
                 size_t table_length = (body[at] >> 4) ? 129 : 65;
-                if ((body[at] & 15) > 3 || at + table_length > (size_t)length)
+                if ((body[at] >> 4) > 1 || (body[at] & 15) > 3 || at + table_length > (size_t)length)
                     return 0;
                 file->quant_defined[body[at] & 15] = 1;
                 at += table_length;
@@ -169,16 +233,15 @@ static int parse_headers(gray_file *file) {
             if (length != 2)
                 return 0;
             file->restart_interval = read_u16(body);
-        } else if (marker == APP0 && length >= 12 && memcmp(body, "JFIF\0", 5) == 0) {
+        } else if (marker == APP0 && length >= 14 && memcmp(body, "JFIF\0", 5) == 0) {
+            if (body[5] != 1)
+                return 0; /* libjpeg warns about any other JFIF major version */
             memcpy(file->density, body + 7, 5);
+        } else if (marker == APP14 && length >= 12 && memcmp(body, "Adobe", 5) == 0) {
+            if (body[11] > 1)
+                return 0; /* libjpeg warns about an unknown colour transform */
         } else if (marker == SOS) {
-            if (!have_frame || length != 6 || body[0] != 1 || body[1] != file->component_id || body[3] != 0 ||
-                body[4] != 63 || body[5] != 0 || !file->quant_defined[file->quant_table])
-                return 0;
-            file->dc_table = body[2] >> 4;
-            file->ac_table = body[2] & 15;
-            if (file->dc_table > 1 || file->ac_table > 1 || !file->dc[file->dc_table].defined ||
-                !file->ac[file->ac_table].defined)
+            if (!have_frame || !parse_scan(file, body, length))
                 return 0;
             file->scan_start = pos + 2 + (size_t)length + 2;
             return 1;
@@ -207,7 +270,7 @@ typedef struct {
     size_t intervals;
 } scan_data;
 
-static int destuff(const gray_file *file, size_t expected_intervals, scan_data *scan) {
+static int destuff(const jpeg_file *file, size_t expected_intervals, scan_data *scan) {
     const uint8_t *d = file->data;
     size_t pos = file->scan_start, size = file->size, out = 0;
     int ended = 0;
@@ -218,11 +281,13 @@ static int destuff(const gray_file *file, size_t expected_intervals, scan_data *
     scan->interval_start[0] = 0;
     scan->intervals = 1;
     while (pos < size) {
-        uint8_t byte = d[pos++];
-        if (byte != 0xFF) {
-            scan->bytes[out++] = byte;
-            continue;
-        }
+        const uint8_t *marker = memchr(d + pos, 0xFF, size - pos);
+        size_t run = (marker ? (size_t)(marker - d) : size) - pos;
+        uint8_t byte;
+        memcpy(scan->bytes + out, d + pos, run); /* about 256 bytes between two 0xFF in coded data */
+        out += run, pos += run + 1;
+        if (!marker)
+            break;
         while (pos < size && d[pos] == 0xFF)
             pos++; /* fill bytes before a marker */
         if (pos == size)
@@ -387,10 +452,11 @@ static const uint8_t chroma_ac_values[162] = {
     0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda,
     0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa};
 
-static void put_headers(bit_writer *w, const gray_file *file) {
+static void put_headers(bit_writer *w, const jpeg_file *file) {
     uint8_t jfif[14] = {'J', 'F', 'I', 'F', 0, 1, 1, 0, 0, 0, 0, 0, 0, 0};
     uint8_t frame[17], dht[2 * 17 + 12 + 162], sos[10];
-    int c, chroma_dc = 1 - file->dc_table, chroma_ac = 1 - file->ac_table;
+    const component *grey = &file->component[0];
+    int c, chroma_dc = 1 - grey->dc_table, chroma_ac = 1 - grey->ac_table;
     size_t at = 0;
     put_raw(w, (const uint8_t *)"\xFF\xD8", 2);
     memcpy(jfif + 7, file->density, 5);
@@ -413,79 +479,110 @@ static void put_headers(bit_writer *w, const gray_file *file) {
     frame[3] = (uint8_t)(file->width >> 8), frame[4] = (uint8_t)file->width;
     frame[5] = 3;
     for (c = 0; c < 3; c++)
-        frame[6 + 3 * c] = (uint8_t)(c + 1), frame[7 + 3 * c] = 0x11, frame[8 + 3 * c] = (uint8_t)file->quant_table;
+        frame[6 + 3 * c] = (uint8_t)(c + 1), frame[7 + 3 * c] = 0x11, frame[8 + 3 * c] = (uint8_t)grey->quant_table;
     put_marker_segment(w, file->sof_marker, frame, 15);
     sos[0] = 3;
-    sos[1] = 1, sos[2] = (uint8_t)(file->dc_table << 4 | file->ac_table);
+    sos[1] = 1, sos[2] = (uint8_t)(grey->dc_table << 4 | grey->ac_table);
     sos[3] = 2, sos[4] = (uint8_t)(chroma_dc << 4 | chroma_ac);
     sos[5] = 3, sos[6] = sos[4];
     sos[7] = 0, sos[8] = 63, sos[9] = 0;
     put_marker_segment(w, SOS, sos, 10);
 }
 
-/* The whole splice; the output buffer in *result (malloc'd), or 0 if out of scope. */
-static int splice(const uint8_t *data, size_t size, uint8_t **result, size_t *result_length) {
-    gray_file file;
+/* Walk the scan, MCU by MCU and block by block; 0 if any of it does not parse.  With a writer (the
+ * splice, grey files only), each block's bits are copied out, followed by two empty chroma blocks. */
+static int walk_scan(const jpeg_file *file, bit_writer *out) {
+    const huff_table *dc[MAX_BLOCKS_IN_MCU], *ac[MAX_BLOCKS_IN_MCU];
+    const component *luma = &file->component[0];
     scan_data scan = {NULL, 0, NULL, 0};
-    bit_writer w = {NULL, 0, 0, 0};
-    size_t blocks, intervals, interval, bit = 0, done = 0, copied = 0;
-    const huff_table *dc, *ac;
-    int c;
-    int ok = 0;
-    memset(&file, 0, sizeof(file));
-    file.data = data, file.size = size;
-    if (!parse_headers(&file))
-        return 0;
-    dc = &file.dc[file.dc_table], ac = &file.ac[file.ac_table];
-    blocks = (size_t)((file.width + 7) / 8) * (size_t)((file.height + 7) / 8);
-    intervals = file.restart_interval ? (blocks + file.restart_interval - 1) / file.restart_interval : 1;
+    size_t mcus, intervals, interval, done = 0, bit = 0, room = file->size - file->scan_start;
+    int per_mcu = 0, c, b, ok = 0;
+    if (file->components == 1) { /* one block per MCU whatever the sampling factors (T.81 A.2.2) */
+        mcus = (size_t)((file->width + 7) / 8) * (size_t)((file->height + 7) / 8);
+    } else { /* chroma is 1x1, so the luma factors are the largest */
+        mcus = (size_t)((file->width + 8 * luma->h - 1) / (8 * luma->h)) *
+               (size_t)((file->height + 8 * luma->v - 1) / (8 * luma->v));
+    }
+    for (c = 0; c < file->components; c++) {
+        const component *comp = &file->component[c];
+        int count = file->components == 1 ? 1 : comp->h * comp->v;
+        for (b = 0; b < count; b++, per_mcu++)
+            dc[per_mcu] = &file->dc[comp->dc_table], ac[per_mcu] = &file->ac[comp->ac_table];
+    }
+    intervals = file->restart_interval ? (mcus + file->restart_interval - 1) / file->restart_interval : 1;
     /* a block takes 2 bits at least and a restart marker 2 bytes: a header that promises more than the
      * data can hold is a truncated file, refused before any size-derived allocation */
-    if (blocks / 4 > size - file.scan_start || intervals / 2 > size - file.scan_start)
+    if (mcus * (size_t)per_mcu / 4 > room || intervals / 2 > room)
         return 0;
-    if (!destuff(&file, intervals, &scan))
+    if (!destuff(file, intervals, &scan))
         goto out;
+    for (interval = 0; interval < intervals; interval++) {
+        size_t end = scan.interval_start[interval + 1] * 8;
+        size_t count = file->restart_interval ? (size_t)file->restart_interval : mcus;
+        if (count > mcus - done)
+            count = mcus - done;
+        bit = scan.interval_start[interval] * 8;
+        for (; count; count--, done++)
+            for (b = 0; b < per_mcu; b++) {
+                size_t start = bit;
+                if (!skip_block(dc[b], ac[b], scan.bytes, &bit) || bit > end)
+                    goto out; /* checked per block: a damaged one reads at most READ_AHEAD bytes past the end */
+                if (out) {
+                    copy_bits(out, scan.bytes, start, bit);
+                    put_bits(out, 0, 8); /* Cb and Cr: DC difference 0, end of block */
+                }
+            }
+        if ((bit + 7) / 8 != end / 8) /* bytes left over in this interval: not a clean scan */
+            goto out;
+        if (out) {
+            pad_to_byte(out);
+            if (interval + 1 < intervals) {
+                uint8_t restart[2] = {0xFF, (uint8_t)(RST0 + interval % 8)};
+                put_raw(out, restart, 2);
+            }
+        }
+    }
+    ok = done == mcus;
+out:
+    free(scan.bytes);
+    free(scan.interval_start);
+    return ok;
+}
+
+static int parse(const uint8_t *data, size_t size, jpeg_file *file) {
+    memset(file, 0, sizeof(*file));
+    file->data = data, file->size = size;
+    return parse_headers(file);
+}
+
+/* The whole splice; the output buffer in *result (malloc'd), or 0 if out of scope. */
+static int splice(const uint8_t *data, size_t size, uint8_t **result, size_t *result_length) {
+    jpeg_file file;
+    bit_writer w = {NULL, 0, 0, 0};
+    size_t blocks, intervals, copied = 0;
+    int c;
+    if (!parse(data, size, &file) || file.components != 1)
+        return 0;
+    blocks = (size_t)((file.width + 7) / 8) * (size_t)((file.height + 7) / 8);
+    intervals = file.restart_interval ? (blocks + file.restart_interval - 1) / file.restart_interval : 1;
+    if (blocks / 4 > size - file.scan_start)
+        return 0; /* before the allocation below: walk_scan refuses it too */
     for (c = 0; c < file.copied; c++)
         copied += file.copied_length[c];
     /* stuffing at most doubles the entropy bytes (one chroma byte per block among them); a restart marker
      * and its padding per interval; the copied tables; the other headers are under 1 KB */
-    w.out = malloc(2 * (scan.length + blocks) + 4 * intervals + copied + 1024);
+    w.out = malloc(2 * (size + blocks) + 4 * intervals + copied + 1024);
     if (!w.out)
-        goto out;
+        return 0;
     put_headers(&w, &file);
-    for (interval = 0; interval < intervals; interval++) {
-        size_t end = scan.interval_start[interval + 1];
-        size_t count = file.restart_interval ? (size_t)file.restart_interval : blocks;
-        if (count > blocks - done)
-            count = blocks - done;
-        bit = scan.interval_start[interval] * 8;
-        for (; count; count--, done++) {
-            size_t start = bit;
-            if (!skip_block(dc, ac, scan.bytes, &bit) || bit > end * 8)
-                goto out;
-            copy_bits(&w, scan.bytes, start, bit);
-            put_bits(&w, 0, 8); /* Cb and Cr: DC difference 0, end of block */
-        }
-        if ((bit + 7) / 8 != end) /* bytes left over in this interval: not a clean scan */
-            goto out;
-        pad_to_byte(&w);
-        if (interval + 1 < intervals) {
-            uint8_t restart[2] = {0xFF, (uint8_t)(RST0 + interval % 8)};
-            put_raw(&w, restart, 2);
-        }
+    if (!walk_scan(&file, &w)) {
+        free(w.out);
+        return 0;
     }
     put_raw(&w, (const uint8_t *)"\xFF\xD9", 2);
-    ok = done == blocks;
-out:
-    free(scan.bytes);
-    free(scan.interval_start);
-    if (ok) {
-        *result = w.out;
-        *result_length = w.length;
-    } else {
-        free(w.out);
-    }
-    return ok;
+    *result = w.out;
+    *result_length = w.length;
+    return 1;
 }
 
 static PyObject *gray_to_color(PyObject *self, PyObject *args) {
@@ -508,12 +605,28 @@ static PyObject *gray_to_color(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *scan_is_clean(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    jpeg_file file;
+    int clean;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*", &input))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    clean = parse((const uint8_t *)input.buf, (size_t)input.len, &file) && walk_scan(&file, NULL);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&input);
+    return PyBool_FromLong(clean);
+}
+
 static PyMethodDef methods[] = {
     {"gray_to_color", gray_to_color, METH_VARARGS,
      "gray_to_color(data) -> 3-component JPEG bytes spliced losslessly from a baseline grey JPEG, or None"},
+    {"scan_is_clean", scan_is_clean, METH_VARARGS,
+     "scan_is_clean(data) -> True if every block parses and libjpeg reads the file silently; False: ask libjpeg"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpegsplice", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpegscan", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__jpegsplice(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__jpegscan(void) { return PyModule_Create(&module); }
