@@ -47,7 +47,7 @@
 #include <string.h>
 
 enum { SOF0 = 0xC0, SOF1 = 0xC1, DHT = 0xC4, RST0 = 0xD0, SOI = 0xD8, EOI = 0xD9, SOS = 0xDA, DQT = 0xDB,
-       DRI = 0xDD, APP0 = 0xE0, APP14 = 0xEE, COM = 0xFE, LOOKAHEAD = 9, MAX_COMPONENTS = 3,
+       DRI = 0xDD, APP0 = 0xE0, APP14 = 0xEE, COM = 0xFE, LOOKAHEAD = 9, WINDOW = 12, MAX_COMPONENTS = 3,
        MAX_BLOCKS_IN_MCU = 6 };
 
 /* One decoding table, built as in ITU T.81 F.2.2.3, plus a 9-bit lookahead that says, for the
@@ -59,6 +59,10 @@ typedef struct {
     int32_t valoffset[17];
     uint8_t values[256];
     uint16_t skip[1 << LOOKAHEAD]; /* (coefficients << 8) | bits; 0: not there, take the slow path */
+    /* AC tables: every whole symbol (code and extra bits) in the next WINDOW bits, at once.  One lookup
+     * then stands for about two, which halves the walk's chain of dependent loads.  bits | coefficients
+     * << 4 (end of block counted as 1) | end of block << 11; 0: no whole symbol, take the one-symbol path */
+    uint16_t several[1 << WINDOW];
 } huff_table;
 
 typedef struct {
@@ -89,6 +93,28 @@ static int ac_coefficients(int symbol) {
         return run == 15 ? 16 : run == 0 ? 0 : -1;
     return size > 10 ? -1 : run + 1;
 }
+/* The several-symbol lookups, from the one-symbol ones: a symbol whose bits (code and extra) lie within the
+ * window was identified by those bits alone, whatever the zero padding after the window. */
+static void fill_several(huff_table *table) {
+    unsigned window;
+    for (window = 0; window < (1u << WINDOW); window++) {
+        int bits = 0, coefficients = 0, end_of_block = 0;
+        while (bits < WINDOW) {
+            int entry = table->skip[((window << bits) & ((1u << WINDOW) - 1)) >> (WINDOW - LOOKAHEAD)];
+            int length = entry & 0xFF, covers = entry >> 8;
+            if (!entry || bits + length > WINDOW || coefficients + covers > 63)
+                break;
+            bits += length;
+            if (!covers) {
+                coefficients++, end_of_block = 1;
+                break;
+            }
+            coefficients += covers;
+        }
+        table->several[window] = (uint16_t)(bits ? bits | coefficients << 4 | end_of_block << 11 : 0);
+    }
+}
+
 static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *symbols, int total, int is_ac) {
     int length, i, k = 0;
     int32_t code = 0;
@@ -114,6 +140,8 @@ static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *
     }
     table->maxcode[17] = 0x7FFFFFFF;
     table->defined = 1;
+    if (is_ac)
+        fill_several(table);
     return 1;
 }
 
@@ -358,6 +386,14 @@ static int skip_block(const huff_table *dc, const huff_table *ac, const uint8_t 
     used += entry & 0xFF;
     while (k < 64) {
         REFILL();
+        entry = ac->several[(word << used) >> (64 - WINDOW)];
+        if (entry && k + ((entry >> 4) & 0x7F) <= 64) { /* never past the block's end: the next block's bits */
+            used += entry & 15;
+            k += (entry >> 4) & 0x7F;
+            if (entry >> 11)
+                break; /* end of block, counted as one coefficient */
+            continue;
+        }
         entry = ac->skip[(word << used) >> (64 - LOOKAHEAD)];
         if (!entry) {
             symbol = decode_long(ac, word << used, &length);
