@@ -93,6 +93,7 @@ static int ac_coefficients(int symbol) {
         return run == 15 ? 16 : run == 0 ? 0 : -1;
     return size > 10 ? -1 : run + 1;
 }
+
 /* The several-symbol lookups, from the one-symbol ones: a symbol whose bits (code and extra) lie within the
  * window was identified by those bits alone, whatever the zero padding after the window. */
 static void fill_several(huff_table *table) {
@@ -128,6 +129,8 @@ static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *
         for (i = 0; i < counts[length - 1]; i++, k++, code++) {
             int symbol = symbols[k], covers = is_ac ? ac_coefficients(symbol) : (symbol <= 11 ? 0 : -1);
             int extra = symbol & 15, shift = LOOKAHEAD - length, fill;
+            if (code >= (1 << length))
+                return 0; /* more codes than the length holds (checked before the fill below writes past skip[]) */
             if (length > LOOKAHEAD || covers < 0)
                 continue; /* slow path: longer codes, and symbols that make the walk fail */
             for (fill = 0; fill < (1 << shift); fill++)
@@ -135,7 +138,7 @@ static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *
         }
         table->maxcode[length] = counts[length - 1] ? code - 1 : -1;
         if (code >= (1 << length))
-            return 0; /* more codes than the length holds, or an all-ones code: libjpeg refuses the table too */
+            return 0; /* an all-ones code: libjpeg refuses the table too */
         code <<= 1;
     }
     table->maxcode[17] = 0x7FFFFFFF;

@@ -222,3 +222,12 @@ def test_packing_damaged_colour_jpeg_names_libjpegs_complaint():
     with pytest.raises(BadImageError, match="does not decode cleanly .*Corrupt JPEG data"):
         prepare_image(damaged, PrepareOptions())
     assert prepare_image(source, PrepareOptions()).stored == source
+
+
+def test_huffman_table_with_more_codes_than_its_lengths_hold_is_refused_before_it_is_filled():
+    # 200 one-bit codes: filling the lookahead before counting them would write far past its end
+    overfull = bytes([0x00, 200]) + bytes(15) + bytes(200)  # DC table 0: 200 codes of length 1, symbols 0
+    for source in (_gray_photo((16, 16), quality=90), _colour_photo((16, 16), quality=90)):
+        damaged = _with_segment_after_soi(source, 0xC4, overfull)
+        assert not scan_is_clean(damaged)
+        assert splice(damaged) is None
