@@ -137,7 +137,7 @@ def _checked(operation, data: bytes):
 def _check_decodes(data: bytes) -> None:
     """The default check of a JPEG stored as is; damaged data fails as BadImageError.
 
-    The block walk settles clean baseline files (nearly all) at about 0.7x
+    The block walk settles clean baseline files (nearly all) at about 0.6x
     the cost of libjpeg's entropy decoder and refuses anything it is not sure
     of; libjpeg then decides, and names the damage.
     """
