@@ -19,6 +19,9 @@ that names shards the disk never received.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
 import hashlib
 import itertools
 import json
@@ -112,11 +115,30 @@ _progress: tuple | None = None  # (images, bytes) shared counters, set once per 
 _buffers: StagingBuffers | None = None  # the worker's write buffers, reused for every shard it writes
 
 
-def _init_worker(images, nbytes) -> None:
+def _init_worker(images, nbytes, parent: int) -> None:
     global _progress, _buffers
+    _die_with_parent(parent)
     _progress = (images, nbytes)
     _buffers = StagingBuffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the pack process dies (Linux; elsewhere a no-op).
+
+    Why: a worker outliving a killed pack would finish its shard and rename it
+    into place while a rerun is already rewriting the folder.  The workers
+    also hold the folder's lock (inherited), so a rerun waits for nothing:
+    they are gone when it starts.
+    """
+    if sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _report_progress(images: int, nbytes: int) -> None:
@@ -288,11 +310,31 @@ def _shard_intact(out_dir: str, files: ShardFiles) -> bool:
     return True
 
 
-def start_or_resume(out_dir: str, print_hash: str, overwrite: bool) -> dict[int, dict]:
-    """Prepare ``out_dir``; return the notes of finished shards that this run can keep."""
+@contextlib.contextmanager
+def exclusive(out_dir: str) -> Iterator[None]:
+    """Hold OUT's lock for a whole pack, so that two packs never write into one folder.
+
+    An advisory ``flock`` on the folder itself (nothing to clean up; the
+    kernel drops it when the last process holding it exits, and forked
+    workers inherit it).
+    """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PackError(f"{out_dir}: exists and is not a folder")
     os.makedirs(out_dir, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PackError(f"{out_dir}: another recpack pack is writing into this folder; "
+                            "wait for it to finish, or stop it and rerun") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def start_or_resume(out_dir: str, print_hash: str, overwrite: bool) -> dict[int, dict]:
+    """Prepare ``out_dir`` (existing, and locked by ``exclusive``); return the notes of finished shards to keep."""
     if os.path.exists(os.path.join(out_dir, mf.MANIFEST_NAME)):
         if not overwrite:
             raise PackError(f"{out_dir}: already holds a complete dataset; pass --overwrite to replace it")
@@ -374,7 +416,7 @@ def _run_workers(tasks: Iterable[ShardTask], count: int, workers: int, total: in
     """
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     images, nbytes = context.Value("q", 0), context.Value("q", 0)
-    with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes)) as pool:
+    with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes, os.getpid())) as pool:
         started = time.monotonic()
         with tqdm(total=total, unit="img", desc="pack", disable=not show_progress, dynamic_ncols=True) as bar:
 
@@ -396,10 +438,16 @@ def _run_workers(tasks: Iterable[ShardTask], count: int, workers: int, total: in
 
 
 def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool = True) -> PackResult:
+    """Pack ``source`` into ``out_dir``, resuming an interrupted run of the same pack."""
     if options.shards < 1:
         raise PackError("--shards must be at least 1")
     if options.shards > len(source):
         raise PackError(f"--shards {options.shards} exceeds the number of images ({len(source)}) in {source.description}")
+    with exclusive(out_dir):
+        return _pack_locked(source, out_dir, options, show_progress)
+
+
+def _pack_locked(source: Source, out_dir: str, options: PackOptions, show_progress: bool) -> PackResult:
     started = time.monotonic()
     work = os.path.join(out_dir, WORK_DIR)
     notes = start_or_resume(out_dir, fingerprint(source, options), options.overwrite)

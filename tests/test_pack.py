@@ -423,6 +423,55 @@ def test_killed_pack_leaves_no_manifest_and_rerun_completes(tmp_path):
     assert not [name for name in os.listdir(tmp_path / "out") if name.endswith(".tmp")]
 
 
+def _live_processes_in_group(group: int) -> list[int]:
+    """Processes of a process group that still run (zombies, which hold nothing, not counted)."""
+    live = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            live.append(int(entry))
+    return live
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers die with their parent through Linux's prctl")
+def test_workers_die_with_a_killed_pack_before_finishing_their_shard(tmp_path):
+    import corpus
+
+    corpus.make_small_jpegs(tmp_path / "imgs" / "a", 300, size=(320, 240))
+    command = [sys.executable, "-m", "recpack", "pack", str(tmp_path / "imgs"), str(tmp_path / "out"),
+               "--shards", "2", "--workers", "2", "--resize", "64", "--quiet"]  # two shards of ~1 s each
+    process = subprocess.Popen(command, start_new_session=True)
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(n.endswith(".rec.tmp") for n in (os.listdir(out) if out.exists() else [])):
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)  # the pack process alone, not its workers
+    process.wait()
+    deadline = time.monotonic() + 10
+    while _live_processes_in_group(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_processes_in_group(process.pid) == [], "workers outlived the killed pack"
+    assert not [name for name in os.listdir(out) if name.endswith(".rec")], "a worker finished its shard after the kill"
+    run_cli("pack", tmp_path / "imgs", out, "--shards", "2", "--resize", "64", "--quiet")
+    run_cli("pack", tmp_path / "imgs", tmp_path / "clean", "--shards", "2", "--resize", "64", "--quiet")
+    assert shard_digests(out) == shard_digests(tmp_path / "clean")
+
+
+def test_a_second_pack_into_a_folder_being_packed_is_refused(photo_dir, tmp_path):
+    out = tmp_path / "out"
+    with packer_module.exclusive(str(out)):
+        result = run_cli("pack", photo_dir, out, "--shards", "2", "--quiet", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"recpack: error: {out}: another recpack pack is writing into this folder; "
+                                     "wait for it to finish, or stop it and rerun")
+    assert os.listdir(out) == []
+    run_cli("pack", photo_dir, out, "--shards", "2", "--quiet")  # the lock went with its holder
+
+
 def test_jpeg_header_reads_size_components_and_orientation(photo_dir, hostile):
     data = (photo_dir / "cat" / "small_0000.jpg").read_bytes()
     info = read_jpeg_header(data)
