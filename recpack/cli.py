@@ -195,11 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("out", help="output dataset folder")
     pack.add_argument("--shards", type=int, default=64, help="number of shards (default 64)")
     pack.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    pack.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0: reruns are byte-identical)")
+    pack.add_argument("--seed", type=_non_negative, default=0, help="shuffle seed (default 0: reruns are byte-identical)")
     pack.add_argument("--root", default=None,
                       help="folder that relative list paths are under (default: a '# root: DIR' first line, else the list's folder)")
     pack.add_argument("--check", choices=("decode", "header"), default="decode",
-                      help="decode: decode every JPEG at 1/8 scale (default); header: check markers only, faster")
+                      help="decode: check that every block of every JPEG parses (default); header: check markers only, faster")
     pack.add_argument("--resize", type=int, default=None, metavar="SHORTER_SIDE",
                       help="shrink images whose shorter side is larger, re-encoding them")
     pack.add_argument("--quality", type=int, default=95, help="JPEG quality where images are re-encoded (default 95)")
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vs-files", default=None, metavar="LIST",
                        help="also read these images (list or ImageFolder) as individual files in shuffled order")
     bench.add_argument("--root", default=None, help="folder that relative --vs-files paths are under")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=_non_negative, default=0)
     bench.add_argument("--json", action="store_true", help="one JSON document with every figure")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--model", action="store_true", help="only print the I/O model's epoch-time table")
@@ -267,11 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+def _whole_number(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
     return value
+
+
+def _non_negative(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _positive(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def _bench_stages(text: str) -> str:
@@ -283,6 +294,8 @@ def _bench_stages(text: str) -> str:
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.command == "pack":
+        if not args.out.strip():
+            parser.error("OUT is empty: name the output dataset folder")
         if args.resize is not None and args.resize < 1:
             parser.error("--resize must be a positive number of pixels")
         if not 1 <= args.quality <= 100:

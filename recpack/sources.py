@@ -22,11 +22,14 @@ record's *key* (what ``recpack get`` looks up).
 
 from __future__ import annotations
 
+import math
 import os
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 from .errors import ListFileError, RecpackError
 
@@ -96,11 +99,20 @@ def _is_integer(text: str) -> bool:
     return text.strip().lstrip("+-").isdigit()
 
 
-def _labels(fields: list[str], where: tuple[str, int]) -> tuple[float, ...]:
+def _labels(fields: list[str], where: tuple[str, int], hint: str = "") -> tuple[float, ...]:
+    """The labels of one line, each one that the record format's float32 holds exactly."""
+    labels = []
     for field in fields:
         if not _is_number(field):
-            raise ListFileError(*where, f"label {field.strip()!r} is not a number")
-    return tuple(float(field) for field in fields)
+            raise ListFileError(*where, f"label {field.strip()!r} is not a number{hint}")
+        value = float(field)
+        if not math.isfinite(value):
+            raise ListFileError(*where, f"label {field.strip()!r} is not a finite number")
+        if float(np.float32(value)) != value and value.is_integer():
+            raise ListFileError(*where, f"label {field.strip()!r} is too large to be stored exactly "
+                                "(labels are float32: whole numbers up to 16,777,216)")
+        labels.append(value)
+    return tuple(labels)
 
 
 def parse_list_line(text: str, where: tuple[str, int]) -> tuple[str, tuple[float, ...], str | None] | None:
@@ -121,13 +133,34 @@ def parse_list_line(text: str, where: tuple[str, int]) -> tuple[str, tuple[float
     else:
         tokens = line.rsplit(None, 1)
         if len(tokens) == 2:
-            path, labels, mask = tokens[0], _labels([tokens[1]], where), None
+            hint = " (a path with spaces needs a tab before its label)"
+            path, labels, mask = tokens[0], _labels([tokens[1]], where, hint), None
         else:
             path, labels, mask = line, (), None
     path = path.strip()
     if not path:
         raise ListFileError(*where, "no image path")
     return path, labels, mask
+
+
+def _check_consistent(source: Source, labels: tuple[float, ...], mask: str | None, where: tuple[str, int]) -> None:
+    """Every line like the first: as many labels, a mask or none, and a whole-number class if one label.
+
+    Why: readers build one batch layout per dataset (a label vector of fixed
+    width, or an image and a mask), and a single label is read as an int64
+    class index.
+    """
+    if len(labels) == 1 and not labels[0].is_integer():
+        raise ListFileError(*where, f"label {labels[0]:g} is not a whole number (a single label is a class index; "
+                            "give two or more labels per line for a vector of floats)")
+    if not len(source):
+        return
+    if len(labels) != len(source.labels[0]):
+        raise ListFileError(*where, f"{len(labels)} labels, but the lines before have {len(source.labels[0])} "
+                            "(every line needs the same number, so that MXNet and recpack readers agree)")
+    if (mask is None) != (0 not in source.masks):
+        raise ListFileError(*where, "no mask, but the lines before have one" if mask is None
+                            else "a mask, but the lines before have none")
 
 
 def _resolve(root: str, path: str) -> str:
@@ -150,6 +183,8 @@ def read_list(list_path: str, root: str | None = None) -> Source:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise ListFileError(list_path, number, f"not UTF-8 text ({error.reason})") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors save UTF-8
             if source is None:
                 if root is None and text.startswith(ROOT_COMMENT):
                     root = os.path.join(list_dir, text[len(ROOT_COMMENT) :].rstrip("\r\n"))
@@ -162,11 +197,7 @@ def read_list(list_path: str, root: str | None = None) -> Source:
             if parsed is None:
                 continue
             path, labels, mask = parsed
-            if len(source) and len(labels) != len(source.labels[0]):
-                raise ListFileError(
-                    list_path, number, f"{len(labels)} labels, but the lines before have {len(source.labels[0])} "
-                    "(every line needs the same number, so that MXNet and recpack readers agree)",
-                )
+            _check_consistent(source, labels, mask, (list_path, number))
             if len(fields) == 2 and len(labels) == 1:
                 single_labels[fields[1]] = labels
             source.append(number, path, labels, mask)
@@ -196,10 +227,12 @@ def scan_image_folder(directory: str) -> Source:
         raise RecpackError(f"{directory}: no class subfolders (expected DIR/<class>/<image>)")
     source = Source(root, root, tuple(classes))
     for label, name in enumerate(classes):
+        before = len(source)
         for path in _class_files(os.path.join(root, name)):
             source.append(len(source) + 1, os.path.relpath(path, root), (float(label),))
-    if not len(source):
-        raise RecpackError(f"{directory}: no image files in its class subfolders")
+        if len(source) == before:  # a class no record has would still take a label number
+            raise RecpackError(f"{os.path.join(directory, name)}: class folder holds no image files; "
+                               "remove it or add images")
     return source
 
 

@@ -334,7 +334,23 @@ def test_bad_list_line_is_one_line_error_without_traceback(tmp_path):
     listing = write_list(tmp_path / "list.txt", ["a.jpg 1", "b.jpg two"])
     result = run_cli("pack", listing, tmp_path / "out", check=False)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"recpack: error: {listing}:2: label 'two' is not a number"
+    assert result.stderr.strip() == (f"recpack: error: {listing}:2: label 'two' is not a number "
+                                     "(a path with spaces needs a tab before its label)")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--seed", "-1"], "argument --seed: must be at least 0, not -1"),
+        (["--seed", "x"], "argument --seed: 'x' is not a whole number"),
+        (["--shards", "0"], "--shards must be at least 1"),
+    ],
+)
+def test_bad_options_are_one_line_errors_that_leave_no_folder(photo_dir, tmp_path, options, message):
+    result = run_cli("pack", photo_dir, tmp_path / "out", *options, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(message)
+    assert not (tmp_path / "out").exists()
 
 
 def test_refuses_to_overwrite_a_complete_dataset(photo_dir, tmp_path):

@@ -36,10 +36,15 @@ def test_blank_and_comment_lines_are_skipped(line):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("a.jpg cat\n", "label 'cat' is not a number"),
+        ("a.jpg cat\n", "label 'cat' is not a number (a path with spaces needs a tab before its label)"),
         ("a.jpg\tcat\n", "label 'cat' is not a number"),
         ("a.jpg\tx\t2\n", "label 'x' is not a number"),
         ("\t3\n", "no image path"),
+        ("my photo.jpg\n", "label 'photo.jpg' is not a number (a path with spaces needs a tab before its label)"),
+        ("a.jpg\tnan\n", "label 'nan' is not a finite number"),
+        ("a.jpg\t1\t-inf\n", "label '-inf' is not a finite number"),
+        ("a.jpg\t100000000000\n",
+         "label '100000000000' is too large to be stored exactly (labels are float32: whole numbers up to 16,777,216)"),
     ],
 )
 def test_bad_lines_name_file_and_line(line, message):
@@ -111,3 +116,41 @@ def test_lines_must_agree_on_the_number_of_labels(tmp_path):
     listing.write_text("a.jpg\t1\nb.jpg\t1\t2\t3\n")
     with pytest.raises(ListFileError, match=r"list.txt:2: 3 labels, but the lines before have 1"):
         read_list(str(listing))
+
+
+def test_a_single_label_is_a_whole_class_index_while_vectors_may_hold_fractions(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.jpg\t0.5\t16777216\n")
+    assert read_list(str(listing)).labels[0] == (0.5, 16777216.0)
+    listing.write_text("a.jpg\t1\nb.jpg\t1.5\n")
+    with pytest.raises(ListFileError, match=r"list.txt:2: label 1.5 is not a whole number \(a single label is a class index"):
+        read_list(str(listing))
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ("a.jpg\t1\ta.png\nb.jpg\t2\n", "list.txt:2: no mask, but the lines before have one"),
+        ("a.jpg\t1\nb.jpg\t2\tb.png\n", "list.txt:2: a mask, but the lines before have none"),
+    ],
+)
+def test_lines_must_agree_on_having_a_mask(tmp_path, lines, message):
+    listing = tmp_path / "list.txt"
+    listing.write_text(lines)
+    with pytest.raises(ListFileError) as caught:
+        read_list(str(listing))
+    assert str(caught.value).endswith(message)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("\ufeffa.jpg\t1\n", encoding="utf-8")
+    assert read_list(str(listing)).keys == ["a.jpg"]
+
+
+def test_an_empty_class_folder_is_an_error_not_a_label(tmp_path):
+    (tmp_path / "ant").mkdir()
+    (tmp_path / "bee").mkdir()
+    (tmp_path / "bee" / "1.jpg").write_bytes(b"x")
+    with pytest.raises(RecpackError, match=r"ant: class folder holds no image files"):
+        scan_image_folder(str(tmp_path))
