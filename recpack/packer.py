@@ -31,12 +31,14 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Container, Iterable, Iterator
 
+from PIL import Image
 from tqdm import tqdm
 
 from . import __version__
@@ -121,6 +123,9 @@ def _init_worker(images, nbytes, parent: int) -> None:
     _progress = (images, nbytes)
     _buffers = StagingBuffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    # Pillow warns of images over ~89 Mpixel and refuses those over twice that (a bad input, reported);
+    # below its limit a large image is just packed: no warning through the progress bar
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 _PR_SET_PDEATHSIG = 1

@@ -162,6 +162,8 @@ def _open_image(data: bytes) -> Image.Image:
         image.load()
     except UnidentifiedImageError:  # its message names a BytesIO object by address
         raise BadImageError("not a decodable image (no known image format)") from None
+    except Image.DecompressionBombError as error:  # memory stays bounded: refuse rather than decode
+        raise BadImageError(f"too large to convert ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"not a decodable image ({error})") from None
     return image

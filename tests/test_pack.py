@@ -137,6 +137,30 @@ def test_bad_inputs_are_skipped_and_reported(photo_dir, hostile, tmp_path):
     assert [row.split("\t")[0] for row in report[1:]] == ["4", "5", "6", "7", "8"]
 
 
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (what Pillow's bomb guard reads)."""
+    import struct
+    import zlib
+
+    data = io.BytesIO()
+    Image.new("L", (1, 1)).save(data, format="PNG")
+    png = bytearray(data.getvalue())
+    png[16:24] = struct.pack(">II", width, height)  # IHDR's width and height, after signature, length, type
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+def test_an_image_over_pillows_size_limit_is_a_reported_bad_input(photo_dir, tmp_path):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_claiming_size(14000, 14000))
+    good = sorted((photo_dir / "cat").iterdir())[0]
+    listing = write_list(tmp_path / "list.txt", [f"{good}\t0", f"{huge}\t1"])
+    result = run_cli("pack", listing, tmp_path / "out", "--shards", "1", "--quiet")
+    assert "skipped 1 bad input" in result.stdout and "Traceback" not in result.stderr
+    row = (tmp_path / "out" / mf.REPORT_NAME).read_text().splitlines()[1].split("\t")
+    assert row[:2] == ["2", str(huge)] and row[2].startswith("too large to convert (Image size (196000000 pixels)")
+
+
 def test_strict_fails_without_a_manifest(photo_dir, hostile, tmp_path):
     listing = write_list(tmp_path / "list.txt", [f"{photo_dir}/cat/small_0000.jpg\t0", f"{hostile['truncated']}\t0"])
     result = run_cli("pack", listing, tmp_path / "out", "--shards", "1", "--strict", "--quiet", check=False)
