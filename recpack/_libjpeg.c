@@ -47,11 +47,21 @@ static void on_message(j_common_ptr cinfo, int level) {
     (void)level;
 }
 
-/* For check(): the first warning (recoverable corruption) becomes the failure,
- * except "extraneous bytes before marker", which real camera files often carry. */
+/* Bytes libjpeg skips to find a marker ("N extraneous bytes before marker").  In a file whose headers
+ * passed recpack's marker walk they can only be entropy-coded data that no block used: a damaged scan
+ * whose blocks came out short, with garbage pixels from there on.  A few are let through, as stray
+ * padding that a file which decodes whole may carry before its end; more are damage. */
+#define MAX_UNUSED_SCAN_BYTES 16
+
+static int skipped_bytes_are_harmless(const struct jpeg_error_mgr *manager) {
+    return manager->msg_code == JWRN_EXTRANEOUS_DATA && manager->msg_parm.i[0] <= MAX_UNUSED_SCAN_BYTES;
+}
+
+/* For check(): the first warning (recoverable corruption) becomes the failure, unless it is
+ * harmless skipped bytes. */
 static void on_warning_fail(j_common_ptr cinfo, int level) {
     struct error_state *state = (struct error_state *)cinfo->err;
-    if (level < 0 && cinfo->err->msg_code != JWRN_EXTRANEOUS_DATA && state->message[0] == '\0')
+    if (level < 0 && !skipped_bytes_are_harmless(cinfo->err) && state->message[0] == '\0')
         (*cinfo->err->format_message)(cinfo, state->message);
 }
 
@@ -307,4 +317,11 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_libjpeg", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__libjpeg(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__libjpeg(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "MAX_UNUSED_SCAN_BYTES", MAX_UNUSED_SCAN_BYTES) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -34,6 +34,7 @@ Decisions, in one place:
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -47,6 +48,7 @@ from .decode import dct_eighths
 from .errors import BadImageError
 from ._jpegscan import gray_to_color as splice_gray_to_color
 from ._jpegscan import scan_is_clean
+from ._libjpeg import MAX_UNUSED_SCAN_BYTES
 from ._libjpeg import check as check_jpeg
 from ._libjpeg import gray_to_color as gray_to_color_jpeg
 from .jpeg_header import JpegInfo, is_jpeg, read_jpeg_header
@@ -105,8 +107,9 @@ def _tj_decode(data: bytes, pixel_format: int, scaling_factor: tuple[int, int] |
     """libjpeg-turbo decode that fails on damaged data.
 
     libjpeg reports damaged entropy data as *warnings* and still returns an
-    image with grey blocks, so warnings count as failures here -- except the
-    harmless "extraneous bytes before marker", common in real camera files.
+    image with grey blocks, so warnings count as failures here -- except
+    skipped bytes that ``check_jpeg`` also lets through (see
+    ``_skipped_bytes_are_harmless``).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -116,9 +119,22 @@ def _tj_decode(data: bytes, pixel_format: int, scaling_factor: tuple[int, int] |
             raise BadImageError(f"does not decode ({error})") from None
     for warning in caught:
         message = str(warning.message)
-        if "extraneous bytes before marker" not in message:
+        if not _skipped_bytes_are_harmless(message):
             raise BadImageError(f"does not decode cleanly ({message})")
     return pixels
+
+
+_SKIPPED_BYTES = re.compile(r"(\d+) extraneous bytes before marker")
+
+
+def _skipped_bytes_are_harmless(warning: str) -> bool:
+    """libjpeg's "N extraneous bytes before marker" warning, judged as ``_libjpeg.check`` judges it.
+
+    Past ``read_jpeg_header`` such bytes can only be scan data that no block
+    used, a damaged scan, unless there are only a few (stray padding).
+    """
+    match = _SKIPPED_BYTES.search(warning)
+    return match is not None and int(match[1]) <= MAX_UNUSED_SCAN_BYTES
 
 
 def _checked(operation, data: bytes):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from recpack import writer as writer_module
 from recpack._libjpeg import check as check_jpeg
 from recpack._libjpeg import gray_to_color
 from recpack.decode import dct_eighths
-from recpack.errors import PackError
+from recpack.errors import BadImageError, PackError
 from recpack.format import unpack_payload
 from recpack.jpeg_header import read_jpeg_header
 from recpack.packer import PackOptions, pack
@@ -29,6 +30,7 @@ from recpack.prepare import PrepareOptions, prepare_image
 from recpack.reader import ShardReader
 from recpack.sources import SourceItem, open_source
 from recpack.writer import ShardWriter, StagingBuffers
+from turbojpeg import TurboJPEG
 
 
 def records(out):
@@ -230,6 +232,30 @@ def test_decode_check_reads_the_scan_to_its_last_row(photo_dir):
         read_jpeg_header(cut)
         with pytest.raises(ValueError, match="[Pp]remature end"):
             check_jpeg(cut)
+
+
+@pytest.mark.parametrize(
+    # stray bytes before the end-of-image marker, which libjpeg skips with a warning; it has already taken
+    # one of them into its bit buffer, and counts one fewer
+    "inserted, reported, accepted",
+    [
+        (17, 16, True),  # a few unused bytes after the scan: let through, as padding
+        (18, 17, False),  # more: scan data that no block used, a damaged scan
+    ],
+)
+@pytest.mark.parametrize("options", [{}, {"resize": 32}], ids=["decode-check", "resize"])
+def test_unused_bytes_after_the_scan_are_damage_beyond_a_few(photo_dir, inserted, reported, accepted, options):
+    jpeg = sorted((photo_dir / "cat").iterdir())[0].read_bytes()
+    damaged = jpeg[:-2] + b"\x5a" * inserted + jpeg[-2:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TurboJPEG().decode(damaged)
+    assert {str(w.message) for w in caught} == {f"Corrupt JPEG data: {reported} extraneous bytes before marker 0xd9"}
+    if accepted:
+        assert read_jpeg_header(prepare_image(damaged, PrepareOptions(**options)).stored).components == 3
+    else:
+        with pytest.raises(BadImageError, match=f"^does not decode cleanly \\(Corrupt JPEG data: {reported} extraneous"):
+            prepare_image(damaged, PrepareOptions(**options))
 
 
 def _stored_image(tmp_path, path, **options):
