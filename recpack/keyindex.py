@@ -14,7 +14,7 @@ from typing import Iterable
 import lmdb
 
 from .errors import DatasetError
-from .manifest import KEY_INDEX_NAME
+from .manifest import KEY_INDEX_NAME, Manifest
 
 _VALUE = struct.Struct("<IIQ")
 _MAP_SIZE = 1 << 40  # address space only: LMDB files grow with what is written
@@ -32,15 +32,51 @@ def add(env: lmdb.Environment, shard: int, entries: Iterable[tuple[str, int, int
         txn.cursor().putmulti(items)
 
 
+def expected(manifest: Manifest) -> bool:
+    """Whether the dataset should have a key index: every packed one does, an imported one need not.
+
+    The manifest records no flag for it, and needs none: every manifest that
+    ``recpack pack`` wrote, since the first format version, has ``keys.lmdb``
+    beside it, while ``recpack import`` writes none (its .rec files name no
+    source keys) and is the only writer that sets ``created["imported"]``.
+    """
+    return not manifest.created.get("imported")
+
+
+def _open_readonly(dataset_dir: str) -> lmdb.Environment:
+    """The key index opened for reading without writing a byte (no lock file); one-line errors."""
+    path = os.path.join(dataset_dir, KEY_INDEX_NAME)
+    if not os.path.exists(path):
+        raise DatasetError(f"{dataset_dir}: no key index ({KEY_INDEX_NAME}); it is written by recpack pack")
+    try:
+        return lmdb.open(path, readonly=True, lock=False, subdir=True)
+    except lmdb.Error as error:
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: str, error: lmdb.Error) -> DatasetError:
+    """One line naming the index; LMDB's message repeats the path, so that is dropped."""
+    detail = " ".join(str(error).split()).removeprefix(f"{path}: ")
+    return DatasetError(f"{path}: unreadable key index ({detail})")
+
+
+def count(dataset_dir: str) -> int:
+    """How many keys the index holds (from LMDB's own statistics: no entry is read)."""
+    env = _open_readonly(dataset_dir)
+    try:
+        return int(env.stat()["entries"])
+    finally:
+        env.close()
+
+
 def lookup(dataset_dir: str, key: str) -> tuple[int, int, int] | None:
     """(shard, record, offset) of ``key``, or None when no record has that key."""
-    path = os.path.join(dataset_dir, KEY_INDEX_NAME)
-    if not os.path.isdir(path):
-        raise DatasetError(f"{dataset_dir}: no key index ({KEY_INDEX_NAME}); it is written by recpack pack")
-    env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    env = _open_readonly(dataset_dir)
     try:
         with env.begin() as txn:
             value = txn.get(key.encode("utf-8"))
+    except lmdb.Error as error:
+        raise _unreadable(os.path.join(dataset_dir, KEY_INDEX_NAME), error) from None
     finally:
         env.close()
     return None if value is None else _VALUE.unpack(value)

@@ -6,7 +6,7 @@ A packed dataset is one folder::
     shard-00000.rec      \\
     shard-00000.idx       > one shard (see ``format``); as many as the manifest lists
     shard-00000.rpi      /
-    keys.lmdb/           source key -> (shard, record, offset), for ``recpack get``
+    keys.lmdb/           source key -> (shard, record, offset), for ``recpack get`` (an import has none)
     bad_inputs.tsv       inputs that were skipped, with the reason (may be empty)
     .recpack-pack/       only while a pack runs (or after it was interrupted)
 

@@ -246,6 +246,20 @@ def _write_small(path: str, data: bytes) -> FileInfo:
     return FileInfo(os.path.basename(path), len(data), crc32c.crc32c(data))
 
 
+def _refuse_empty(rec_paths: list[str]) -> None:
+    """Refuse an import that would hold no records, before anything is written.
+
+    RecordDataset refuses such a dataset, so info and verify must never see
+    one.  A .rec of 0 bytes is the only kind that scans to no records (any
+    byte starts a part, and every part belongs to a record or fails the
+    scan), so the sizes tell without a scan.  An empty .rec beside others is
+    kept: an empty shard, as a pack can make.
+    """
+    if all(os.path.getsize(path) == 0 for path in rec_paths):
+        holds = "holds" if len(rec_paths) == 1 else "each hold"
+        raise DatasetError(f"{', '.join(rec_paths)}: {holds} no records (0 bytes); nothing to import")
+
+
 def import_rec(rec_paths: list[str], out_dir: str, show_progress: bool = True) -> mf.Manifest:
     """Make OUT a recpack dataset over existing .rec files, which stay where they are, untouched.
 
@@ -255,6 +269,7 @@ def import_rec(rec_paths: list[str], out_dir: str, show_progress: bool = True) -
     so every shard keeps its three files and MXNet can read the pair too.
     """
     rec_paths = _rec_files(list(rec_paths))
+    _refuse_empty(rec_paths)
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(os.path.join(out_dir, mf.MANIFEST_NAME)):
         raise DatasetError(f"{out_dir}: already holds a dataset ({mf.MANIFEST_NAME}); choose another folder")

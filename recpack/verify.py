@@ -10,6 +10,7 @@ import crc32c
 from tqdm import tqdm
 
 from . import format as fmt
+from . import keyindex
 from . import manifest as mf
 from .errors import CorruptRecordError, DatasetError
 from .reader import ShardReader
@@ -77,9 +78,32 @@ def verify_shard(dataset_dir: str, shard: ShardFiles, progress: tqdm | None = No
     return None
 
 
+def verify_key_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
+    """The key index's problem, if the dataset should have one (see ``keyindex.expected``) or has one.
+
+    ``recpack get`` needs it to open read-only, and it maps each distinct
+    source key to one record: a key listed twice keeps one entry, so a sound
+    index holds at most one entry per record, and at least one when there are
+    records.  The entries are counted from LMDB's statistics, not read.
+    """
+    name = mf.KEY_INDEX_NAME
+    if not os.path.exists(os.path.join(dataset_dir, name)):
+        return Problem(name, f"{name}: missing (recpack get needs this key index)") if keyindex.expected(manifest) else None
+    try:
+        entries = keyindex.count(dataset_dir)
+    except DatasetError as error:
+        return Problem(name, str(error))
+    records = manifest.num_records
+    if entries > records or (records and not entries):
+        return Problem(name, f"{name}: {entries} keys for {records} records (not this dataset's key index)")
+    return None
+
+
 def verify_dataset(dataset_dir: str, show_progress: bool = True) -> Iterator[Problem]:
-    """Every problem in the dataset, one per damaged shard."""
+    """Every problem in the dataset: no records at all, each damaged shard, then a damaged key index."""
     manifest = mf.load(dataset_dir)
+    if manifest.num_records == 0:  # what RecordDataset refuses; no recpack command writes one now
+        yield Problem(mf.MANIFEST_NAME, f"{mf.MANIFEST_NAME}: the dataset holds no records")
     total = sum(shard.rec.bytes for shard in manifest.shards)
     with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=not show_progress) as bar:
         for shard in manifest.shards:
@@ -88,3 +112,6 @@ def verify_dataset(dataset_dir: str, show_progress: bool = True) -> Iterator[Pro
             bar.update(before + shard.rec.bytes - bar.n)
             if problem is not None:
                 yield problem
+    problem = verify_key_index(dataset_dir, manifest)
+    if problem is not None:
+        yield problem

@@ -242,6 +242,31 @@ def test_import_of_a_truncated_rec_is_one_line(tmp_path):
     assert "truncated" in done.stderr
 
 
+def test_import_of_only_empty_recs_is_refused_before_writing(tmp_path):
+    """RecordDataset refuses a dataset without records, so import must not make one that info and verify pass."""
+    (tmp_path / "empty.rec").write_bytes(b"")
+    done = run_cli("import", tmp_path / "empty.rec", tmp_path / "out", "--quiet", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == f"recpack: error: {tmp_path / 'empty.rec'}: holds no records (0 bytes); nothing to import\n"
+    assert not (tmp_path / "out").exists()
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    (folder / "a.rec").write_bytes(b"")
+    (folder / "b.rec").write_bytes(b"")
+    done = run_cli("import", folder, tmp_path / "out", "--quiet", check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert f"{folder / 'a.rec'}, {folder / 'b.rec'}: each hold no records" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_rec_beside_others_imports_as_an_empty_shard(tmp_path):
+    items = records(3, 1)
+    write_records(tmp_path / "a.rec", items)
+    (tmp_path / "b.rec").write_bytes(b"")
+    manifest = check_import([tmp_path / "a.rec", tmp_path / "b.rec"], tmp_path / "out", items)
+    assert [shard["records"] for shard in manifest["shards"]] == [3, 0]
+
+
 # --- the same with files MXNet wrote ------------------------------------------------------
 
 
