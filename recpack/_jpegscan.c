@@ -32,7 +32,8 @@
  *   (any sampling factors), or 3 with the luma factors 1-2 and chroma 1x1
  *   (4:4:4, 4:2:2, 4:4:0, 4:2:0; grey only for the splice).  The scan must
  *   parse cleanly: every code valid, every block within 64 coefficients,
- *   restart markers in order, no stray bytes, EOI right after the scan.
+ *   restart markers in order, no stray bytes, fill bytes (0xFF) only before
+ *   a marker, EOI right after the scan.
  *   Headers must be ones libjpeg reads silently: only the markers it knows
  *   (APPn, COM, DQT, DHT, DRI, SOF0/SOF1, SOS), a JFIF version 1.x, an Adobe
  *   transform of 0 or 1, quantisation tables defined for every component,
@@ -116,11 +117,24 @@ static void fill_several(huff_table *table) {
     }
 }
 
-static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *symbols, int total, int is_ac) {
-    int length, i, k = 0;
+/* One DHT table from its 16 counts and the symbols after them, within `room` bytes: the bytes it takes, or 0
+ * if it does not fit or is outside the scope.  Counts and symbols are read once, into locals and the table:
+ * the caller's buffer may be a bytearray that another thread changes meanwhile (the GIL is released), and a
+ * second read must not move a bound checked on the first. */
+static size_t build_table(huff_table *table, const uint8_t *spec, size_t room, int is_ac) {
+    uint8_t counts[16];
+    const uint8_t *symbols = table->values;
+    int length, i, k = 0, total = 0;
     int32_t code = 0;
     memset(table, 0, sizeof(*table));
-    memcpy(table->values, symbols, (size_t)total);
+    if (room < 16)
+        return 0;
+    memcpy(counts, spec, 16);
+    for (i = 0; i < 16; i++)
+        total += counts[i];
+    if (total > 256 || 16 + (size_t)total > room)
+        return 0;
+    memcpy(table->values, spec + 16, (size_t)total);
     for (i = 0; i < total && !is_ac; i++)
         if (symbols[i] > 15)
             return 0; /* a DC category over 15: libjpeg refuses the table once a scan uses it; leave it to libjpeg */
@@ -145,7 +159,7 @@ static int build_table(huff_table *table, const uint8_t *counts, const uint8_t *
     table->defined = 1;
     if (is_ac)
         fill_several(table);
-    return 1;
+    return 16 + (size_t)total;
 }
 
 static int read_u16(const uint8_t *p) { return (p[0] << 8) | p[1]; }
@@ -239,26 +253,24 @@ static int parse_headers(jpeg_file *file) {
         } else if (marker == DQT) {
             size_t at = 0;
             while (at < (size_t)length) {
-                size_t table_length = (body[at] >> 4) ? 129 : 65;
-                if ((body[at] >> 4) > 1 || (body[at] & 15) > 3 || at + table_length > (size_t)length)
+                int spec = body[at]; /* read once: see build_table */
+                size_t table_length = (spec >> 4) ? 129 : 65;
+                if ((spec >> 4) > 1 || (spec & 15) > 3 || at + table_length > (size_t)length)
                     return 0;
-                file->quant_defined[body[at] & 15] = 1;
+                file->quant_defined[spec & 15] = 1;
                 at += table_length;
             }
         } else if (marker == DHT) {
             size_t at = 0;
             while (at < (size_t)length) {
-                int kind, id, total = 0, i;
-                if (at + 17 > (size_t)length)
+                int spec = body[at], kind = spec >> 4, id = spec & 15;
+                size_t taken;
+                if (kind > 1 || id > 1)
                     return 0;
-                kind = body[at] >> 4, id = body[at] & 15;
-                for (i = 1; i <= 16; i++)
-                    total += body[at + i];
-                if (kind > 1 || id > 1 || total > 256 || at + 17 + (size_t)total > (size_t)length)
+                taken = build_table(kind ? &file->ac[id] : &file->dc[id], body + at + 1, (size_t)length - at - 1, kind);
+                if (!taken)
                     return 0;
-                if (!build_table(kind ? &file->ac[id] : &file->dc[id], body + at + 1, body + at + 17, total, kind))
-                    return 0;
-                at += 17 + (size_t)total;
+                at += 1 + taken;
             }
         } else if (marker == DRI) {
             if (length != 2)
@@ -313,18 +325,24 @@ static int destuff(const jpeg_file *file, size_t expected_intervals, scan_data *
     scan->intervals = 1;
     while (pos < size) {
         const uint8_t *marker = memchr(d + pos, 0xFF, size - pos);
-        size_t run = (marker ? (size_t)(marker - d) : size) - pos;
+        size_t run = (marker ? (size_t)(marker - d) : size) - pos, fills;
         uint8_t byte;
         memcpy(scan->bytes + out, d + pos, run); /* about 256 bytes between two 0xFF in coded data */
         out += run, pos += run + 1;
         if (!marker)
             break;
-        while (pos < size && d[pos] == 0xFF)
+        for (fills = 0; pos < size && d[pos] == 0xFF; fills++)
             pos++; /* fill bytes before a marker */
         if (pos == size)
             return 0;
         byte = d[pos++];
         if (byte == 0x00) {
+            /* FF FF 00: fill bytes belong before a marker only (T.81 B.1.1.2).  libjpeg reads one 0xFF data
+             * byte, and so would the splice, but libjpeg-turbo's fast Huffman path takes FF FF for a marker and
+             * leaves coefficients decoded from zero bits in the block, which its slow path's redo does not
+             * clear: other pixels.  Before RST and EOI fills are harmless: the data before them is complete. */
+            if (fills)
+                return 0;
             scan->bytes[out++] = 0xFF;
         } else if (byte >= RST0 && byte < RST0 + 8) {
             if (scan->intervals == expected_intervals || byte != RST0 + (scan->intervals - 1) % 8)
@@ -551,7 +569,7 @@ static int walk_scan(const jpeg_file *file, bit_writer *out) {
     intervals = file->restart_interval ? (mcus + file->restart_interval - 1) / file->restart_interval : 1;
     /* a block takes 2 bits at least and a restart marker 2 bytes: a header that promises more than the
      * data can hold is a truncated file, refused before any size-derived allocation */
-    if (mcus * (size_t)per_mcu / 4 > room || intervals / 2 > room)
+    if (mcus * (size_t)per_mcu / 4 + (intervals - 1) * 2 > room)
         return 0;
     if (!destuff(file, intervals, &scan))
         goto out;

@@ -9,6 +9,7 @@ libjpeg accepts too.
 """
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -231,3 +232,46 @@ def test_huffman_table_with_more_codes_than_its_lengths_hold_is_refused_before_i
         damaged = _with_segment_after_soi(source, 0xC4, overfull)
         assert not scan_is_clean(damaged)
         assert splice(damaged) is None
+
+
+def _scan_start(data):
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+
+
+def test_fill_byte_before_a_stuffed_zero_is_left_to_libjpeg():
+    # FF FF 00 in the coded data: libjpeg reads one 0xFF data byte without a warning, but libjpeg-turbo's fast
+    # Huffman path takes FF FF for a marker and leaves stale coefficients, so its pixels need not be the splice's
+    grey, colour = _gray_photo((96, 64), quality=100), _colour_photo((96, 64), quality=100)
+    damaged = {}
+    for name, source in (("grey", grey), ("colour", colour)):
+        stuffed = source.index(b"\xff\x00", _scan_start(source))
+        damaged[name] = source[:stuffed] + b"\xff" + source[stuffed:]
+        check_jpeg(damaged[name])  # libjpeg's check accepts it, so the fallback has an answer ...
+        assert not scan_is_clean(damaged[name])  # ... but the walk leaves it to libjpeg
+    assert splice(damaged["grey"]) is None
+    assert prepare_image(damaged["colour"], PrepareOptions()).stored == damaged["colour"]
+    converted = prepare_image(damaged["grey"], PrepareOptions()).stored  # through libjpeg's transcoder
+    check_jpeg(converted)
+    assert read_jpeg_header(converted).components == 3
+
+
+def _with_fills_before_markers(data):
+    """``data`` with three fill bytes before every restart marker and the end-of-image marker of its scan."""
+    scan_start = _scan_start(data)
+    filled = re.sub(rb"\xff[\xd0-\xd7\xd9]", lambda marker: b"\xff\xff" + marker[0], data[scan_start:])
+    assert filled.count(b"\xff\xff\xff") > 1  # the scan has restart markers
+    return data[:scan_start] + filled
+
+
+def test_fill_bytes_before_restart_markers_and_the_end_are_accepted():
+    # there the coded data before the marker is complete: libjpeg-turbo decodes the pixels it would without them
+    grey = _gray_photo((96, 64), quality=95, restart_marker_blocks=3)
+    colour = _colour_photo((96, 64), quality=95, restart_marker_blocks=2)
+    for source in (grey, colour):
+        filled = _with_fills_before_markers(source)
+        check_jpeg(filled)
+        assert scan_is_clean(filled)
+        assert np.array_equal(_decoded(filled), _decoded(source))
+    spliced = splice(_with_fills_before_markers(grey))
+    assert spliced == splice(grey)  # the fills are not copied: the output has its own markers
