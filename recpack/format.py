@@ -189,29 +189,31 @@ class FramingError(RecpackError):
     """A .rec byte range does not hold well-formed RecordIO parts (callers add the shard and record)."""
 
 
-def read_framed(buffer: bytes | memoryview, offset: int) -> tuple[bytes | memoryview, int]:
+def read_framed(buffer: bytes | memoryview, offset: int, base: int = 0) -> tuple[bytes | memoryview, int]:
     """Parse the record whose first part starts at ``offset``.
 
     Returns (payload, offset of the next record).  A whole record comes back
-    as a zero-copy view; a multi-part one is joined into new bytes.
+    as a zero-copy view; a multi-part one is joined into new bytes.  ``base``
+    is the file offset of ``buffer[0]`` (a reader's chunk or map), so that
+    errors name the file byte a user can look at.
     """
     view = memoryview(buffer)
     parts: list[memoryview] = []
     position = offset
     while True:
         if position + PART_HEADER.size > len(view):
-            raise FramingError(f"truncated part header at byte {position}")
+            raise FramingError(f"truncated part header at file byte {base + position}")
         magic, lrec = PART_HEADER.unpack_from(view, position)
         if magic != MAGIC:
-            raise FramingError(f"bad magic 0x{magic:08x} at byte {position}")
+            raise FramingError(f"bad magic 0x{magic:08x} at file byte {base + position}")
         cflag, length = decode_lrec(lrec)
         start = position + PART_HEADER.size
         end = start + length
         if end > len(view):
-            raise FramingError(f"part at byte {position} announces {length} bytes but the data ends first")
+            raise FramingError(f"part at file byte {base + position} announces {length} bytes but the data ends first")
         expected = (CFLAG_WHOLE, CFLAG_FIRST) if not parts else (CFLAG_MIDDLE, CFLAG_LAST)
         if cflag not in expected:
-            raise FramingError(f"unexpected continuation flag {cflag} at byte {position}")
+            raise FramingError(f"unexpected continuation flag {cflag} at file byte {base + position}")
         parts.append(view[start:end])
         position = end + padding(length)
         if cflag in (CFLAG_WHOLE, CFLAG_LAST):

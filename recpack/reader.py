@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -32,21 +31,6 @@ def load_record_index(path: str) -> np.ndarray:
     if rows.dtype != fmt.RECORD_INDEX_DTYPE or rows.ndim != 1:
         raise DatasetError(f"{path}: record index has dtype {rows.dtype}, expected {fmt.RECORD_INDEX_DTYPE}")
     return rows
-
-
-_BUFFER_BYTE = re.compile(r"\bat byte (\d+)")
-
-
-def _framing_error(shard: str, index: int, error: fmt.FramingError, base: int) -> CorruptRecordError:
-    """The shard's CorruptRecordError for a framing problem, its byte offsets made file offsets.
-
-    ``fmt.read_framed`` counts bytes from the start of the buffer it is given,
-    and the reader hands it a chunk, a map or one record that begins at file
-    byte ``base``: left as they are, its offsets point nowhere a user can look
-    (``recpack verify`` and ``scan_rec`` speak in file offsets too).
-    """
-    problem = _BUFFER_BYTE.sub(lambda found: f"at file byte {int(found[1]) + base}", str(error))
-    return CorruptRecordError(shard, index, problem)
 
 
 @dataclass
@@ -121,11 +105,11 @@ class ShardReader:
         results: list[memoryview | CorruptRecordError] = []
         for index, offset, length, crc in zip(range(first, stop), offsets, lengths, crcs):
             try:
-                payload, _ = fmt.read_framed(data, offset - start)
+                payload, _ = fmt.read_framed(data, offset - start, start)
                 if verify:
                     self._check(index, payload, length, crc)
             except fmt.FramingError as error:
-                payload = _framing_error(self.name, index, error, start)
+                payload = CorruptRecordError(self.name, index, str(error))
             except CorruptRecordError as error:
                 payload = error
             results.append(payload)
@@ -184,9 +168,9 @@ class ShardReader:
                     if end > base + len(data):
                         raise CorruptRecordError(self.name, index, "shard file is truncated")
                 try:
-                    payload, next_offset = fmt.read_framed(data, offset - base)
+                    payload, next_offset = fmt.read_framed(data, offset - base, base)
                 except fmt.FramingError as error:
-                    raise _framing_error(self.name, index, error, base) from None
+                    raise CorruptRecordError(self.name, index, str(error)) from None
                 if next_offset + base != end and index + 1 < len(rows):
                     raise CorruptRecordError(self.name, index, "record length disagrees with the index")
                 if verify:
@@ -206,9 +190,9 @@ class ShardReader:
         with open(self.rec_path, "rb", buffering=0) as handle:
             data = os.pread(handle.fileno(), end - offset, offset)
         try:
-            payload, _ = fmt.read_framed(data, 0)
+            payload, _ = fmt.read_framed(data, 0, offset)
         except fmt.FramingError as error:
-            raise _framing_error(self.name, index, error, offset) from None
+            raise CorruptRecordError(self.name, index, str(error)) from None
         if verify:
             self._check(index, payload, int(rows[index]["length"]), int(rows[index]["crc32c"]))
         return bytes(payload)
