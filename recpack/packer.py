@@ -11,10 +11,11 @@ of the source and options.  Each finished shard gets a small ``*.done.json``
 note there after its keys are in the key index.  A rerun with the same
 fingerprint keeps the noted shards whose files still match their checksums
 and writes the rest; any other rerun starts clean.  The manifest is written
-last: until it exists, readers refuse the folder.  Unless ``fsync`` is off,
-finished shards are fsynced on a background thread as the workers go on, and
-the manifest only after all of them, so a power cut cannot leave a manifest
-that names shards the disk never received.
+last: until it exists, readers refuse the folder.  A pack holds a lock on
+OUT for its whole run (``exclusive``), so two packs never mix.  Unless
+``fsync`` is off, finished shards are fsynced on a background thread as the
+workers go on, and the manifest only after all of them, so a power cut cannot
+leave a manifest that names shards the disk never received.
 """
 
 from __future__ import annotations
@@ -135,9 +136,9 @@ def _die_with_parent(parent: int) -> None:
     """Have the kernel kill this worker when the pack process dies (Linux; elsewhere a no-op).
 
     Why: a worker outliving a killed pack would finish its shard and rename it
-    into place while a rerun is already rewriting the folder.  The workers
-    also hold the folder's lock (inherited), so a rerun waits for nothing:
-    they are gone when it starts.
+    into place under a rerun.  The workers hold the folder's lock too
+    (inherited), so a rerun is refused while any of them lives; with this,
+    none outlives the pack.
     """
     if sys.platform != "linux":
         return
