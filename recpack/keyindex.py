@@ -49,9 +49,26 @@ def _open_readonly(dataset_dir: str) -> lmdb.Environment:
     if not os.path.exists(path):
         raise DatasetError(f"{dataset_dir}: no key index ({KEY_INDEX_NAME}); it is written by recpack pack")
     try:
-        return lmdb.open(path, readonly=True, lock=False, subdir=True)
+        env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+        _check_not_truncated(path, env)
     except lmdb.Error as error:
         raise _unreadable(path, error) from None
+    return env
+
+
+def _check_not_truncated(path: str, env: lmdb.Environment) -> None:
+    """Refuse a data file shorter than the pages LMDB's header says it holds.
+
+    LMDB maps the file and trusts that header: a read past a truncated file's
+    end is a SIGBUS that kills the process, not an error.  The header alone
+    (its meta pages) is read here.
+    """
+    data_file = os.path.join(path, "data.mdb")
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.path.getsize(data_file)
+    if size < needed:
+        env.close()
+        raise DatasetError(f"{data_file}: truncated key index ({size} bytes, its header says {needed})")
 
 
 def _unreadable(path: str, error: lmdb.Error) -> DatasetError:

@@ -58,6 +58,17 @@ def test_an_unreadable_key_index_fails_and_get_says_so_in_one_line(packed):
     assert f"{packed / 'keys.lmdb'}: unreadable key index" in done.stderr
 
 
+def test_a_truncated_key_index_fails_verify_and_get_without_a_crash(packed):
+    """LMDB maps its file: reading past a truncated end would be a SIGBUS (the bus error a user saw)."""
+    data = packed / "keys.lmdb" / "data.mdb"
+    with open(data, "r+b") as handle:
+        handle.truncate(8192)  # the two meta pages survive, the tree does not
+    message = f"{data}: truncated key index (8192 bytes, its header says "
+    assert message in failed_verify(packed)
+    done = run_cli("get", packed, "dog/small_0003.jpg", "-o", packed / "x.jpg", check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and message in done.stderr
+
+
 @pytest.mark.parametrize("keys", [0, 61])
 def test_a_key_index_with_an_implausible_count_fails(packed, keys):
     """More keys than records cannot be this dataset's index; none at all cannot either, when there are records."""
