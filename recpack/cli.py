@@ -89,7 +89,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     records = [shard["records"] for shard in info["shards"]]
     print(f"dataset   {info['path']}")
-    print(f"records   {info['num_records']} in {info['num_shards']} shards ({min(records)}-{max(records)} per shard)")
+    print(f"records   {info['num_records']} in {_count(info['num_shards'], 'shard')} ({min(records)}-{max(records)} per shard)")
     print(f"size      {info['bytes'] / 1e6:.1f} MB ({info['bytes'] / max(info['num_records'], 1) / 1e3:.1f} KB per record)")
     print(f"labels    {info['label_width']} per record{', with segmentation masks' if info['has_masks'] else ''}")
     if info["classes"]:
@@ -113,7 +113,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if problems:
         return 1
     manifest = mf.load(args.dataset)
-    print(f"ok: {manifest.num_records} records in {manifest.num_shards} shards, every checksum matches")
+    print(f"ok: {_count(manifest.num_records, 'record')} in {_count(manifest.num_shards, 'shard')}, every checksum matches")
     return 0
 
 
@@ -193,16 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     pack = commands.add_parser("pack", help="shuffle an image list once and write sharded RecordIO files")
     pack.add_argument("source", help="list file (path<TAB>label, 'path label', or im2rec .lst) or ImageFolder directory")
     pack.add_argument("out", help="output dataset folder")
-    pack.add_argument("--shards", type=int, default=64, help="number of shards (default 64)")
-    pack.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    pack.add_argument("--shards", type=_positive, default=64, help="number of shards (default 64)")
+    pack.add_argument("--workers", type=_positive, default=None, help="worker processes (default: all cores)")
     pack.add_argument("--seed", type=_non_negative, default=0, help="shuffle seed (default 0: reruns are byte-identical)")
     pack.add_argument("--root", default=None,
                       help="folder that relative list paths are under (default: a '# root: DIR' first line, else the list's folder)")
     pack.add_argument("--check", choices=("decode", "header"), default="decode",
                       help="decode: check that every block of every JPEG parses (default); header: check markers only, faster")
-    pack.add_argument("--resize", type=int, default=None, metavar="SHORTER_SIDE",
+    pack.add_argument("--resize", type=_positive, default=None, metavar="SHORTER_SIDE",
                       help="shrink images whose shorter side is larger, re-encoding them")
-    pack.add_argument("--quality", type=int, default=95, help="JPEG quality where images are re-encoded (default 95)")
+    pack.add_argument("--quality", type=_quality, default=95, help="JPEG quality where images are re-encoded (default 95)")
     pack.add_argument("--strict", action="store_true", help="fail the pack on the first bad input")
     pack.add_argument("--overwrite", action="store_true", help="replace a complete dataset already in OUT")
     pack.add_argument("--no-fsync", action="store_true",
@@ -285,6 +285,13 @@ def _positive(text: str) -> int:
     return _whole_number(text, 1)
 
 
+def _quality(text: str) -> int:
+    value = _positive(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100, not {value}")
+    return value
+
+
 def _bench_stages(text: str) -> str:
     unknown = set(text.split(",")) - {"raw", "crc", "decode", "loader"}
     if unknown:
@@ -293,15 +300,8 @@ def _bench_stages(text: str) -> str:
 
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.command == "pack":
-        if not args.out.strip():
-            parser.error("OUT is empty: name the output dataset folder")
-        if args.resize is not None and args.resize < 1:
-            parser.error("--resize must be a positive number of pixels")
-        if not 1 <= args.quality <= 100:
-            parser.error("--quality must be between 1 and 100")
-        if args.workers is not None and args.workers < 1:
-            parser.error("--workers must be at least 1")
+    if args.command == "pack" and not args.out.strip():
+        parser.error("OUT is empty: name the output dataset folder")
 
 
 def main(argv: list[str] | None = None) -> int:

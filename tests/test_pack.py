@@ -393,7 +393,10 @@ def test_bad_list_line_is_one_line_error_without_traceback(tmp_path):
     [
         (["--seed", "-1"], "argument --seed: must be at least 0, not -1"),
         (["--seed", "x"], "argument --seed: 'x' is not a whole number"),
-        (["--shards", "0"], "--shards must be at least 1"),
+        (["--shards", "0"], "argument --shards: must be at least 1, not 0"),
+        (["--workers", "0"], "argument --workers: must be at least 1, not 0"),
+        (["--quality", "101"], "argument --quality: must be between 1 and 100, not 101"),
+        (["--resize", "0"], "argument --resize: must be at least 1, not 0"),
     ],
 )
 def test_bad_options_are_one_line_errors_that_leave_no_folder(photo_dir, tmp_path, options, message):
