@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import ListFileError, RecpackError
+from .manifest import MANIFEST_NAME
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -220,6 +221,8 @@ def scan_image_folder(directory: str) -> Source:
     root = os.path.abspath(directory)
     if not os.path.isdir(root):
         raise RecpackError(f"{directory}: no such folder (expected DIR/<class>/<image>)")
+    if os.path.exists(os.path.join(root, MANIFEST_NAME)):
+        raise RecpackError(f"{directory}: a packed recpack dataset, not an image folder (expected DIR/<class>/<image>)")
     classes = sorted(
         entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
     )

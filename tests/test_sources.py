@@ -154,3 +154,10 @@ def test_an_empty_class_folder_is_an_error_not_a_label(tmp_path):
     (tmp_path / "bee" / "1.jpg").write_bytes(b"x")
     with pytest.raises(RecpackError, match=r"ant: class folder holds no image files"):
         scan_image_folder(str(tmp_path))
+
+
+def test_a_packed_dataset_is_not_taken_for_an_image_folder(tmp_path):
+    (tmp_path / "keys.lmdb").mkdir()
+    (tmp_path / "recpack.json").write_text("{}")
+    with pytest.raises(RecpackError, match=r"a packed recpack dataset, not an image folder"):
+        scan_image_folder(str(tmp_path))
