@@ -50,9 +50,13 @@ def _open_readonly(dataset_dir: str) -> lmdb.Environment:
         raise DatasetError(f"{dataset_dir}: no key index ({KEY_INDEX_NAME}); it is written by recpack pack")
     try:
         env = lmdb.open(path, readonly=True, lock=False, subdir=True)
-        _check_not_truncated(path, env)
     except lmdb.Error as error:
         raise _unreadable(path, error) from None
+    try:
+        _check_not_truncated(path, env)
+    except BaseException:
+        env.close()
+        raise
     return env
 
 
@@ -67,7 +71,6 @@ def _check_not_truncated(path: str, env: lmdb.Environment) -> None:
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     size = os.path.getsize(data_file)
     if size < needed:
-        env.close()
         raise DatasetError(f"{data_file}: truncated key index ({size} bytes, its header says {needed})")
 
 

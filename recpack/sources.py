@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from .errors import ListFileError, RecpackError
 from .manifest import MANIFEST_NAME
 
@@ -100,18 +98,22 @@ def _is_integer(text: str) -> bool:
     return text.strip().lstrip("+-").isdigit()
 
 
+_LARGEST_EXACT_LABEL = 2**24  # float32's 24-bit significand: every whole number up to this is exact
+
+
 def _labels(fields: list[str], where: tuple[str, int], hint: str = "") -> tuple[float, ...]:
     """The labels of one line, each one that the record format's float32 holds exactly."""
     labels = []
     for field in fields:
-        if not _is_number(field):
-            raise ListFileError(*where, f"label {field.strip()!r} is not a number{hint}")
-        value = float(field)
+        try:
+            value = float(field)
+        except ValueError:
+            raise ListFileError(*where, f"label {field.strip()!r} is not a number{hint}") from None
         if not math.isfinite(value):
             raise ListFileError(*where, f"label {field.strip()!r} is not a finite number")
-        if float(np.float32(value)) != value and value.is_integer():
+        if value.is_integer() and abs(value) > _LARGEST_EXACT_LABEL:
             raise ListFileError(*where, f"label {field.strip()!r} is too large to be stored exactly "
-                                "(labels are float32: whole numbers up to 16,777,216)")
+                                f"(labels are float32: whole numbers up to {_LARGEST_EXACT_LABEL:,})")
         labels.append(value)
     return tuple(labels)
 

@@ -45,8 +45,11 @@ def test_blank_and_comment_lines_are_skipped(line):
         ("a.jpg\t1\t-inf\n", "label '-inf' is not a finite number"),
         ("a.jpg\t100000000000\n",
          "label '100000000000' is too large to be stored exactly (labels are float32: whole numbers up to 16,777,216)"),
+        ("a.jpg\t1e300\n",  # no overflow warning on the way
+         "label '1e300' is too large to be stored exactly (labels are float32: whole numbers up to 16,777,216)"),
     ],
 )
+@pytest.mark.filterwarnings("error")
 def test_bad_lines_name_file_and_line(line, message):
     with pytest.raises(ListFileError) as caught:
         parse_list_line(line, WHERE)
