@@ -29,28 +29,29 @@ CPUS = os.cpu_count() or 1
 def _bare_resize(jpeg):
     """decode + resize + encode as --resize RESIZE needs them, and nothing else: the --resize ceiling.
 
-    The three library calls alone: libjpeg-turbo decodes at the smallest of the
-    SIMD DCT scales 1/8, 1/4, 1/2, 1 that leaves the shorter side >= RESIZE
-    (as RGBX), pillow-simd shrinks it bilinearly, libjpeg-turbo encodes it at
-    RECPACK_QUALITY, 4:2:0.  Images already that small are only decoded (a
+    The three library calls recpack makes, alone: libjpeg-turbo decodes at the
+    smallest of the SIMD DCT scales 1/8, 1/4, 1/2, 1 that leaves the shorter
+    side >= RESIZE (as RGBX, through recpack's own binding ``_libjpeg``, as the
+    packer does), pillow-simd shrinks it bilinearly, libjpeg-turbo encodes it
+    at RECPACK_QUALITY, 4:2:0.  Images already that small are only decoded (a
     packer stores them as they are, after its decode check).
     """
-    import numpy as np
     from PIL import Image
-    from turbojpeg import TJPF_RGBX, TJSAMP_420
+
+    from recpack._libjpeg import decode_whole, encode
 
     def run(blob: bytes) -> None:
         width, height, _, _ = jpeg.decode_header(blob)
         shorter = min(width, height)
         eighths = next((m for m in (1, 2, 4) if shorter * m >= RESIZE * 8), 8)
-        pixels = jpeg.decode(blob, pixel_format=TJPF_RGBX, scaling_factor=(1, 8 // eighths) if eighths < 8 else None)
+        pixels, width, height = decode_whole(blob, eighths)
         if shorter <= RESIZE:
             return
-        image = Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
+        image = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
         scale = RESIZE / min(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.Resampling.BILINEAR)
-        jpeg.encode(np.asarray(image), quality=RECPACK_QUALITY, pixel_format=TJPF_RGBX, jpeg_subsample=TJSAMP_420)
+        encode(image.tobytes(), image.width, image.height, 4, RECPACK_QUALITY)
 
     return run
 

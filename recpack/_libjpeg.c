@@ -19,6 +19,7 @@
  *
  * header(data) -> (width, height, components)
  * check(data) -> None: the packer's decode check (see below).
+ * decode_whole(data, eighths), encode(pixels, ...): pack --resize's decode and encode (see below).
  * gray_to_color(data) -> bytes: the packer's lossless grayscale conversion (see below).
  */
 #define PY_SSIZE_T_CLEAN
@@ -74,6 +75,19 @@ static struct jpeg_error_mgr *errors_to(struct error_state *state, void (*emit)(
     return manager;
 }
 
+/* Reads the next count output rows into out, stride bytes apart: NULL, or why it stopped short.
+ * Errors longjmp, so call it under setjmp. */
+static const char *read_rows(struct jpeg_decompress_struct *cinfo, unsigned char *out, size_t stride,
+                             JDIMENSION count) {
+    JDIMENSION rows;
+    for (rows = 0; rows < count; rows++) {
+        JSAMPROW row = out + (size_t)rows * stride;
+        if (jpeg_read_scanlines(cinfo, &row, 1) != 1)
+            return "image data ended early";
+    }
+    return NULL;
+}
+
 static PyObject *decode_region(PyObject *self, PyObject *args) {
     Py_buffer input;
     unsigned int left, top, width, height, eighths;
@@ -90,7 +104,7 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
     struct error_state error;
     PyObject *pixels = NULL;
     const char *failure = NULL;
-    JDIMENSION x = left, w = width, rows = 0;
+    JDIMENSION x = left, w = width;
     unsigned char *out = NULL;
 
     cinfo.err = errors_to(&error, on_message);
@@ -131,18 +145,10 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
         }
         out = (unsigned char *)PyByteArray_AS_STRING(pixels);
         Py_BEGIN_ALLOW_THREADS
-        if (setjmp(error.jump)) {
+        if (setjmp(error.jump))
             failure = error.message;
-        } else {
-            while (rows < height) {
-                JSAMPROW row = out + (size_t)rows * w * 4;
-                if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
-                    failure = "image data ended early";
-                    break;
-                }
-                rows++;
-            }
-        }
+        else
+            failure = read_rows(&cinfo, out, (size_t)w * 4, height);
         Py_END_ALLOW_THREADS
     }
     jpeg_destroy_decompress(&cinfo); /* also abandons the rows below the crop */
@@ -229,6 +235,142 @@ static PyObject *check(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* decode_whole(data, eighths) -> (pixels, width, height): pack --resize's decode, which is also its check.
+ *
+ * The whole image at eighths/8 scale as a bytearray of RGBX rows (Pillow
+ * wraps it without a copy), read to the end of the image, and any warning
+ * fails as in check().  With encode() below it replaced PyTurboJPEG on the
+ * pack's costliest path: the same bytes out, and pack --resize 8% faster
+ * (whole process, wall and CPU time alike: 3,000 corpus images, 2 workers).
+ */
+static PyObject *decode_whole(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int eighths;
+    struct jpeg_decompress_struct cinfo;
+    struct error_state error;
+    volatile int made = 0, failed = 0;
+    PyObject *pixels = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*I", &input, &eighths))
+        return NULL;
+    if (eighths < 1 || eighths > 16) {
+        PyBuffer_Release(&input);
+        PyErr_SetString(PyExc_ValueError, "eighths must be between 1 and 16");
+        return NULL;
+    }
+    cinfo.err = errors_to(&error, on_warning_fail);
+    Py_BEGIN_ALLOW_THREADS
+    if (setjmp(error.jump)) {
+        failed = 1;
+    } else {
+        jpeg_create_decompress(&cinfo);
+        made = 1;
+        jpeg_mem_src(&cinfo, (const unsigned char *)input.buf, (unsigned long)input.len);
+        jpeg_read_header(&cinfo, TRUE);
+        if (cinfo.num_components != 1 && cinfo.num_components != 3) {
+            strcpy(error.message, "not a grayscale or YCbCr/RGB JPEG");
+        } else {
+            cinfo.scale_num = eighths;
+            cinfo.scale_denom = 8;
+            cinfo.out_color_space = JCS_EXT_RGBX;
+            cinfo.dct_method = JDCT_ISLOW;
+            jpeg_start_decompress(&cinfo);
+        }
+        failed = error.message[0] != '\0';
+    }
+    Py_END_ALLOW_THREADS
+    if (!failed) {
+        pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)cinfo.output_width * cinfo.output_height * 4);
+        if (pixels == NULL) {
+            jpeg_destroy_decompress(&cinfo);
+            PyBuffer_Release(&input);
+            return NULL;
+        }
+        unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(pixels);
+        Py_BEGIN_ALLOW_THREADS
+        if (setjmp(error.jump)) {
+            failed = 1;
+        } else {
+            const char *short_by = read_rows(&cinfo, out, (size_t)cinfo.output_width * 4, cinfo.output_height);
+            if (short_by != NULL && error.message[0] == '\0')
+                strcpy(error.message, short_by);
+            if (short_by == NULL)
+                jpeg_finish_decompress(&cinfo); /* reads on to the end: damage after the last row fails too */
+            failed = error.message[0] != '\0';
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (made)
+        jpeg_destroy_decompress(&cinfo);
+    PyBuffer_Release(&input);
+    if (failed) {
+        Py_XDECREF(pixels);
+        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
+        return NULL;
+    }
+    return Py_BuildValue("(NII)", pixels, (unsigned int)cinfo.output_width, (unsigned int)cinfo.output_height);
+}
+
+/* encode(pixels, width, height, channels, quality) -> bytes: RGB (3) or RGBX (4) rows as a 4:2:0 JPEG.
+ *
+ * The same bytes as TurboJPEG's tjCompress2 with TJSAMP_420, whose settings
+ * these are (its fast forward DCT below quality 96, which it found costs
+ * next to nothing in accuracy); Pillow hands over its own pixel layout.
+ */
+static PyObject *encode(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int width, height, channels;
+    int quality;
+    struct jpeg_compress_struct cinfo;
+    struct error_state error;
+    unsigned char *volatile out = NULL;
+    unsigned long out_size = 0;
+    volatile int made = 0, failed = 0;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIIi", &input, &width, &height, &channels, &quality))
+        return NULL;
+    if ((channels != 3 && channels != 4) || width == 0 || height == 0 || quality < 1 || quality > 100 ||
+        (size_t)input.len < (size_t)width * height * channels) {
+        PyBuffer_Release(&input);
+        PyErr_SetString(PyExc_ValueError,
+                        "encode needs 3 or 4 channels, a non-empty size, quality 1-100 and that many pixels");
+        return NULL;
+    }
+    cinfo.err = errors_to(&error, on_message);
+    Py_BEGIN_ALLOW_THREADS
+    if (setjmp(error.jump)) {
+        failed = 1;
+    } else {
+        jpeg_create_compress(&cinfo);
+        made = 1;
+        jpeg_mem_dest(&cinfo, (unsigned char **)&out, &out_size);
+        cinfo.image_width = width;
+        cinfo.image_height = height;
+        cinfo.input_components = (int)channels;
+        cinfo.in_color_space = channels == 4 ? JCS_EXT_RGBX : JCS_EXT_RGB;
+        jpeg_set_defaults(&cinfo); /* YCbCr, luma sampled 2x2: 4:2:0 */
+        jpeg_set_quality(&cinfo, quality, TRUE);
+        cinfo.dct_method = quality >= 96 ? JDCT_ISLOW : JDCT_IFAST;
+        jpeg_start_compress(&cinfo, TRUE);
+        while (cinfo.next_scanline < height) {
+            JSAMPROW row = (unsigned char *)input.buf + (size_t)cinfo.next_scanline * width * channels;
+            jpeg_write_scanlines(&cinfo, &row, 1);
+        }
+        jpeg_finish_compress(&cinfo);
+    }
+    Py_END_ALLOW_THREADS
+    if (made)
+        jpeg_destroy_compress(&cinfo);
+    PyBuffer_Release(&input);
+    if (failed)
+        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "JPEG encoding failed");
+    else
+        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
+    free(out);
+    return result;
+}
+
 /* gray_to_color(data) -> bytes: a grayscale JPEG as a 3-component (YCbCr 4:4:4) one, losslessly.
  *
  * The grey image's DCT coefficients become the luma plane unchanged, and both
@@ -310,6 +452,9 @@ static PyMethodDef methods[] = {
     {"gray_to_color", gray_to_color, METH_VARARGS, "gray_to_color(data) -> 3-component JPEG bytes, losslessly"},
     {"check", check, METH_VARARGS, "check(data) -> None; ValueError if any scan does not decode cleanly"},
     {"header", header, METH_VARARGS, "header(data) -> (width, height, components)"},
+    {"decode_whole", decode_whole, METH_VARARGS,
+     "decode_whole(data, eighths) -> (rgbx, width, height); ValueError on any damage, as check()"},
+    {"encode", encode, METH_VARARGS, "encode(pixels, width, height, channels, quality) -> 4:2:0 JPEG bytes"},
     {"decode_region", decode_region, METH_VARARGS,
      "decode_region(data, left, top, width, height, eighths) -> (rgbx, x, y, w, h)"},
     {NULL, NULL, 0, NULL},

@@ -34,22 +34,19 @@ Decisions, in one place:
 from __future__ import annotations
 
 import io
-import re
-import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from turbojpeg import TJPF_RGB, TJPF_RGBX, TJSAMP_420, TurboJPEG
 
 from .decode import dct_eighths
 from .errors import BadImageError
 from ._jpegscan import gray_to_color as splice_gray_to_color
 from ._jpegscan import scan_is_clean
-from ._libjpeg import MAX_UNUSED_SCAN_BYTES
 from ._libjpeg import check as check_jpeg
+from ._libjpeg import decode_whole
+from ._libjpeg import encode as encode_jpeg
 from ._libjpeg import gray_to_color as gray_to_color_jpeg
 from .jpeg_header import JpegInfo, is_jpeg, read_jpeg_header
 
@@ -82,12 +79,6 @@ class Prepared:
     source_bytes: int = 0  # size of the input files read
 
 
-@lru_cache(maxsize=None)
-def turbojpeg() -> TurboJPEG:
-    """One TurboJPEG binding per process (loading the library costs milliseconds)."""
-    return TurboJPEG()
-
-
 def read_file(path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
@@ -103,49 +94,15 @@ def read_file(path: str) -> bytes:
     return data
 
 
-def _tj_decode(data: bytes, pixel_format: int, scaling_factor: tuple[int, int] | None = None) -> np.ndarray:
-    """libjpeg-turbo decode that fails on damaged data.
-
-    libjpeg reports damaged entropy data as *warnings* and still returns an
-    image with grey blocks, so warnings count as failures here -- except
-    skipped bytes that ``check_jpeg`` also lets through (see
-    ``_skipped_bytes_are_harmless``).
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            pixels = turbojpeg().decode(data, pixel_format=pixel_format, scaling_factor=scaling_factor)
-        except OSError as error:
-            raise BadImageError(f"does not decode ({error})") from None
-    for warning in caught:
-        message = str(warning.message)
-        if not _skipped_bytes_are_harmless(message):
-            raise BadImageError(f"does not decode cleanly ({message})")
-    return pixels
-
-
-_SKIPPED_BYTES = re.compile(r"(\d+) extraneous bytes before marker")
-
-
-def _skipped_bytes_are_harmless(warning: str) -> bool:
-    """libjpeg's "N extraneous bytes before marker" warning, judged as ``_libjpeg.check`` judges it.
-
-    Past ``read_jpeg_header`` such bytes can only be scan data that no block
-    used, a damaged scan, unless there are only a few (stray padding).
-    """
-    match = _SKIPPED_BYTES.search(warning)
-    return match is not None and int(match[1]) <= MAX_UNUSED_SCAN_BYTES
-
-
-def _checked(operation, data: bytes):
+def _checked(operation, data: bytes, *args):
     """Run a ``_libjpeg`` operation that parses every scan; damaged data fails it as this input's BadImageError.
 
     ``check_jpeg`` is the decode check itself (the reconstruction the entropy
     decoder would feed cannot fail, so it is skipped); ``gray_to_color_jpeg``
-    transcodes losslessly and checks on the way.
+    transcodes losslessly and ``decode_whole`` decodes, both checking on the way.
     """
     try:
-        return operation(data)
+        return operation(data, *args)
     except ValueError as error:
         raise BadImageError(f"does not decode cleanly ({error})") from None
 
@@ -209,8 +166,7 @@ def _needs_resize(width: int, height: int, resize: int | None) -> bool:
 
 def _encode(image: Image.Image, quality: int) -> bytes:
     """JPEG-encode an RGB or RGBX image (4:2:0), handing libjpeg-turbo Pillow's own pixel layout."""
-    pixel_format = TJPF_RGBX if image.mode == "RGBX" else TJPF_RGB
-    return turbojpeg().encode(np.asarray(image), quality=quality, pixel_format=pixel_format, jpeg_subsample=TJSAMP_420)
+    return encode_jpeg(image.tobytes(), image.width, image.height, 4 if image.mode == "RGBX" else 3, quality)
 
 
 def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.Image:
@@ -220,9 +176,8 @@ def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.
     a copy, and ``_encode`` passes its resized RGBX on without repacking
     (together 7% of a --resize image; the stored bytes are the same).
     """
-    eighths = dct_eighths(min(info.width, info.height), shorter)
-    pixels = _tj_decode(data, TJPF_RGBX, (1, 8 // eighths) if eighths < 8 else None)
-    return Image.frombuffer("RGBX", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGBX", 0, 1)
+    pixels, width, height = _checked(decode_whole, data, dct_eighths(min(info.width, info.height), shorter))
+    return Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
 
 
 def _upright_and_small(info: JpegInfo, options: PrepareOptions) -> bool:
