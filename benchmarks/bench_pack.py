@@ -15,8 +15,8 @@ Contenders (each is one function below, run as its own subprocess):
   as many bytes to one file in 4 MiB ``O_DIRECT`` writes, as recpack writes
   shards, with fsync (what writing the output costs), and bare
   libjpeg-turbo decoding (PyTurboJPEG) at 1/8 and full scale on all cores,
-  and, for ``--resize``, the bare decode + pillow-simd resize + encode
-  calls that it needs per image (``_bare_resize``).  These are timed only
+  and, for ``--resize``, the bare decode + resize + encode calls that it
+  makes per image (``_bare_resize``).  These are timed only
   from the moment every worker holds its share of the files in memory (a
   barrier) until the last worker finishes: process start, imports and file
   reads are excluded.
@@ -402,8 +402,8 @@ def contenders() -> list[Contender]:
         Contender("decode_full", f"libjpeg-turbo decode full scale, {CPUS} procs", "ceiling",
                   "decode only (files pre-read)", ceiling_decode_full,
                   None if found["turbojpeg"] else "PyTurboJPEG not installed"),
-        Contender("resize_bare", f"libjpeg-turbo decode + pillow-simd resize {RESIZE} + encode q{RECPACK_QUALITY}, "
-                  f"{CPUS} procs (ceiling for --resize)", "ceiling", "library calls only (files pre-read)",
+        Contender("resize_bare", f"recpack's decode + resize {RESIZE} + encode calls (_libjpeg.shrink) at "
+                  f"q{RECPACK_QUALITY}, {CPUS} procs (ceiling for --resize)", "ceiling", "library calls only (files pre-read)",
                   ceiling_resize, None if found["turbojpeg"] else "PyTurboJPEG not installed"),
         Contender("peer_mxnet", "MXNet MXIndexedRecordIO minimal loop (im2rec's write calls), 1 proc", "peer",
                   peer_timed, peer_mxnet_cmd,

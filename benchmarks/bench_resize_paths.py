@@ -1,13 +1,15 @@
 """What each step of ``pack --resize`` costs, through RGB pixels and through YUV planes.
 
-Why it exists: ``--resize 256`` misses its target (2x FFCV's writer) and the
-three library calls it makes -- decode to RGB, Pillow resize, encode -- are
-themselves under 2x FFCV on 2 cores.  A pipeline that never leaves YCbCr
+Why it exists: ``--resize 256`` missed its target (2x FFCV's writer) while
+the three library calls it made -- decode to RGB, Pillow resize, encode --
+were themselves under 2x FFCV on 2 cores.  A pipeline that never leaves YCbCr
 (decode to planes, resize each plane, encode from planes) skips the colour
-conversion and chroma resampling on both sides.  This measures, per image,
+conversion and chroma resampling on both sides.  This measured, per image,
 each step both ways, to say what such a pipeline could save before anyone
-writes it.  (Pillow-SIMD's resize is vectorised for 4-byte pixels only, so its
-single-plane ``L`` resize is slow: the plane resize would have to be our own.)
+wrote it.  (Pillow-SIMD's resize is vectorised for 4-byte pixels only, so its
+single-plane ``L`` resize is slow: the plane resize had to be our own.)  That
+pipeline is now ``_libjpeg.shrink``, which the packer uses; its last row is
+that one call per image, all three steps together.
 
 Method: the first N corpus JPEGs that libjpeg-turbo can decode to planes are
 read into memory; each step runs over all of them on inputs prepared by the
@@ -29,6 +31,7 @@ from PIL import Image
 from turbojpeg import TJPF_RGBX, TJSAMP_420, TurboJPEG
 
 from corpus_cache import ensure_corpus, read_list
+from recpack._libjpeg import shrink
 
 SHORTER = 256
 QUALITY = 95
@@ -99,10 +102,13 @@ def main() -> None:
             per_image_ms(yuv_encode, planes_small, args.rounds),
         ),
     }
+    sized = [(data, *shrunk(width, height)) for data, (height, width) in zip(jpegs, (p[0].shape for p in planes))]
+    recpack_total = per_image_ms(lambda job: shrink(job[0], 8, job[1], job[2], QUALITY), sized, args.rounds)
     print(f"{len(jpegs)} corpus JPEGs, shorter side -> {SHORTER}, quality {QUALITY}; ms per image, 1 process")
-    print(f"{'path':<12}{'decode':>9}{'resize':>9}{'encode':>9}{'total':>9}")
+    print(f"{'path':<20}{'decode':>9}{'resize':>9}{'encode':>9}{'total':>9}")
     for name, (decode, resize, encode) in steps.items():
-        print(f"{name:<12}{decode:>9.3f}{resize:>9.3f}{encode:>9.3f}{decode + resize + encode:>9.3f}")
+        print(f"{name:<20}{decode:>9.3f}{resize:>9.3f}{encode:>9.3f}{decode + resize + encode:>9.3f}")
+    print(f"{'recpack shrink':<20}{'':>9}{'':>9}{'':>9}{recpack_total:>9.3f}")
 
 
 if __name__ == "__main__":

@@ -29,29 +29,33 @@ CPUS = os.cpu_count() or 1
 def _bare_resize(jpeg):
     """decode + resize + encode as --resize RESIZE needs them, and nothing else: the --resize ceiling.
 
-    The three library calls recpack makes, alone: libjpeg-turbo decodes at the
-    smallest of the SIMD DCT scales 1/8, 1/4, 1/2, 1 that leaves the shorter
-    side >= RESIZE (as RGBX, through recpack's own binding ``_libjpeg``, as the
-    packer does), pillow-simd shrinks it bilinearly, libjpeg-turbo encodes it
-    at RECPACK_QUALITY, 4:2:0.  Images already that small are only decoded (a
-    packer stores them as they are, after its decode check).
+    The library calls recpack makes, alone: for YCbCr JPEGs (nearly all) one
+    ``_libjpeg.shrink`` (decode to planes at the smallest of the SIMD DCT
+    scales 1/8, 1/4, 1/2, 1 that leaves the shorter side >= RESIZE, shrink
+    the planes, encode them at RECPACK_QUALITY, 4:2:0); for the rest
+    ``decode_whole``, pillow-simd's bilinear resize and ``encode``.  Images
+    already that small are only decoded (a packer stores them as they are,
+    after its decode check).
     """
     from PIL import Image
 
-    from recpack._libjpeg import decode_whole, encode
+    from recpack._libjpeg import decode_whole, encode, shrink
 
     def run(blob: bytes) -> None:
         width, height, _, _ = jpeg.decode_header(blob)
         shorter = min(width, height)
         eighths = next((m for m in (1, 2, 4) if shorter * m >= RESIZE * 8), 8)
-        pixels, width, height = decode_whole(blob, eighths)
         if shorter <= RESIZE:
+            decode_whole(blob, eighths)
             return
-        image = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
-        scale = RESIZE / min(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR)
-        encode(image.tobytes(), image.width, image.height, 4, RECPACK_QUALITY)
+        width, height = -(-width * eighths // 8), -(-height * eighths // 8)
+        scale = RESIZE / min(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if shrink(blob, eighths, *size, RECPACK_QUALITY) is None:
+            pixels, width, height = decode_whole(blob, eighths)
+            image = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            encode(image.tobytes(), image.width, image.height, 4, RECPACK_QUALITY)
 
     return run
 

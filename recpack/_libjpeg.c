@@ -19,7 +19,8 @@
  *
  * header(data) -> (width, height, components)
  * check(data) -> None: the packer's decode check (see below).
- * decode_whole(data, eighths), encode(pixels, ...): pack --resize's decode and encode (see below).
+ * shrink(data, ...): pack --resize in one call, for YCbCr JPEGs (see below).
+ * decode_whole(data, eighths), encode(pixels, ...): pack --resize's decode and encode for the rest.
  * gray_to_color(data) -> bytes: the packer's lossless grayscale conversion (see below).
  */
 #define PY_SSIZE_T_CLEAN
@@ -30,6 +31,8 @@
 #include <string.h>
 #include <jpeglib.h>
 #include <jerror.h> /* message codes, to tell warnings apart */
+
+#include "_resample.h"
 
 struct error_state {
     struct jpeg_error_mgr manager;
@@ -371,6 +374,244 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* shrink(data, eighths, width, height, quality) -> bytes, or None: pack --resize without leaving YCbCr.
+ *
+ * Decodes a YCbCr JPEG at eighths/8 as its planes (libjpeg's raw data: no
+ * chroma upsampling, no colour conversion), shrinks each plane to width x
+ * height (chroma to half that, rounded up: 4:2:0) with _resample.c, and
+ * encodes the planes at quality as encode() would.  Any damage fails as in
+ * check().  None for JPEGs whose planes it does not take (RGB- or otherwise
+ * coded, or chroma sampled finer than luma): decode_whole() and encode() do
+ * those through RGB.
+ *
+ * Against decode_whole + Pillow-SIMD's RGBX resize + encode, it skips the
+ * colour work on both sides and resizes 1.5 bytes a pixel instead of 4.
+ */
+#if JPEG_LIB_VERSION >= 70
+#define SCALED_WIDTH(component) ((component)->DCT_h_scaled_size)
+#define SCALED_HEIGHT(component) ((component)->DCT_v_scaled_size)
+#define MIN_SCALED_WIDTH(cinfo) ((cinfo)->min_DCT_h_scaled_size)
+#define MIN_SCALED_HEIGHT(cinfo) ((cinfo)->min_DCT_v_scaled_size)
+#else
+#define SCALED_WIDTH(component) ((component)->DCT_scaled_size)
+#define SCALED_HEIGHT(component) ((component)->DCT_scaled_size)
+#define MIN_SCALED_WIDTH(cinfo) ((cinfo)->min_DCT_scaled_size)
+#define MIN_SCALED_HEIGHT(cinfo) ((cinfo)->min_DCT_scaled_size)
+#endif
+
+static int planes_taken(const struct jpeg_decompress_struct *cinfo) {
+    int c;
+    if (cinfo->num_components != 3 || cinfo->jpeg_color_space != JCS_YCbCr)
+        return 0;
+    for (c = 1; c < 3; c++)
+        if (cinfo->comp_info[c].h_samp_factor != 1 || cinfo->comp_info[c].v_samp_factor != 1)
+            return 0;
+    return 1;
+}
+
+/* Three planes in one allocation, with a row pointer for each of their rows. */
+struct planes {
+    struct plane plane[3];
+    unsigned int rows[3]; /* rows allocated: whole iMCU rows */
+    unsigned char *memory;
+    JSAMPROW *row_pointers[3];
+};
+
+static int allocate_planes(struct planes *p, const unsigned int strides[3], const unsigned int rows[3]) {
+    size_t bytes = 0, pointers = 0;
+    int c;
+    unsigned int y;
+    for (c = 0; c < 3; c++) {
+        bytes += (size_t)strides[c] * rows[c];
+        pointers += rows[c];
+    }
+    p->memory = malloc(bytes + pointers * sizeof(JSAMPROW));
+    if (p->memory == NULL)
+        return -1;
+    JSAMPROW *next_pointer = (JSAMPROW *)p->memory;
+    unsigned char *next_row = p->memory + pointers * sizeof(JSAMPROW);
+    for (c = 0; c < 3; c++) {
+        p->plane[c].pixels = next_row;
+        p->plane[c].stride = strides[c];
+        p->rows[c] = rows[c];
+        p->row_pointers[c] = next_pointer;
+        for (y = 0; y < rows[c]; y++)
+            *next_pointer++ = next_row + (size_t)y * strides[c];
+        next_row += (size_t)strides[c] * rows[c];
+    }
+    return 0;
+}
+
+/* Planes for what libjpeg will decode (whole iMCU rows, its padded widths); needs jpeg_start_decompress. */
+static int allocate_decoded(const struct jpeg_decompress_struct *cinfo, struct planes *in) {
+    unsigned int strides[3], rows[3];
+    int c;
+    for (c = 0; c < 3; c++) {
+        const jpeg_component_info *component = &cinfo->comp_info[c];
+        strides[c] = component->width_in_blocks * SCALED_WIDTH(component);
+        rows[c] = cinfo->total_iMCU_rows * component->v_samp_factor * SCALED_HEIGHT(component);
+    }
+    if (allocate_planes(in, strides, rows) != 0)
+        return -1;
+    for (c = 0; c < 3; c++) {
+        in->plane[c].width = cinfo->comp_info[c].downsampled_width;
+        in->plane[c].height = cinfo->comp_info[c].downsampled_height;
+    }
+    return 0;
+}
+
+/* 4:2:0 planes of width x height, padded to whole MCUs as the encoder reads them. */
+static int allocate_shrunk(struct planes *out, unsigned int width, unsigned int height) {
+    unsigned int mcu_columns = (width + 15) / 16, mcu_rows = (height + 15) / 16, c;
+    unsigned int strides[3] = {mcu_columns * 16, mcu_columns * 8, mcu_columns * 8};
+    unsigned int rows[3] = {mcu_rows * 16, mcu_rows * 8, mcu_rows * 8};
+    if (allocate_planes(out, strides, rows) != 0)
+        return -1;
+    for (c = 0; c < 3; c++) {
+        out->plane[c].width = c == 0 ? width : (width + 1) / 2;
+        out->plane[c].height = c == 0 ? height : (height + 1) / 2;
+    }
+    return 0;
+}
+
+/* Decode every iMCU row into in; under setjmp.  NULL, or why it stopped short. */
+static const char *read_planes(struct jpeg_decompress_struct *cinfo, const struct planes *in) {
+    unsigned int step = cinfo->max_v_samp_factor * MIN_SCALED_HEIGHT(cinfo), imcu;
+    int c;
+    for (imcu = 0; imcu < cinfo->total_iMCU_rows; imcu++) {
+        JSAMPARRAY at[3];
+        for (c = 0; c < 3; c++)
+            at[c] = in->row_pointers[c] + (size_t)imcu * (in->rows[c] / cinfo->total_iMCU_rows);
+        if (jpeg_read_raw_data(cinfo, at, step) != step)
+            return "image data ended early";
+    }
+    return NULL;
+}
+
+/* Shrink the decoded planes into out's, then pad those to whole MCUs; -1 when out of memory.  Reads
+ * cinfo's component info, which lives until jpeg_finish_decompress. */
+static int shrink_planes(const struct jpeg_decompress_struct *cinfo, const struct planes *in,
+                         const struct planes *out) {
+    int c;
+    for (c = 0; c < 3; c++) {
+        const jpeg_component_info *component = &cinfo->comp_info[c];
+        /* this plane's resolution in and out, as a fraction of the image's */
+        double in_x = (double)(component->h_samp_factor * SCALED_WIDTH(component)) /
+                      (cinfo->max_h_samp_factor * MIN_SCALED_WIDTH(cinfo));
+        double in_y = (double)(component->v_samp_factor * SCALED_HEIGHT(component)) /
+                      (cinfo->max_v_samp_factor * MIN_SCALED_HEIGHT(cinfo));
+        double out_fraction = c == 0 ? 1.0 : 0.5;
+        if (resample_plane(&in->plane[c], &out->plane[c],
+                           (double)cinfo->output_width / out->plane[0].width * in_x / out_fraction,
+                           (double)cinfo->output_height / out->plane[0].height * in_y / out_fraction) != 0)
+            return -1;
+        pad_plane(&out->plane[c], (unsigned int)out->plane[c].stride, out->rows[c]);
+    }
+    return 0;
+}
+
+/* Encode 4:2:0 planes padded to whole MCUs, with encode()'s settings; under setjmp. */
+static void write_planes(struct jpeg_compress_struct *cinfo, const struct planes *out, int quality) {
+    unsigned int row;
+    cinfo->image_width = out->plane[0].width;
+    cinfo->image_height = out->plane[0].height;
+    cinfo->input_components = 3;
+    cinfo->in_color_space = JCS_YCbCr;
+    jpeg_set_defaults(cinfo); /* luma sampled 2x2, chroma 1x1 */
+    jpeg_set_quality(cinfo, quality, TRUE);
+    cinfo->dct_method = quality >= 96 ? JDCT_ISLOW : JDCT_IFAST;
+    cinfo->raw_data_in = TRUE;
+    jpeg_start_compress(cinfo, TRUE);
+    for (row = 0; cinfo->next_scanline < cinfo->image_height; row += 16) {
+        JSAMPARRAY at[3] = {out->row_pointers[0] + row, out->row_pointers[1] + row / 2,
+                            out->row_pointers[2] + row / 2};
+        jpeg_write_raw_data(cinfo, at, 16);
+    }
+    jpeg_finish_compress(cinfo);
+}
+
+static PyObject *shrink(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int eighths, width, height;
+    int quality;
+    struct jpeg_decompress_struct src;
+    struct jpeg_compress_struct dst;
+    struct error_state error;
+    struct planes in = {0}, out = {0};
+    unsigned char *volatile encoded = NULL;
+    unsigned long encoded_size = 0;
+    volatile int src_made = 0, dst_made = 0, failed = 0, taken = 1;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIIi", &input, &eighths, &width, &height, &quality))
+        return NULL;
+    if (eighths < 1 || eighths > 16 || width == 0 || height == 0 || quality < 1 || quality > 100) {
+        PyBuffer_Release(&input);
+        PyErr_SetString(PyExc_ValueError, "shrink needs eighths 1-16, a non-empty size and quality 1-100");
+        return NULL;
+    }
+    src.err = dst.err = errors_to(&error, on_warning_fail);
+    Py_BEGIN_ALLOW_THREADS
+    /* three steps, so that the planes are allocated where no longjmp can lose them */
+    if (setjmp(error.jump)) {
+        failed = 1;
+    } else {
+        jpeg_create_decompress(&src);
+        src_made = 1;
+        jpeg_mem_src(&src, (const unsigned char *)input.buf, (unsigned long)input.len);
+        jpeg_read_header(&src, TRUE);
+        taken = planes_taken(&src);
+        if (taken) {
+            src.scale_num = eighths;
+            src.scale_denom = 8;
+            src.raw_data_out = TRUE;
+            src.dct_method = JDCT_ISLOW;
+            jpeg_start_decompress(&src);
+        }
+        failed = error.message[0] != '\0';
+    }
+    if (!failed && taken && (allocate_decoded(&src, &in) != 0 || allocate_shrunk(&out, width, height) != 0)) {
+        strcpy(error.message, "out of memory");
+        failed = 1;
+    }
+    if (!failed && taken) {
+        if (setjmp(error.jump)) {
+            failed = 1;
+        } else {
+            const char *short_by = read_planes(&src, &in);
+            if (short_by != NULL && error.message[0] == '\0')
+                strcpy(error.message, short_by);
+            if (error.message[0] == '\0' && shrink_planes(&src, &in, &out) != 0)
+                strcpy(error.message, "out of memory");
+            if (error.message[0] == '\0')
+                jpeg_finish_decompress(&src); /* reads on to the end: damage after the last row fails too */
+            if (error.message[0] == '\0') {
+                jpeg_create_compress(&dst);
+                dst_made = 1;
+                jpeg_mem_dest(&dst, (unsigned char **)&encoded, &encoded_size);
+                write_planes(&dst, &out, quality);
+            }
+            failed = error.message[0] != '\0';
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (dst_made)
+        jpeg_destroy_compress(&dst);
+    if (src_made)
+        jpeg_destroy_decompress(&src);
+    free(in.memory);
+    free(out.memory);
+    PyBuffer_Release(&input);
+    if (failed)
+        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
+    else if (!taken)
+        result = Py_NewRef(Py_None);
+    else
+        result = PyBytes_FromStringAndSize((const char *)encoded, (Py_ssize_t)encoded_size);
+    free(encoded);
+    return result;
+}
+
 /* gray_to_color(data) -> bytes: a grayscale JPEG as a 3-component (YCbCr 4:4:4) one, losslessly.
  *
  * The grey image's DCT coefficients become the luma plane unchanged, and both
@@ -454,6 +695,8 @@ static PyMethodDef methods[] = {
     {"header", header, METH_VARARGS, "header(data) -> (width, height, components)"},
     {"decode_whole", decode_whole, METH_VARARGS,
      "decode_whole(data, eighths) -> (rgbx, width, height); ValueError on any damage, as check()"},
+    {"shrink", shrink, METH_VARARGS,
+     "shrink(data, eighths, width, height, quality) -> JPEG bytes, or None for JPEGs not coded as YCbCr planes"},
     {"encode", encode, METH_VARARGS, "encode(pixels, width, height, channels, quality) -> 4:2:0 JPEG bytes"},
     {"decode_region", decode_region, METH_VARARGS,
      "decode_region(data, left, top, width, height, eighths) -> (rgbx, x, y, w, h)"},

@@ -25,7 +25,10 @@ Decisions, in one place:
   whatever colour happens to hide under them.
 * 16-bit images are scaled to 8 bits (value / 257), not clipped.
 * ``resize`` shrinks the shorter side to that many pixels (never enlarges;
-  images already small enough are kept as they are).
+  images already small enough are kept as they are), with a bilinear
+  filter, re-encoding at ``quality`` as 4:2:0.  JPEGs are decoded at the
+  smallest SIMD DCT scale that leaves enough pixels, and YCbCr ones are
+  shrunk in their planes without a colour conversion (``_libjpeg.shrink``).
 * Masks must be lossless (PNG as is; BMP/TIFF/GIF are re-saved as PNG keeping
   their mode, so palette indices survive), must match the image's size, and
   get the image's orientation and resize (nearest neighbour).
@@ -48,6 +51,7 @@ from ._libjpeg import check as check_jpeg
 from ._libjpeg import decode_whole
 from ._libjpeg import encode as encode_jpeg
 from ._libjpeg import gray_to_color as gray_to_color_jpeg
+from ._libjpeg import shrink as shrink_jpeg
 from .jpeg_header import JpegInfo, is_jpeg, read_jpeg_header
 
 Check = Literal["decode", "header"]
@@ -99,7 +103,7 @@ def _checked(operation, data: bytes, *args):
 
     ``check_jpeg`` is the decode check itself (the reconstruction the entropy
     decoder would feed cannot fail, so it is skipped); ``gray_to_color_jpeg``
-    transcodes losslessly and ``decode_whole`` decodes, both checking on the way.
+    transcodes losslessly, ``shrink_jpeg`` and ``decode_whole`` decode, all checking on the way.
     """
     try:
         return operation(data, *args)
@@ -169,15 +173,22 @@ def _encode(image: Image.Image, quality: int) -> bytes:
     return encode_jpeg(image.tobytes(), image.width, image.height, 4 if image.mode == "RGBX" else 3, quality)
 
 
-def _decode_jpeg_for_resize(data: bytes, info: JpegInfo, shorter: int) -> Image.Image:
-    """Decode a 3-component JPEG at the cheapest DCT scale that still leaves ``shorter`` pixels.
+def _shrink_jpeg(data: bytes, info: JpegInfo, shorter: int, quality: int) -> Converted:
+    """Decode a 3-component JPEG at the cheapest DCT scale that still leaves ``shorter`` pixels, shrink, re-encode.
 
-    As RGBX: Pillow keeps RGB pixels 4 bytes wide, so it wraps these without
-    a copy, and ``_encode`` passes its resized RGBX on without repacking
-    (together 7% of a --resize image; the stored bytes are the same).
+    YCbCr JPEGs (nearly all) never leave their planes (``_libjpeg.shrink``);
+    the rest go through RGBX pixels, which Pillow wraps without a copy and
+    hands back to the encoder in its own layout.
     """
-    pixels, width, height = _checked(decode_whole, data, dct_eighths(min(info.width, info.height), shorter))
-    return Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
+    eighths = dct_eighths(min(info.width, info.height), shorter)
+    scaled = (-(-info.width * eighths // 8), -(-info.height * eighths // 8))  # libjpeg's scaled size
+    size = _shrunk_size(*scaled, shorter)
+    stored = _checked(shrink_jpeg, data, eighths, *size, quality)
+    if stored is None:
+        pixels, width, height = _checked(decode_whole, data, eighths)
+        image = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
+        stored = _encode(image.resize(size, Image.Resampling.BILINEAR), quality)
+    return Converted(stored, size, 1, rewritten=True)
 
 
 def _upright_and_small(info: JpegInfo, options: PrepareOptions) -> bool:
@@ -211,9 +222,7 @@ def prepare_image(data: bytes, options: PrepareOptions) -> Converted:
         if info.components == 1 and upright_and_small:
             return Converted(_gray_to_color(data), (info.width, info.height), 1, rewritten=True)
         if info.components == 3 and info.orientation == 1:
-            image = _decode_jpeg_for_resize(data, info, options.resize)
-            image = image.resize(_shrunk_size(*image.size, options.resize), Image.Resampling.BILINEAR)
-            return Converted(_encode(image, options.quality), image.size, 1, rewritten=True)
+            return _shrink_jpeg(data, info, options.resize, options.quality)
         orientation = info.orientation
     else:
         orientation = 1

@@ -1,0 +1,241 @@
+/* Shrinking one 8-bit image plane: the resize of pack --resize's YCbCr path.
+ *
+ * Why our own: that path never leaves the JPEG's planes (luma at full size,
+ * chroma at half), which skips the colour conversion and chroma resampling
+ * on both sides of the resize and resizes 1.5 bytes a pixel instead of 4;
+ * Pillow-SIMD is vectorised only for 4-byte pixels, and its 1-byte (L)
+ * resize costs more than its RGBX one.
+ *
+ * The filter is Pillow's BILINEAR: a triangle whose support grows with the
+ * reduction, weights normalised to 1 over the input pixels inside the image,
+ * as 14-bit fixed point (so that SSE2's pmaddwd takes pixel and weight pairs
+ * as 16-bit values).  Two passes: vertical first, 8 columns at a time, then
+ * horizontal over the fewer rows left, a window of up to 8 pixels at a time.
+ * Without SSE2, or for windows over 8 pixels (shrinking more than 3.5x),
+ * plain loops give the same results.
+ */
+#include "_resample.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define PRECISION_BITS 14 /* weights up to 1 fit int16; pixel x weight pairs summed fit int32 */
+#define ROUNDING (1 << (PRECISION_BITS - 1))
+#define VECTOR_TAPS 8 /* pixels a horizontal window reads at once */
+#define ROW_SLACK VECTOR_TAPS /* bytes after each intermediate row, so that a window near its end stays inside */
+
+/* One axis's windows: output i reads count[i] inputs from first[i], with weights[i * taps + k] (zero past
+ * count[i]). */
+struct windows {
+    unsigned int *first, *count;
+    int16_t *weights;
+    unsigned int taps;
+};
+
+static double triangle(double x) {
+    x = fabs(x);
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+static void free_windows(struct windows *w) {
+    free(w->first);
+    free(w->count);
+    free(w->weights);
+}
+
+static int make_windows(struct windows *w, unsigned int in_size, unsigned int out_size, double scale) {
+    double widen = scale > 1.0 ? scale : 1.0, support = widen; /* the triangle's support is 1 */
+    unsigned int i, k, needed = (unsigned int)ceil(support) * 2 + 1;
+    w->taps = needed > VECTOR_TAPS ? needed : VECTOR_TAPS;
+    w->first = malloc(out_size * sizeof *w->first);
+    w->count = malloc(out_size * sizeof *w->count);
+    w->weights = calloc((size_t)out_size * w->taps, sizeof *w->weights);
+    if (w->first == NULL || w->count == NULL || w->weights == NULL) {
+        free_windows(w);
+        return -1;
+    }
+    for (i = 0; i < out_size; i++) {
+        double centre = (i + 0.5) * scale, total = 0.0, raw[w->taps];
+        int low = (int)(centre - support + 0.5), high = (int)(centre + support + 0.5);
+        if (low < 0)
+            low = 0;
+        if (high > (int)in_size)
+            high = (int)in_size;
+        if (high <= low) /* an output centred beyond the input: take its nearest pixel */
+            low = high - 1 >= 0 ? high - 1 : 0, high = low + 1;
+        w->first[i] = (unsigned int)low;
+        w->count[i] = (unsigned int)(high - low);
+        for (k = 0; k < w->count[i]; k++)
+            total += raw[k] = triangle((low + k - centre + 0.5) / widen);
+        for (k = 0; k < w->count[i]; k++)
+            w->weights[(size_t)i * w->taps + k] =
+                (int16_t)(0.5 + (total > 0.0 ? raw[k] / total : 1.0 / w->count[i]) * (1 << PRECISION_BITS));
+    }
+    return 0;
+}
+
+static unsigned char clip8(int32_t sum) {
+    sum >>= PRECISION_BITS;
+    return sum < 0 ? 0 : sum > 255 ? 255 : (unsigned char)sum;
+}
+
+/* Columns [from, width) of out row = weighted sum of in rows. */
+static void vertical_columns(const struct plane *in, const struct windows *rows, unsigned int y,
+                             unsigned char *target, unsigned int from) {
+    const int16_t *weights = rows->weights + (size_t)y * rows->taps;
+    unsigned int x, k;
+    for (x = from; x < in->width; x++) {
+        int32_t sum = ROUNDING;
+        for (k = 0; k < rows->count[y]; k++)
+            sum += weights[k] * in->pixels[(rows->first[y] + k) * in->stride + x];
+        target[x] = clip8(sum);
+    }
+}
+
+#ifdef __SSE2__
+/* 16 columns at a time: two rows' pixels interleaved as 16-bit pairs, one pmaddwd per pair of rows and 4
+ * columns.  Returns the columns done. */
+static unsigned int vertical_vectors(const struct plane *in, const struct windows *rows, unsigned int y,
+                                     unsigned char *target) {
+    const int16_t *weights = rows->weights + (size_t)y * rows->taps;
+    const unsigned char *top = in->pixels + rows->first[y] * in->stride;
+    const __m128i zero = _mm_setzero_si128();
+    unsigned int x, k, pairs = (rows->count[y] + 1) / 2;
+    __m128i weight_pairs[rows->taps / 2 + 1];
+    for (k = 0; k < pairs; k++) { /* an odd count pairs its last row with nothing */
+        int16_t second = 2 * k + 1 < rows->count[y] ? weights[2 * k + 1] : 0;
+        weight_pairs[k] = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)weights[2 * k] | (uint32_t)(uint16_t)second << 16));
+    }
+    for (x = 0; x + 16 <= in->width; x += 16) {
+        __m128i sums[4];
+        for (k = 0; k < 4; k++)
+            sums[k] = _mm_set1_epi32(ROUNDING);
+        for (k = 0; k < pairs; k++) {
+            const unsigned char *row = top + 2 * k * in->stride + x;
+            __m128i first = _mm_loadu_si128((const __m128i *)row);
+            __m128i second = 2 * k + 1 < rows->count[y] ? _mm_loadu_si128((const __m128i *)(row + in->stride)) : zero;
+            __m128i low = _mm_unpacklo_epi8(first, second), high = _mm_unpackhi_epi8(first, second);
+            sums[0] = _mm_add_epi32(sums[0], _mm_madd_epi16(_mm_unpacklo_epi8(low, zero), weight_pairs[k]));
+            sums[1] = _mm_add_epi32(sums[1], _mm_madd_epi16(_mm_unpackhi_epi8(low, zero), weight_pairs[k]));
+            sums[2] = _mm_add_epi32(sums[2], _mm_madd_epi16(_mm_unpacklo_epi8(high, zero), weight_pairs[k]));
+            sums[3] = _mm_add_epi32(sums[3], _mm_madd_epi16(_mm_unpackhi_epi8(high, zero), weight_pairs[k]));
+        }
+        for (k = 0; k < 4; k++)
+            sums[k] = _mm_srai_epi32(sums[k], PRECISION_BITS);
+        _mm_storeu_si128((__m128i *)(target + x),
+                         _mm_packus_epi16(_mm_packs_epi32(sums[0], sums[1]), _mm_packs_epi32(sums[2], sums[3])));
+    }
+    return x;
+}
+#endif
+
+static void vertical_pass(const struct plane *in, const struct windows *rows, unsigned char *out, size_t out_stride,
+                          unsigned int out_height) {
+    unsigned int y;
+    for (y = 0; y < out_height; y++) {
+        unsigned int done = 0;
+#ifdef __SSE2__
+        done = vertical_vectors(in, rows, y, out + y * out_stride);
+#endif
+        vertical_columns(in, rows, y, out + y * out_stride, done);
+    }
+}
+
+/* One output pixel from its window of one row. */
+static unsigned char window_sum(const unsigned char *window, const int16_t *weights, unsigned int count) {
+    int32_t sum = ROUNDING;
+    unsigned int k;
+    for (k = 0; k < count; k++)
+        sum += weights[k] * window[k];
+    return clip8(sum);
+}
+
+static void horizontal_rows(const unsigned char *in, size_t in_stride, const struct windows *columns,
+                            const struct plane *out, unsigned int from) {
+    unsigned int y, x;
+    for (y = from; y < out->height; y++) {
+        const unsigned char *source = in + y * in_stride;
+        unsigned char *target = out->pixels + y * out->stride;
+        for (x = 0; x < out->width; x++)
+            target[x] = window_sum(source + columns->first[x], columns->weights + (size_t)x * columns->taps,
+                                   columns->count[x]);
+    }
+}
+
+#ifdef __SSE2__
+/* Four rows at a time, each window of 8 pixels (zero weights past its count, ROW_SLACK readable past a
+ * row's end) in one pmaddwd; the four rows' partial sums are reduced together.  Returns rows done. */
+static unsigned int horizontal_vectors(const unsigned char *in, size_t in_stride, const struct windows *columns,
+                                       const struct plane *out) {
+    const __m128i zero = _mm_setzero_si128(), rounding = _mm_set1_epi32(ROUNDING);
+    unsigned int y, x, r;
+    if (columns->taps != VECTOR_TAPS)
+        return 0;
+    for (y = 0; y + 4 <= out->height; y += 4) {
+        const unsigned char *source = in + y * in_stride;
+        unsigned char *target = out->pixels + y * out->stride;
+        for (x = 0; x < out->width; x++) {
+            const unsigned char *window = source + columns->first[x];
+            __m128i weights = _mm_loadu_si128((const __m128i *)(columns->weights + (size_t)x * VECTOR_TAPS));
+            __m128i sums[4];
+            for (r = 0; r < 4; r++) {
+                __m128i pixels = _mm_loadl_epi64((const __m128i *)(window + r * in_stride));
+                sums[r] = _mm_madd_epi16(_mm_unpacklo_epi8(pixels, zero), weights);
+            }
+            /* [a0+a2, b0+b2, a1+a3, b1+b3] for rows a, b; then the four rows' totals side by side */
+            __m128i rows01 = _mm_add_epi32(_mm_unpacklo_epi32(sums[0], sums[1]), _mm_unpackhi_epi32(sums[0], sums[1]));
+            __m128i rows23 = _mm_add_epi32(_mm_unpacklo_epi32(sums[2], sums[3]), _mm_unpackhi_epi32(sums[2], sums[3]));
+            __m128i totals = _mm_add_epi32(_mm_unpacklo_epi64(rows01, rows23), _mm_unpackhi_epi64(rows01, rows23));
+            totals = _mm_srai_epi32(_mm_add_epi32(totals, rounding), PRECISION_BITS);
+            totals = _mm_packs_epi32(totals, totals);
+            uint32_t bytes = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(totals, totals));
+            for (r = 0; r < 4; r++)
+                target[r * out->stride + x] = (unsigned char)(bytes >> (8 * r));
+        }
+    }
+    return y;
+}
+#endif
+
+static void horizontal_pass(const unsigned char *in, size_t in_stride, const struct windows *columns,
+                            const struct plane *out) {
+    unsigned int done = 0;
+#ifdef __SSE2__
+    done = horizontal_vectors(in, in_stride, columns, out);
+#endif
+    horizontal_rows(in, in_stride, columns, out, done);
+}
+
+int resample_plane(const struct plane *in, const struct plane *out, double scale_x, double scale_y) {
+    struct windows rows = {0}, columns = {0};
+    size_t between_stride = (size_t)in->width + ROW_SLACK;
+    unsigned char *between = calloc(between_stride, out->height); /* zeroed: the slack is read, times 0 */
+    int result = -1;
+    if (between != NULL && make_windows(&rows, in->height, out->height, scale_y) == 0) {
+        if (make_windows(&columns, in->width, out->width, scale_x) == 0) {
+            vertical_pass(in, &rows, between, between_stride, out->height);
+            horizontal_pass(between, between_stride, &columns, out);
+            free_windows(&columns);
+            result = 0;
+        }
+        free_windows(&rows);
+    }
+    free(between);
+    return result;
+}
+
+void pad_plane(const struct plane *out, unsigned int padded_width, unsigned int padded_height) {
+    unsigned int y;
+    for (y = 0; y < out->height; y++) {
+        unsigned char *row = out->pixels + y * out->stride;
+        memset(row + out->width, row[out->width - 1], padded_width - out->width);
+    }
+    for (; y < padded_height; y++)
+        memcpy(out->pixels + y * out->stride, out->pixels + (out->height - 1) * out->stride, padded_width);
+}

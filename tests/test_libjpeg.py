@@ -1,0 +1,162 @@
+"""recpack's own libjpeg binding for pack --resize: shrink, and decode_whole and encode for the rest.
+
+decode_whole and encode replaced PyTurboJPEG, so PyTurboJPEG is their
+reference: the same pixels, the same bytes.  shrink (planes in, planes out)
+is held to that RGB path's picture.  Each of them decodes in place of the
+pack's decode check, so each must fail on every damage that check fails on.
+"""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from turbojpeg import TJPF_RGB, TJPF_RGBX, TJSAMP_420, TJSAMP_440, TurboJPEG
+
+from recpack._libjpeg import check as check_jpeg
+from recpack._libjpeg import decode_whole, encode, shrink
+from recpack.decode import dct_eighths
+from recpack.prepare import PrepareOptions, prepare_image
+
+
+def _photo(photo_dir, size=None, quality=90, mode="RGB", subsampling=2):
+    image = Image.open(photo_dir / "dog" / "small_0003.jpg").convert(mode)
+    if size is not None:
+        image = image.resize(size)
+    encoded = io.BytesIO()
+    image.save(encoded, "JPEG", quality=quality, subsampling=subsampling)
+    return encoded.getvalue()
+
+
+def _pixels(jpeg):
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)
+
+
+def _through_rgb(jpeg, eighths, size, quality):
+    """pack --resize's other path: RGBX pixels, Pillow-SIMD's BILINEAR, encode."""
+    pixels, width, height = decode_whole(jpeg, eighths)
+    image = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1).resize(size, Image.BILINEAR)
+    return encode(image.tobytes(), *size, 4, quality)
+
+
+def _adobe_rgb(jpeg):
+    """The same file saying its components are R, G, B: an Adobe segment (transform 0) in place of JFIF's."""
+    assert jpeg[2:4] == b"\xff\xe0"  # JFIF's APP0, which would make libjpeg read YCbCr whatever Adobe says
+    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+    return jpeg[:2] + adobe + jpeg[4 + int.from_bytes(jpeg[4:6], "big"):]
+
+
+@pytest.mark.parametrize("eighths", [8, 4, 2, 1])
+@pytest.mark.parametrize("size", [(64, 48), (203, 131)])  # whole MCUs and partial ones
+def test_decode_whole_gives_turbojpegs_pixels_at_every_simd_scale(photo_dir, eighths, size):
+    jpeg = _photo(photo_dir, size)
+    pixels, width, height = decode_whole(jpeg, eighths)
+    factor = None if eighths == 8 else (1, 8 // eighths)
+    expected = TurboJPEG().decode(jpeg, pixel_format=TJPF_RGBX, scaling_factor=factor)
+    assert (height, width) == expected.shape[:2] == (-(-size[1] * eighths // 8), -(-size[0] * eighths // 8))
+    assert np.array_equal(np.frombuffer(pixels, np.uint8).reshape(height, width, 4)[..., :3], expected[..., :3])
+
+
+def test_decode_whole_gives_grey_jpegs_as_rgbx(photo_dir):
+    jpeg = _photo(photo_dir, mode="L")
+    pixels, width, height = decode_whole(jpeg, 8)
+    rgbx = np.frombuffer(pixels, np.uint8).reshape(height, width, 4)
+    grey = np.asarray(Image.open(io.BytesIO(jpeg)))
+    assert all(np.array_equal(rgbx[..., channel], grey) for channel in range(3))
+
+
+@pytest.mark.parametrize("damage", ["cut in the scan", "a corrupt byte in the scan", "garbage before the end"])
+def test_decode_whole_fails_wherever_the_decode_check_fails(photo_dir, damage):
+    jpeg = _photo(photo_dir, (203, 131))
+    scan_end = len(jpeg) - 2
+    damaged = {
+        "cut in the scan": jpeg[: len(jpeg) * 3 // 4] + b"\xff\xd9",
+        "a corrupt byte in the scan": jpeg[:scan_end - 200] + b"\xff\x07" + jpeg[scan_end - 198:],
+        "garbage before the end": jpeg[:scan_end] + b"\x5a" * 40 + jpeg[scan_end:],
+    }[damage]
+    with pytest.raises(ValueError):
+        check_jpeg(damaged)
+    for eighths in (8, 1):
+        # libjpeg's message depends on how far a decode reads before the damage stops it
+        with pytest.raises(ValueError, match="JPEG|marker"):
+            decode_whole(damaged, eighths)
+        with pytest.raises(ValueError, match="JPEG|marker"):
+            shrink(damaged, eighths, 20, 13, 90)
+
+
+def test_decode_whole_refuses_what_is_not_a_jpeg():
+    with pytest.raises(ValueError, match="JPEG"):
+        decode_whole(b"\x89PNG\r\n\x1a\n" + bytes(100), 8)
+    with pytest.raises(ValueError, match="eighths"):
+        decode_whole(b"", 0)
+
+
+@pytest.mark.parametrize("quality", [75, 90, 95, 96, 100])  # tjCompress2 changes its DCT at 96
+@pytest.mark.parametrize("size", [(64, 48), (203, 131), (1, 1)])
+def test_encode_writes_turbojpegs_bytes(photo_dir, quality, size):
+    rgb = np.asarray(Image.open(io.BytesIO(_photo(photo_dir, size))).convert("RGB"))
+    rgbx = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    height, width = rgb.shape[:2]
+    tj = TurboJPEG()
+    for pixels, channels, pixel_format in ((rgb, 3, TJPF_RGB), (rgbx, 4, TJPF_RGBX)):
+        expected = tj.encode(np.ascontiguousarray(pixels), quality=quality, pixel_format=pixel_format,
+                             jpeg_subsample=TJSAMP_420)
+        assert encode(pixels.tobytes(), width, height, channels, quality) == expected
+
+
+@pytest.mark.parametrize("arguments", [
+    (bytes(12), 2, 2, 2, 90),  # 2 channels
+    (bytes(12), 0, 2, 3, 90),  # no width
+    (bytes(12), 2, 2, 3, 0),  # quality 0
+    (bytes(11), 2, 2, 3, 90),  # one byte short
+])
+def test_encode_refuses_pixels_it_cannot_read_whole(arguments):
+    with pytest.raises(ValueError, match="encode needs"):
+        encode(*arguments)
+
+
+@pytest.mark.parametrize("eighths", [8, 4, 2, 1])
+@pytest.mark.parametrize("subsampling", [0, 1, 2, "4:4:0"])  # Pillow's 4:4:4, 4:2:2, 4:2:0; TurboJPEG's 4:4:0
+@pytest.mark.parametrize("out_size", [(40, 26), (17, 11)])
+def test_shrink_gives_the_rgb_paths_picture_as_4_2_0(photo_dir, eighths, subsampling, out_size):
+    if subsampling == "4:4:0":
+        rgb = np.asarray(Image.open(photo_dir / "dog" / "small_0003.jpg").convert("RGB").resize((203, 131)))
+        jpeg = TurboJPEG().encode(np.ascontiguousarray(rgb), quality=90, jpeg_subsample=TJSAMP_440)
+    else:
+        jpeg = _photo(photo_dir, (203, 131), subsampling=subsampling)
+    size = out_size if eighths > 1 else (out_size[0] // 2, out_size[1] // 2)  # never enlarge: 1/8 is 26x17
+    shrunk = shrink(jpeg, eighths, *size, 95)
+    assert Image.open(io.BytesIO(shrunk)).size == size
+    assert [layer[1:3] for layer in Image.open(io.BytesIO(shrunk)).layer] == [(2, 2), (1, 1), (1, 1)]  # 4:2:0
+    difference = np.abs(_pixels(shrunk) - _pixels(_through_rgb(jpeg, eighths, size, 95))).mean()
+    assert difference < 4  # the same picture: a one-pixel shift is ~10 off
+
+
+def test_shrink_keeps_a_flat_colour_exactly(photo_dir):
+    flat = io.BytesIO()
+    Image.new("RGB", (203, 131), (200, 40, 90)).save(flat, "JPEG", quality=95)
+    decoded = _pixels(flat.getvalue())
+    shrunk = _pixels(shrink(flat.getvalue(), 8, 61, 39, 95))
+    assert np.abs(shrunk - decoded.mean(axis=(0, 1))).max() <= 2
+
+
+def test_jpegs_not_coded_as_ycbcr_take_the_rgb_path(photo_dir):
+    jpeg = _adobe_rgb(_photo(photo_dir, (203, 131), subsampling=0))
+    assert shrink(jpeg, 8, 40, 26, 95) is None
+    converted = prepare_image(jpeg, PrepareOptions(resize=26))
+    assert converted.size == (40, 26)
+    assert converted.stored == _through_rgb(jpeg, dct_eighths(131, 26), (40, 26), 95)
+
+
+def test_pack_resize_stores_what_shrink_makes(photo_dir):
+    jpeg = _photo(photo_dir, (203, 131))
+    converted = prepare_image(jpeg, PrepareOptions(resize=26, quality=90))
+    assert dct_eighths(131, 26) == 2  # decoded at 1/4 scale (51 x 33), then shrunk
+    assert converted.size == (40, 26) and converted.stored == shrink(jpeg, 2, 40, 26, 90)
+
+
+def test_shrink_refuses_sizes_and_qualities_out_of_range():
+    with pytest.raises(ValueError, match="shrink needs"):
+        shrink(b"", 8, 0, 10, 90)
+    with pytest.raises(ValueError, match="shrink needs"):
+        shrink(b"", 8, 10, 10, 101)
