@@ -19,7 +19,8 @@
  *
  * header(data) -> (width, height, components)
  * check(data) -> None: the packer's decode check (see below).
- * shrink(data, ...): pack --resize in one call, for YCbCr JPEGs (see below).
+ * shrink(data, ...): pack --resize in one call, for YCbCr JPEGs (see below);
+ *   resample_plane(...) exposes its plane resize for tests.
  * decode_whole(data, eighths), encode(pixels, ...): pack --resize's decode and encode for the rest.
  * gray_to_color(data) -> bytes: the packer's lossless grayscale conversion (see below).
  */
@@ -612,6 +613,40 @@ static PyObject *shrink(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* resample_plane(pixels, width, height, out_width, out_height) -> bytes: _resample.c on one plane, as
+ * Pillow's resize maps sizes (scale = in / out); for tests, against Pillow's BILINEAR. */
+static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int width, height, out_width, out_height;
+    PyObject *result;
+    int failed;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIII", &input, &width, &height, &out_width, &out_height))
+        return NULL;
+    if (width == 0 || height == 0 || out_width == 0 || out_height == 0 ||
+        (size_t)input.len < (size_t)width * height) {
+        PyBuffer_Release(&input);
+        PyErr_SetString(PyExc_ValueError, "resample_plane needs non-empty sizes and width x height pixels");
+        return NULL;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out_width * out_height);
+    if (result == NULL) {
+        PyBuffer_Release(&input);
+        return NULL;
+    }
+    struct plane in = {(unsigned char *)input.buf, width, width, height};
+    struct plane out = {(unsigned char *)PyBytes_AS_STRING(result), out_width, out_width, out_height};
+    Py_BEGIN_ALLOW_THREADS
+    failed = resample_plane(&in, &out, (double)width / out_width, (double)height / out_height);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&input);
+    if (failed) {
+        Py_DECREF(result);
+        return PyErr_NoMemory();
+    }
+    return result;
+}
+
 /* gray_to_color(data) -> bytes: a grayscale JPEG as a 3-component (YCbCr 4:4:4) one, losslessly.
  *
  * The grey image's DCT coefficients become the luma plane unchanged, and both
@@ -697,6 +732,8 @@ static PyMethodDef methods[] = {
      "decode_whole(data, eighths) -> (rgbx, width, height); ValueError on any damage, as check()"},
     {"shrink", shrink, METH_VARARGS,
      "shrink(data, eighths, width, height, quality) -> JPEG bytes, or None for JPEGs not coded as YCbCr planes"},
+    {"resample_plane", resample_one_plane, METH_VARARGS,
+     "resample_plane(pixels, width, height, out_width, out_height) -> bytes, shrink's plane resize"},
     {"encode", encode, METH_VARARGS, "encode(pixels, width, height, channels, quality) -> 4:2:0 JPEG bytes"},
     {"decode_region", decode_region, METH_VARARGS,
      "decode_region(data, left, top, width, height, eighths) -> (rgbx, x, y, w, h)"},

@@ -9,10 +9,10 @@
  * The filter is Pillow's BILINEAR: a triangle whose support grows with the
  * reduction, weights normalised to 1 over the input pixels inside the image,
  * as 14-bit fixed point (so that SSE2's pmaddwd takes pixel and weight pairs
- * as 16-bit values).  Two passes: vertical first, 8 columns at a time, then
- * horizontal over the fewer rows left, a window of up to 8 pixels at a time.
- * Without SSE2, or for windows over 8 pixels (shrinking more than 3.5x),
- * plain loops give the same results.
+ * as 16-bit values).  Two passes: vertical first, 16 columns at a time,
+ * then horizontal over the fewer rows left, four rows and a window of up to
+ * 8 pixels at a time.  Without SSE2, or for windows over 8 pixels (shrinking
+ * more than 3.5x), plain loops give the same results.
  */
 #include "_resample.h"
 
@@ -110,7 +110,8 @@ static unsigned int vertical_vectors(const struct plane *in, const struct window
     __m128i weight_pairs[rows->taps / 2 + 1];
     for (k = 0; k < pairs; k++) { /* an odd count pairs its last row with nothing */
         int16_t second = 2 * k + 1 < rows->count[y] ? weights[2 * k + 1] : 0;
-        weight_pairs[k] = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)weights[2 * k] | (uint32_t)(uint16_t)second << 16));
+        weight_pairs[k] =
+            _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)weights[2 * k] | (uint32_t)(uint16_t)second << 16));
     }
     for (x = 0; x + 16 <= in->width; x += 16) {
         __m128i sums[4];
@@ -119,7 +120,8 @@ static unsigned int vertical_vectors(const struct plane *in, const struct window
         for (k = 0; k < pairs; k++) {
             const unsigned char *row = top + 2 * k * in->stride + x;
             __m128i first = _mm_loadu_si128((const __m128i *)row);
-            __m128i second = 2 * k + 1 < rows->count[y] ? _mm_loadu_si128((const __m128i *)(row + in->stride)) : zero;
+            __m128i second =
+                2 * k + 1 < rows->count[y] ? _mm_loadu_si128((const __m128i *)(row + in->stride)) : zero;
             __m128i low = _mm_unpacklo_epi8(first, second), high = _mm_unpackhi_epi8(first, second);
             sums[0] = _mm_add_epi32(sums[0], _mm_madd_epi16(_mm_unpacklo_epi8(low, zero), weight_pairs[k]));
             sums[1] = _mm_add_epi32(sums[1], _mm_madd_epi16(_mm_unpackhi_epi8(low, zero), weight_pairs[k]));

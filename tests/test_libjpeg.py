@@ -14,7 +14,7 @@ from PIL import Image
 from turbojpeg import TJPF_RGB, TJPF_RGBX, TJSAMP_420, TJSAMP_440, TurboJPEG
 
 from recpack._libjpeg import check as check_jpeg
-from recpack._libjpeg import decode_whole, encode, shrink
+from recpack._libjpeg import decode_whole, encode, resample_plane, shrink
 from recpack.decode import dct_eighths
 from recpack.prepare import PrepareOptions, prepare_image
 
@@ -160,3 +160,18 @@ def test_shrink_refuses_sizes_and_qualities_out_of_range():
         shrink(b"", 8, 0, 10, 90)
     with pytest.raises(ValueError, match="shrink needs"):
         shrink(b"", 8, 10, 10, 101)
+
+
+@pytest.mark.parametrize(("size", "out_size"), [
+    ((203, 131), (120, 77)),  # 1.7x: vectors over 16 columns and 4 rows, then their tails
+    ((64, 48), (64, 48)),  # same size
+    ((33, 9), (50, 20)),  # enlarged: the filter keeps its unit support
+    ((211, 97), (40, 19)),  # over 3.5x: windows wider than 8 pixels, the plain loops
+    ((17, 5), (1, 1)),
+])
+def test_plane_resample_is_pillows_bilinear(size, out_size):
+    plane = np.random.default_rng(1).integers(0, 256, size[::-1], dtype=np.uint8)
+    plane[:, : size[0] // 2] = np.linspace(0, 255, size[0] // 2, dtype=np.uint8)  # smooth half, noisy half
+    ours = np.frombuffer(resample_plane(plane.tobytes(), *size, *out_size), np.uint8).reshape(out_size[::-1])
+    pillows = np.asarray(Image.fromarray(plane).resize(out_size, Image.Resampling.BILINEAR))
+    assert np.abs(ours.astype(int) - pillows).max() <= 1  # fixed-point precision: 14 bits here
