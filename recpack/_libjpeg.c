@@ -315,6 +315,14 @@ static PyObject *decode_whole(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NII)", pixels, (unsigned int)cinfo.output_width, (unsigned int)cinfo.output_height);
 }
 
+/* The settings of every JPEG recpack encodes: 4:2:0 YCbCr at quality, DCT as tjCompress2 chooses it.
+ * Needs the input's size, components and colour space set. */
+static void set_encoding(struct jpeg_compress_struct *cinfo, int quality) {
+    jpeg_set_defaults(cinfo); /* YCbCr, luma sampled 2x2, chroma 1x1: 4:2:0 */
+    jpeg_set_quality(cinfo, quality, TRUE);
+    cinfo->dct_method = quality >= 96 ? JDCT_ISLOW : JDCT_IFAST;
+}
+
 /* encode(pixels, width, height, channels, quality) -> bytes: RGB (3) or RGBX (4) rows as a 4:2:0 JPEG.
  *
  * The same bytes as TurboJPEG's tjCompress2 with TJSAMP_420, whose settings
@@ -353,9 +361,7 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         cinfo.image_height = height;
         cinfo.input_components = (int)channels;
         cinfo.in_color_space = channels == 4 ? JCS_EXT_RGBX : JCS_EXT_RGB;
-        jpeg_set_defaults(&cinfo); /* YCbCr, luma sampled 2x2: 4:2:0 */
-        jpeg_set_quality(&cinfo, quality, TRUE);
-        cinfo.dct_method = quality >= 96 ? JDCT_ISLOW : JDCT_IFAST;
+        set_encoding(&cinfo, quality);
         jpeg_start_compress(&cinfo, TRUE);
         while (cinfo.next_scanline < height) {
             JSAMPROW row = (unsigned char *)input.buf + (size_t)cinfo.next_scanline * width * channels;
@@ -518,9 +524,7 @@ static void write_planes(struct jpeg_compress_struct *cinfo, const struct planes
     cinfo->image_height = out->plane[0].height;
     cinfo->input_components = 3;
     cinfo->in_color_space = JCS_YCbCr;
-    jpeg_set_defaults(cinfo); /* luma sampled 2x2, chroma 1x1 */
-    jpeg_set_quality(cinfo, quality, TRUE);
-    cinfo->dct_method = quality >= 96 ? JDCT_ISLOW : JDCT_IFAST;
+    set_encoding(cinfo, quality);
     cinfo->raw_data_in = TRUE;
     jpeg_start_compress(cinfo, TRUE);
     for (row = 0; cinfo->next_scanline < cinfo->image_height; row += 16) {
