@@ -79,12 +79,18 @@ static struct jpeg_error_mgr *errors_to(struct error_state *state, void (*emit)(
     return manager;
 }
 
-/* Reads the next count output rows into out, stride bytes apart: NULL, or why it stopped short.
- * Errors longjmp, so call it under setjmp. */
+/* Whether a warning has already failed this decode (see on_warning_fail): reading on would only cost
+ * time, which a file claiming a huge size with a few bytes of data would make long. */
+static int warned(const struct jpeg_decompress_struct *cinfo) {
+    return ((const struct error_state *)cinfo->err)->message[0] != '\0';
+}
+
+/* Reads the next count output rows into out, stride bytes apart, stopping early after a failing
+ * warning: NULL, or why it stopped short.  Errors longjmp, so call it under setjmp. */
 static const char *read_rows(struct jpeg_decompress_struct *cinfo, unsigned char *out, size_t stride,
                              JDIMENSION count) {
     JDIMENSION rows;
-    for (rows = 0; rows < count; rows++) {
+    for (rows = 0; rows < count && !warned(cinfo); rows++) {
         JSAMPROW row = out + (size_t)rows * stride;
         if (jpeg_read_scanlines(cinfo, &row, 1) != 1)
             return "image data ended early";
@@ -299,7 +305,7 @@ static PyObject *decode_whole(PyObject *self, PyObject *args) {
             const char *short_by = read_rows(&cinfo, out, (size_t)cinfo.output_width * 4, cinfo.output_height);
             if (short_by != NULL && error.message[0] == '\0')
                 strcpy(error.message, short_by);
-            if (short_by == NULL)
+            if (error.message[0] == '\0')
                 jpeg_finish_decompress(&cinfo); /* reads on to the end: damage after the last row fails too */
             failed = error.message[0] != '\0';
         }
@@ -326,9 +332,10 @@ static void set_encoding(struct jpeg_compress_struct *cinfo, int quality) {
 
 /* encode(pixels, width, height, channels, quality) -> bytes: RGB (3) or RGBX (4) rows as a 4:2:0 JPEG.
  *
- * The same bytes as TurboJPEG's tjCompress2 with TJSAMP_420, whose settings
- * these are (its fast forward DCT below quality 96, which it found costs
- * next to nothing in accuracy); Pillow hands over its own pixel layout.
+ * The same bytes as TurboJPEG's tjCompress2 with TJSAMP_420 (unless its
+ * TJ_* environment variables change its settings), whose settings these are:
+ * its fast forward DCT below quality 96, which it found costs next to
+ * nothing in accuracy.  Pillow hands over its own pixel layout.
  */
 static PyObject *encode(PyObject *self, PyObject *args) {
     Py_buffer input;
@@ -389,8 +396,8 @@ static PyObject *encode(PyObject *self, PyObject *args) {
  * height (chroma to half that, rounded up: 4:2:0) with _resample.c, and
  * encodes the planes at quality as encode() would.  Any damage fails as in
  * check().  None for JPEGs whose planes it does not take (RGB- or otherwise
- * coded, or chroma sampled finer than luma): decode_whole() and encode() do
- * those through RGB.
+ * coded, or chroma not sampled 1x1): decode_whole() and encode() do those
+ * through RGB.
  *
  * Against decode_whole + Pillow-SIMD's RGBX resize + encode, it skips the
  * colour work on both sides and resizes 1.5 bytes a pixel instead of 4.
@@ -482,11 +489,12 @@ static int allocate_shrunk(struct planes *out, unsigned int width, unsigned int 
     return 0;
 }
 
-/* Decode every iMCU row into in; under setjmp.  NULL, or why it stopped short. */
+/* Decode every iMCU row into in, stopping early after a failing warning; under setjmp.  NULL, or why it
+ * stopped short. */
 static const char *read_planes(struct jpeg_decompress_struct *cinfo, const struct planes *in) {
     unsigned int step = cinfo->max_v_samp_factor * MIN_SCALED_HEIGHT(cinfo), imcu;
     int c;
-    for (imcu = 0; imcu < cinfo->total_iMCU_rows; imcu++) {
+    for (imcu = 0; imcu < cinfo->total_iMCU_rows && !warned(cinfo); imcu++) {
         JSAMPARRAY at[3];
         for (c = 0; c < 3; c++)
             at[c] = in->row_pointers[c] + (size_t)imcu * (in->rows[c] / cinfo->total_iMCU_rows);
@@ -509,9 +517,12 @@ static int shrink_planes(const struct jpeg_decompress_struct *cinfo, const struc
         double in_y = (double)(component->v_samp_factor * SCALED_HEIGHT(component)) /
                       (cinfo->max_v_samp_factor * MIN_SCALED_HEIGHT(cinfo));
         double out_fraction = c == 0 ? 1.0 : 0.5;
-        if (resample_plane(&in->plane[c], &out->plane[c],
-                           (double)cinfo->output_width / out->plane[0].width * in_x / out_fraction,
-                           (double)cinfo->output_height / out->plane[0].height * in_y / out_fraction) != 0)
+        double luma_x = (double)cinfo->output_width / out->plane[0].width * in_x; /* per output luma pixel */
+        double luma_y = (double)cinfo->output_height / out->plane[0].height * in_y;
+        /* a chroma sample past an odd width or height is the last luma column or row's */
+        struct axis_map x = {luma_x / out_fraction, (out->plane[0].width - 0.5) * luma_x, luma_x};
+        struct axis_map y = {luma_y / out_fraction, (out->plane[0].height - 0.5) * luma_y, luma_y};
+        if (resample_plane(&in->plane[c], &out->plane[c], &x, &y) != 0)
             return -1;
         pad_plane(&out->plane[c], (unsigned int)out->plane[c].stride, out->rows[c]);
     }
@@ -551,9 +562,10 @@ static PyObject *shrink(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*IIIi", &input, &eighths, &width, &height, &quality))
         return NULL;
-    if (eighths < 1 || eighths > 16 || width == 0 || height == 0 || quality < 1 || quality > 100) {
+    if (eighths < 1 || eighths > 16 || width == 0 || height == 0 || width > JPEG_MAX_DIMENSION ||
+        height > JPEG_MAX_DIMENSION || quality < 1 || quality > 100) {
         PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "shrink needs eighths 1-16, a non-empty size and quality 1-100");
+        PyErr_SetString(PyExc_ValueError, "shrink needs eighths 1-16, a size a JPEG can have and quality 1-100");
         return NULL;
     }
     src.err = dst.err = errors_to(&error, on_warning_fail);
@@ -628,10 +640,11 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*IIII", &input, &width, &height, &out_width, &out_height))
         return NULL;
-    if (width == 0 || height == 0 || out_width == 0 || out_height == 0 ||
+    if (width == 0 || height == 0 || out_width == 0 || out_height == 0 || width > JPEG_MAX_DIMENSION ||
+        height > JPEG_MAX_DIMENSION || out_width > JPEG_MAX_DIMENSION || out_height > JPEG_MAX_DIMENSION ||
         (size_t)input.len < (size_t)width * height) {
         PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "resample_plane needs non-empty sizes and width x height pixels");
+        PyErr_SetString(PyExc_ValueError, "resample_plane needs sizes a JPEG can have and width x height pixels");
         return NULL;
     }
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out_width * out_height);
@@ -642,7 +655,8 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
     struct plane in = {(unsigned char *)input.buf, width, width, height};
     struct plane out = {(unsigned char *)PyBytes_AS_STRING(result), out_width, out_width, out_height};
     Py_BEGIN_ALLOW_THREADS
-    failed = resample_plane(&in, &out, (double)width / out_width, (double)height / out_height);
+    struct axis_map x = {(double)width / out_width, width, 1.0}, y = {(double)height / out_height, height, 1.0};
+    failed = resample_plane(&in, &out, &x, &y);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&input);
     if (failed) {

@@ -11,8 +11,8 @@
  * as 14-bit fixed point (so that SSE2's pmaddwd takes pixel and weight pairs
  * as 16-bit values).  Two passes: vertical first, 16 columns at a time,
  * then horizontal over the fewer rows left, four rows and a window of up to
- * 8 pixels at a time.  Without SSE2, or for windows over 8 pixels (shrinking
- * more than 3.5x), plain loops give the same results.
+ * 8 pixels at a time.  Without SSE2, and in the horizontal pass for windows
+ * over 8 pixels (shrinking more than 3x), plain loops give the same results.
  */
 #include "_resample.h"
 
@@ -49,19 +49,30 @@ static void free_windows(struct windows *w) {
     free(w->weights);
 }
 
-static int make_windows(struct windows *w, unsigned int in_size, unsigned int out_size, double scale) {
-    double widen = scale > 1.0 ? scale : 1.0, support = widen; /* the triangle's support is 1 */
-    unsigned int i, k, needed = (unsigned int)ceil(support) * 2 + 1;
-    w->taps = needed > VECTOR_TAPS ? needed : VECTOR_TAPS;
+/* A triangle of unit support, widened when shrinking: the filter's half-width in input pixels. */
+static double half_width(double scale) {
+    return scale > 1.0 ? scale : 1.0;
+}
+
+static int make_windows(struct windows *w, unsigned int in_size, unsigned int out_size, const struct axis_map *map) {
+    double needed = ceil(fmax(half_width(map->scale), half_width(map->edge_scale))) * 2 + 1, *raw;
+    unsigned int i, k;
+    if (needed > in_size + 2.0) /* no window is wider than the input */
+        needed = in_size + 2.0;
+    w->taps = needed > VECTOR_TAPS ? (unsigned int)needed : VECTOR_TAPS;
     w->first = malloc(out_size * sizeof *w->first);
     w->count = malloc(out_size * sizeof *w->count);
     w->weights = calloc((size_t)out_size * w->taps, sizeof *w->weights);
-    if (w->first == NULL || w->count == NULL || w->weights == NULL) {
+    raw = malloc(w->taps * sizeof *raw);
+    if (w->first == NULL || w->count == NULL || w->weights == NULL || raw == NULL) {
         free_windows(w);
+        free(raw);
         return -1;
     }
     for (i = 0; i < out_size; i++) {
-        double centre = (i + 0.5) * scale, total = 0.0, raw[w->taps];
+        double centre = (i + 0.5) * map->scale, support = half_width(map->scale), total = 0.0;
+        if (centre > map->edge_centre)
+            centre = map->edge_centre, support = half_width(map->edge_scale);
         int low = (int)(centre - support + 0.5), high = (int)(centre + support + 0.5);
         if (low < 0)
             low = 0;
@@ -72,11 +83,12 @@ static int make_windows(struct windows *w, unsigned int in_size, unsigned int ou
         w->first[i] = (unsigned int)low;
         w->count[i] = (unsigned int)(high - low);
         for (k = 0; k < w->count[i]; k++)
-            total += raw[k] = triangle((low + k - centre + 0.5) / widen);
+            total += raw[k] = triangle((low + k - centre + 0.5) / support);
         for (k = 0; k < w->count[i]; k++)
             w->weights[(size_t)i * w->taps + k] =
                 (int16_t)(0.5 + (total > 0.0 ? raw[k] / total : 1.0 / w->count[i]) * (1 << PRECISION_BITS));
     }
+    free(raw);
     return 0;
 }
 
@@ -102,12 +114,11 @@ static void vertical_columns(const struct plane *in, const struct windows *rows,
 /* 16 columns at a time: two rows' pixels interleaved as 16-bit pairs, one pmaddwd per pair of rows and 4
  * columns.  Returns the columns done. */
 static unsigned int vertical_vectors(const struct plane *in, const struct windows *rows, unsigned int y,
-                                     unsigned char *target) {
+                                     unsigned char *target, __m128i *weight_pairs) {
     const int16_t *weights = rows->weights + (size_t)y * rows->taps;
     const unsigned char *top = in->pixels + rows->first[y] * in->stride;
     const __m128i zero = _mm_setzero_si128();
     unsigned int x, k, pairs = (rows->count[y] + 1) / 2;
-    __m128i weight_pairs[rows->taps / 2 + 1];
     for (k = 0; k < pairs; k++) { /* an odd count pairs its last row with nothing */
         int16_t second = 2 * k + 1 < rows->count[y] ? weights[2 * k + 1] : 0;
         weight_pairs[k] =
@@ -137,16 +148,25 @@ static unsigned int vertical_vectors(const struct plane *in, const struct window
 }
 #endif
 
-static void vertical_pass(const struct plane *in, const struct windows *rows, unsigned char *out, size_t out_stride,
-                          unsigned int out_height) {
+static int vertical_pass(const struct plane *in, const struct windows *rows, unsigned char *out, size_t out_stride,
+                         unsigned int out_height) {
     unsigned int y;
+#ifdef __SSE2__
+    __m128i *weight_pairs = malloc((rows->taps / 2 + 1) * sizeof *weight_pairs); /* one row's, in turn */
+    if (weight_pairs == NULL)
+        return -1;
+#endif
     for (y = 0; y < out_height; y++) {
         unsigned int done = 0;
 #ifdef __SSE2__
-        done = vertical_vectors(in, rows, y, out + y * out_stride);
+        done = vertical_vectors(in, rows, y, out + y * out_stride, weight_pairs);
 #endif
         vertical_columns(in, rows, y, out + y * out_stride, done);
     }
+#ifdef __SSE2__
+    free(weight_pairs);
+#endif
+    return 0;
 }
 
 /* One output pixel from its window of one row. */
@@ -214,17 +234,19 @@ static void horizontal_pass(const unsigned char *in, size_t in_stride, const str
     horizontal_rows(in, in_stride, columns, out, done);
 }
 
-int resample_plane(const struct plane *in, const struct plane *out, double scale_x, double scale_y) {
+int resample_plane(const struct plane *in, const struct plane *out, const struct axis_map *x,
+                   const struct axis_map *y) {
     struct windows rows = {0}, columns = {0};
     size_t between_stride = (size_t)in->width + ROW_SLACK;
     unsigned char *between = calloc(between_stride, out->height); /* zeroed: the slack is read, times 0 */
     int result = -1;
-    if (between != NULL && make_windows(&rows, in->height, out->height, scale_y) == 0) {
-        if (make_windows(&columns, in->width, out->width, scale_x) == 0) {
-            vertical_pass(in, &rows, between, between_stride, out->height);
-            horizontal_pass(between, between_stride, &columns, out);
+    if (between != NULL && make_windows(&rows, in->height, out->height, y) == 0) {
+        if (make_windows(&columns, in->width, out->width, x) == 0) {
+            if (vertical_pass(in, &rows, between, between_stride, out->height) == 0) {
+                horizontal_pass(between, between_stride, &columns, out);
+                result = 0;
+            }
             free_windows(&columns);
-            result = 0;
         }
         free_windows(&rows);
     }

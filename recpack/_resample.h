@@ -10,10 +10,20 @@ struct plane {
     unsigned int width, height;
 };
 
+/* Where one axis's output pixels sit on the input: output i is centred on input coordinate
+ * (i + 0.5) * scale, and its filter spans scale input pixels each side when shrinking.  Outputs centred
+ * past edge_centre are centred there instead, with a filter edge_scale wide: so that a chroma sample
+ * past an odd image edge is the image's last pixel, as libjpeg's downsampler (which replicates the
+ * edge) makes it. */
+struct axis_map {
+    double scale;
+    double edge_centre, edge_scale;
+};
+
 /* Resample in onto out's width x height with a triangle filter widened by the reduction (the filter
- * of Pillow's BILINEAR); output pixel (x, y) is centred on input ((x + 0.5) * scale_x, (y + 0.5) *
- * scale_y).  Returns 0, or -1 when out of memory. */
-int resample_plane(const struct plane *in, const struct plane *out, double scale_x, double scale_y);
+ * of Pillow's BILINEAR).  Returns 0, or -1 when out of memory. */
+int resample_plane(const struct plane *in, const struct plane *out, const struct axis_map *x,
+                   const struct axis_map *y);
 
 /* Fill out's rows and columns beyond width x height, up to padded_width x padded_height, with copies of
  * its last column and row (what libjpeg does to pad an image to whole MCUs). */
