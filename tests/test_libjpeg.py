@@ -166,7 +166,7 @@ def test_shrink_refuses_sizes_and_qualities_out_of_range():
     ((203, 131), (120, 77)),  # 1.7x: vectors over 16 columns and 4 rows, then their tails
     ((64, 48), (64, 48)),  # same size
     ((33, 9), (50, 20)),  # enlarged: the filter keeps its unit support
-    ((211, 97), (40, 19)),  # over 3.5x: windows wider than 8 pixels, the plain loops
+    ((211, 97), (40, 19)),  # over 3x: windows wider than 8 pixels, the plain horizontal loops
     ((17, 5), (1, 1)),
 ])
 def test_plane_resample_is_pillows_bilinear(size, out_size):
