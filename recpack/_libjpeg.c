@@ -79,6 +79,14 @@ static struct jpeg_error_mgr *errors_to(struct error_state *state, void (*emit)(
     return manager;
 }
 
+/* Start decompressing input: create cinfo, point it at the bytes, read the headers.  Errors longjmp, so
+ * call it under setjmp. */
+static void read_header(struct jpeg_decompress_struct *cinfo, const Py_buffer *input) {
+    jpeg_create_decompress(cinfo);
+    jpeg_mem_src(cinfo, (const unsigned char *)input->buf, (unsigned long)input->len);
+    jpeg_read_header(cinfo, TRUE);
+}
+
 /* Whether a warning has already failed this decode (see on_warning_fail): reading on would only cost
  * time, which a file claiming a huge size with a few bytes of data would make long. */
 static int warned(const struct jpeg_decompress_struct *cinfo) {
@@ -123,9 +131,7 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
     if (setjmp(error.jump)) {
         failure = error.message;
     } else {
-        jpeg_create_decompress(&cinfo);
-        jpeg_mem_src(&cinfo, (const unsigned char *)input.buf, (unsigned long)input.len);
-        jpeg_read_header(&cinfo, TRUE);
+        read_header(&cinfo, &input);
         if (cinfo.num_components != 1 && cinfo.num_components != 3) {
             failure = "not a grayscale or YCbCr/RGB JPEG";
         } else {
@@ -184,9 +190,7 @@ static PyObject *header(PyObject *self, PyObject *args) {
     if (setjmp(error.jump)) {
         PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG header");
     } else {
-        jpeg_create_decompress(&cinfo);
-        jpeg_mem_src(&cinfo, (const unsigned char *)input.buf, (unsigned long)input.len);
-        jpeg_read_header(&cinfo, TRUE);
+        read_header(&cinfo, &input);
         result = Py_BuildValue("(III)", (unsigned int)cinfo.image_width, (unsigned int)cinfo.image_height,
                                (unsigned int)cinfo.num_components);
     }
@@ -216,9 +220,7 @@ static PyObject *check(PyObject *self, PyObject *args) {
     if (setjmp(error.jump)) {
         failed = 1;
     } else {
-        jpeg_create_decompress(&cinfo);
-        jpeg_mem_src(&cinfo, (const unsigned char *)input.buf, (unsigned long)input.len);
-        jpeg_read_header(&cinfo, TRUE);
+        read_header(&cinfo, &input);
         cinfo.scale_num = 1;
         cinfo.scale_denom = 8;
         cinfo.out_color_space = JCS_GRAYSCALE;
@@ -274,10 +276,8 @@ static PyObject *decode_whole(PyObject *self, PyObject *args) {
     if (setjmp(error.jump)) {
         failed = 1;
     } else {
-        jpeg_create_decompress(&cinfo);
-        made = 1;
-        jpeg_mem_src(&cinfo, (const unsigned char *)input.buf, (unsigned long)input.len);
-        jpeg_read_header(&cinfo, TRUE);
+        made = 1; /* jpeg_create_decompress zeroes cinfo first: destroying it is safe from here on */
+        read_header(&cinfo, &input);
         if (cinfo.num_components != 1 && cinfo.num_components != 3) {
             strcpy(error.message, "not a grayscale or YCbCr/RGB JPEG");
         } else {
@@ -574,10 +574,8 @@ static PyObject *shrink(PyObject *self, PyObject *args) {
     if (setjmp(error.jump)) {
         failed = 1;
     } else {
-        jpeg_create_decompress(&src);
-        src_made = 1;
-        jpeg_mem_src(&src, (const unsigned char *)input.buf, (unsigned long)input.len);
-        jpeg_read_header(&src, TRUE);
+        src_made = 1; /* as in decode_whole */
+        read_header(&src, &input);
         taken = planes_taken(&src);
         if (taken) {
             src.scale_num = eighths;
@@ -697,10 +695,8 @@ static PyObject *gray_to_color(PyObject *self, PyObject *args) {
     if (setjmp(error.jump)) {
         failed = 1;
     } else {
-        jpeg_create_decompress(&src);
-        src_made = 1;
-        jpeg_mem_src(&src, (const unsigned char *)input.buf, (unsigned long)input.len);
-        jpeg_read_header(&src, TRUE);
+        src_made = 1; /* as in decode_whole */
+        read_header(&src, &input);
         if (src.num_components != 1) {
             strcpy(error.message, "not a grayscale JPEG");
         } else {

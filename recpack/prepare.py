@@ -182,6 +182,9 @@ def _shrink_jpeg(data: bytes, info: JpegInfo, shorter: int, quality: int) -> Con
     """
     eighths = dct_eighths(min(info.width, info.height), shorter)
     scaled = (-(-info.width * eighths // 8), -(-info.height * eighths // 8))  # libjpeg's scaled size
+    if scaled[0] * scaled[1] > 2 * Image.MAX_IMAGE_PIXELS:  # what Pillow refuses of other formats: memory stays bounded
+        raise BadImageError(f"too large to convert ({scaled[0]}x{scaled[1]} pixels to decode, "
+                            f"over {2 * Image.MAX_IMAGE_PIXELS:,})")
     size = _shrunk_size(*scaled, shorter)
     stored = _checked(shrink_jpeg, data, eighths, *size, quality)
     if stored is None:

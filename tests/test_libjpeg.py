@@ -16,6 +16,7 @@ from turbojpeg import TJPF_RGB, TJPF_RGBX, TJSAMP_420, TJSAMP_440, TurboJPEG
 from recpack._libjpeg import check as check_jpeg
 from recpack._libjpeg import decode_whole, encode, resample_plane, shrink
 from recpack.decode import dct_eighths
+from recpack.errors import BadImageError
 from recpack.prepare import PrepareOptions, prepare_image
 
 
@@ -132,7 +133,7 @@ def test_shrink_gives_the_rgb_paths_picture_as_4_2_0(photo_dir, eighths, subsamp
     assert difference < 4  # the same picture: a one-pixel shift is ~10 off
 
 
-def test_shrink_keeps_a_flat_colour_exactly(photo_dir):
+def test_shrink_keeps_a_flat_colour(photo_dir):
     flat = io.BytesIO()
     Image.new("RGB", (203, 131), (200, 40, 90)).save(flat, "JPEG", quality=95)
     decoded = _pixels(flat.getvalue())
@@ -153,6 +154,15 @@ def test_pack_resize_stores_what_shrink_makes(photo_dir):
     converted = prepare_image(jpeg, PrepareOptions(resize=26, quality=90))
     assert dct_eighths(131, 26) == 2  # decoded at 1/4 scale (51 x 33), then shrunk
     assert converted.size == (40, 26) and converted.stored == shrink(jpeg, 2, 40, 26, 90)
+
+
+def test_resizing_a_jpeg_over_pillows_pixel_limit_is_a_bad_input(photo_dir):
+    """As Pillow refuses other formats over its limit: a few bytes claiming 20000 x 20000 cannot take 1.6 GB."""
+    jpeg = bytearray(_photo(photo_dir, (64, 48)))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = (20000).to_bytes(2, "big") + (20000).to_bytes(2, "big")  # height, width
+    with pytest.raises(BadImageError, match=r"^too large to convert \(20000x20000 pixels to decode"):
+        prepare_image(bytes(jpeg), PrepareOptions(resize=15000))  # 1/2 scale would leave 10000: decoded whole
 
 
 def test_shrink_refuses_sizes_and_qualities_out_of_range():
