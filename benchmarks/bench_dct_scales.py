@@ -28,7 +28,8 @@ from pathlib import Path
 
 from turbojpeg import TJPF_RGB, TurboJPEG
 
-from recpack._libjpeg import decode_region, header
+from recpack.jpeg._libjpeg import decode_region
+from recpack.jpeg.header import read_jpeg_header
 
 HERE = Path(__file__).resolve().parent
 SCALES = (8, 7, 6, 5, 4, 3, 2, 1)  # M of M/8
@@ -40,7 +41,8 @@ def turbojpeg_decode(tj: TurboJPEG, data: bytes, eighths: int) -> None:
 
 
 def region_decode(data: bytes, eighths: int) -> None:
-    width, height, _ = header(data)
+    info = read_jpeg_header(data)
+    width, height = info.width, info.height
     decode_region(data, 0, 0, -(-width * eighths // 8), -(-height * eighths // 8), eighths)
 
 
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     files = sorted(args.corpus.glob("*/*.jpg"))
     if not files:
         sys.exit(f"bench_dct_scales: no JPEGs under {args.corpus} (benchmarks/make_corpus.py makes them)")
-    images = [data for data in (f.read_bytes() for f in files[: args.images * 2]) if header(data)[2] == 3]
+    images = [data for data in (f.read_bytes() for f in files[: args.images * 2]) if read_jpeg_header(data).components == 3]
     images = images[: args.images]
     tj = TurboJPEG()
     decoders = {"PyTurboJPEG decode (pack --resize)": lambda d, m: turbojpeg_decode(tj, d, m),

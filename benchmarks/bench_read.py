@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from prefault import prefault
-from recpack.procstats import TreeMemory
+from recpack.measure.procstats import TreeMemory
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work"
@@ -101,7 +101,7 @@ def child_epoch(dataset: str, workers: str, sampling: str) -> None:
     import torch
 
     from recpack import RecordDataset
-    from recpack.decode import Augment
+    from recpack import Augment
 
     ds = RecordDataset(dataset, batch_size=256, augment=Augment(size=224))
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=int(workers))

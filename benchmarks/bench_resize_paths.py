@@ -31,7 +31,7 @@ from PIL import Image
 from turbojpeg import TJPF_RGBX, TJSAMP_420, TurboJPEG
 
 from corpus_cache import ensure_corpus, read_list
-from recpack._libjpeg import shrink
+from recpack.jpeg._libjpeg import shrink
 
 SHORTER = 256
 QUALITY = 95

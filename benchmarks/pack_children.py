@@ -39,7 +39,7 @@ def _bare_resize(jpeg):
     """
     from PIL import Image
 
-    from recpack._libjpeg import decode_whole, encode, shrink
+    from recpack.jpeg._libjpeg import decode_whole, encode, shrink
 
     def run(blob: bytes) -> None:
         width, height, _, _ = jpeg.decode_header(blob)

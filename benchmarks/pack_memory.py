@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import corpus  # noqa: E402
-from recpack.procstats import tree_memory  # noqa: E402
+from recpack.measure.procstats import tree_memory  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / ".work" / "memory"
 

@@ -19,8 +19,8 @@ import time
 
 
 def write_manifest(folder: str, records: int, shards: int) -> int:
-    from recpack import manifest as mf
-    from recpack.writer import FileInfo, ShardFiles
+    from recpack.format import manifest as mf
+    from recpack.format.manifest import FileInfo, ShardFiles
 
     counts = [records // shards + (1 if i < records % shards else 0) for i in range(shards)]
     files = tuple(

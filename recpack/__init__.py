@@ -1,20 +1,35 @@
 """recpack: pack huge image datasets into sequential MXNet-RecordIO shards and read them back fast.
 
+The house, each floor importing only those below it (``tests/test_layers.py`` enforces it)::
+
+    cli.py            the ``recpack`` command: thin handlers over the library
+    measure/          bench, the I/O model, page cache and process statistics
+    pack/  read/      packing (sources, one image's policy, writing shards, the packer);
+                      reading (opening any dataset, epoch plans, decoding, RecordDataset)
+                      -- neither imports the other; only read/dataset.py imports torch
+    jpeg/             JPEG bytes: the one header reader, DCT scales, the C extensions
+    format/           the on-disk contract, specified once
+    errors.py, prefetch.py    the exception tree; the bounded ordered thread map
+
 The public names are imported lazily so that ``recpack pack`` never imports torch.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["Augment", "Partition", "ReadOptions", "RecordDataset", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("RecordDataset", "ReadOptions", "Partition"):
-        from . import dataset
+    if name == "RecordDataset":
+        from .read.dataset import RecordDataset
 
-        return getattr(dataset, name)
+        return RecordDataset
+    if name in ("ReadOptions", "Partition"):
+        from .read import options
+
+        return getattr(options, name)
     if name == "Augment":
-        from .decode import Augment
+        from .read.decode import Augment
 
         return Augment
     raise AttributeError(f"module 'recpack' has no attribute {name!r}")

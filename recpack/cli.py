@@ -11,15 +11,16 @@ import json
 import os
 import sys
 
-from . import __version__
-from . import manifest as mf
+from ._version import __version__
 from .errors import RecpackError
+from .format import manifest as mf
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from .packer import PackOptions, pack
-    from .prepare import PrepareOptions
-    from .sources import open_source
+    from .pack.packer import pack
+    from .pack.plan import PackOptions
+    from .pack.prepare import PrepareOptions
+    from .pack.sources import open_source
 
     source = open_source(args.source, args.root)
     options = PackOptions(
@@ -57,7 +58,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .sources import ROOT_COMMENT, format_lst_line, scan_image_folder
+    from .pack.sources import ROOT_COMMENT, format_lst_line, scan_image_folder
 
     source = scan_image_folder(args.directory)
     sys.stdout.write(f"{ROOT_COMMENT}{source.root}\n")
@@ -105,7 +106,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify_dataset
+    from .read.verify import verify_dataset
 
     problems = list(verify_dataset(args.dataset, show_progress=not args.quiet))
     for problem in problems:
@@ -118,7 +119,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from .mxnet_rec import import_rec
+    from .pack.importer import import_rec
 
     manifest = import_rec(args.rec, args.out, show_progress=not args.quiet)
     print(f"imported {manifest.num_records} records from {manifest.num_shards} .rec files into {args.out} "
@@ -127,9 +128,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from . import keyindex
-    from .format import unpack_payload
-    from .reader import ShardReader
+    from .format import keyindex
+    from .read.opening import shard_reader
 
     manifest = mf.load(args.dataset)
     found = keyindex.lookup(args.dataset, args.key)
@@ -139,9 +139,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
     if found is None:
         raise RecpackError(f"{args.dataset}: no record has the key {args.key!r}")
     shard_index, record, _ = found
-    shard = manifest.shards[shard_index]
-    reader = ShardReader(os.path.join(args.dataset, shard.rec.name), os.path.join(args.dataset, shard.rpi.name), shard.stem)
-    payload = unpack_payload(reader.read(record), int(reader.rows[record]["mask_length"]))
+    payload = shard_reader(args.dataset, manifest.shards[shard_index]).read_payload(record)
     _write_output(args.output, payload.image)
     if args.mask_output:
         if not len(payload.mask):
@@ -159,7 +157,7 @@ def _write_output(path: str, data) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from .measure import bench
 
     if args.dataset is None and not args.model:
         raise RecpackError("give a dataset to measure, or --model for the I/O model's table alone")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from recpack import bench, iomodel, pagecache
+from recpack.measure import bench, iomodel, pagecache
 
 STAGES = ["raw", "crc", "decode", "loader"]
 

@@ -12,14 +12,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import corpus
-import recpack.batches as batches_module
-import recpack.dataset as dataset_module
-from recpack import manifest as mf
-from recpack.dataset import Partition, ReadOptions, RecordDataset
-from recpack.decode import Augment
+import recpack.read.batches as batches_module
+import recpack.read.dataset as dataset_module
+from recpack.format import manifest as mf
+from recpack.read.dataset import Partition, ReadOptions, RecordDataset
+from recpack.read.decode import Augment
 from recpack.errors import CorruptRecordError, IncompleteDatasetError, RecpackError
-from recpack.packer import PackOptions, pack
-from recpack.sources import open_source
+from recpack.pack.packer import PackOptions, pack
+from recpack.pack.sources import open_source
 
 RECORDS = 95
 
@@ -57,8 +57,8 @@ def tagged(monkeypatch):
     """Make labels carry the record id (IRHeader id = list line) in every test that asks."""
     original = batches_module.unpack_payload
 
-    def tag(payload, mask_length=0):
-        parsed = original(payload, mask_length)
+    def tag(payload, trailing=()):
+        parsed = original(payload, trailing)
         return type(parsed)(np.array([parsed.record_id], np.float32), parsed.record_id, parsed.image, parsed.mask)
 
     monkeypatch.setattr(batches_module, "unpack_payload", tag)

@@ -17,12 +17,12 @@ from PIL import Image
 from turbojpeg import TJSAMP_420, TJSAMP_422, TJSAMP_440, TJSAMP_444, TurboJPEG
 
 import corpus
-from recpack._jpegscan import gray_to_color as splice
-from recpack._jpegscan import scan_is_clean
-from recpack._libjpeg import check as check_jpeg
+from recpack.jpeg._jpegscan import gray_to_color as splice
+from recpack.jpeg._jpegscan import scan_is_clean
+from recpack.jpeg._libjpeg import check as check_jpeg
 from recpack.errors import BadImageError
-from recpack.jpeg_header import read_jpeg_header
-from recpack.prepare import PrepareOptions, prepare_image
+from recpack.jpeg.header import read_jpeg_header
+from recpack.pack.prepare import PrepareOptions, prepare_image
 
 
 def _gray_photo(size, **save):

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 from turbojpeg import TJPF_RGB, TJPF_RGBX, TJSAMP_420, TJSAMP_440, TurboJPEG
 
-from recpack._libjpeg import check as check_jpeg
-from recpack._libjpeg import decode_whole, encode, resample_plane, shrink
-from recpack.decode import dct_eighths
+from recpack.jpeg._libjpeg import check as check_jpeg
+from recpack.jpeg._libjpeg import decode_whole, encode, resample_plane, shrink
+from recpack.jpeg.scales import dct_eighths
 from recpack.errors import BadImageError
-from recpack.prepare import PrepareOptions, prepare_image
+from recpack.pack.prepare import PrepareOptions, prepare_image
 
 
 def _photo(photo_dir, size=None, quality=90, mode="RGB", subsampling=2):

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recpack import format as fmt
-from recpack.reader import ShardReader
+from recpack.format import framing, schema, index_files
+from recpack.read.shard_reader import ShardReader
 
 pytestmark = pytest.mark.mxnet
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 SETUP_SCRIPT = REPO / "tools" / "setup_mxnet_venv.sh"
 MXNET_VENV = REPO / "benchmarks" / ".venv-mxnet"
 PROBE = Path(__file__).resolve().with_name("mxnet_probe.py")
-M = fmt.MAGIC_BYTES
+M = framing.MAGIC_BYTES
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def with_magic_segment(jpeg: bytes) -> bytes:
     body = b"rp" + M + M + b"rp" + M + b"rp" + M + b"recpack!"
     segment = b"\xff\xe9" + struct.pack(">H", len(body) + 2) + body
     crafted = jpeg[:2] + segment + jpeg[2:]
-    assert fmt.magic_positions(crafted).tolist() == [8, 12, 24]
+    assert framing.magic_positions(crafted).tolist() == [8, 12, 24]
     assert crafted.find(M, 16) == 18
     return crafted
 
@@ -135,7 +135,7 @@ def test_mxnet_indexed_reader_sees_every_record(packed, mxnet_python):
         records = probe(mxnet_python, "read", rec, idx)
         ours = ShardReader(str(rec), str(rpi), rec.stem)
         assert [r["key"] for r in records] == list(range(len(ours)))
-        offsets = fmt.parse_idx(idx.read_text())[1]
+        offsets = index_files.parse_idx(idx.read_text())[1]
         data = rec.read_bytes()
         for record, offset in zip(records, offsets.tolist()):
             labels, jpeg = expected[record["id"]]
@@ -143,10 +143,10 @@ def test_mxnet_indexed_reader_sees_every_record(packed, mxnet_python):
             assert record["labels"] == f32(labels)
             assert record["id2"] == 0
             assert record["image_sha256"] == hashlib.sha256(jpeg).hexdigest()
-            payload = fmt.unpack_payload(ours.read(record["key"]))
+            payload = schema.unpack_payload(ours.read(record["key"]))
             assert record["image_sha256"] == hashlib.sha256(payload.image).hexdigest()
-            _, lrec = fmt.PART_HEADER.unpack_from(data, offset)
-            multipart += fmt.decode_lrec(lrec)[0] == fmt.CFLAG_FIRST
+            _, lrec = framing.PART_HEADER.unpack_from(data, offset)
+            multipart += framing.decode_lrec(lrec)[0] == framing.CFLAG_FIRST
             seen_ids.append(record["id"])
     assert sorted(seen_ids) == sorted(expected)
     assert multipart == 1, "the crafted record should be stored as several parts"
@@ -205,14 +205,14 @@ def test_mxnet_writer_matches_recpack_framing(mxnet_python, tmp_path):
         {"label": labels[0] if len(labels) == 1 else labels, "id": record_id, "image": image.hex()}
         for labels, record_id, image in packed
     ]
-    ours = raws + [b"".join(fmt.pack_payload(labels, record_id, image)) for labels, record_id, image in packed]
+    ours = raws + [b"".join(schema.pack_payload(schema.Payload(labels, record_id, image))) for labels, record_id, image in packed]
 
     rec, idx = tmp_path / "mx.rec", tmp_path / "mx.idx"
     theirs = [bytes.fromhex(p) for p in probe(mxnet_python, "write", rec, idx, stdin=json.dumps(items))]
     for number, (mine, mxnet_payload) in enumerate(zip(ours, theirs)):
         assert mine == mxnet_payload, f"payload {number} differs from recordio.pack"
 
-    expected = b"".join(bytes(piece) for payload in ours for piece in fmt.frame_record(payload))
+    expected = b"".join(bytes(piece) for payload in ours for piece in framing.frame_record(payload))
     written = rec.read_bytes()
     if written != expected:
         at = next((i for i, (a, b) in enumerate(zip(written, expected)) if a != b), min(len(written), len(expected)))
@@ -221,13 +221,13 @@ def test_mxnet_writer_matches_recpack_framing(mxnet_python, tmp_path):
             f"mxnet {written[at:at + 16].hex()} recpack {expected[at:at + 16].hex()}"
         )
 
-    keys, offsets = fmt.parse_idx(idx.read_text())
+    keys, offsets = index_files.parse_idx(idx.read_text())
     assert keys.tolist() == list(range(len(ours)))
     ends = offsets.tolist()[1:] + [len(written)]
     for payload, offset, end in zip(ours, offsets.tolist(), ends):
-        read, next_offset = fmt.read_framed(written, offset)
+        read, next_offset = framing.read_framed(written, offset)
         assert bytes(read) == payload and next_offset == end
     for (labels, record_id, image), offset in zip(packed, offsets.tolist()[len(raws) :]):
-        parsed = fmt.unpack_payload(fmt.read_framed(written, offset)[0])
+        parsed = schema.unpack_payload(framing.read_framed(written, offset)[0])
         assert parsed.labels.tolist() == f32(labels)
         assert (parsed.record_id, bytes(parsed.image)) == (record_id, image)

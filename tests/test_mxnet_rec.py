@@ -20,12 +20,13 @@ import pytest
 from conftest import run_cli
 from test_mxnet_interop import framing_cases, mxnet_python, noise_jpeg, probe, with_magic_segment  # noqa: F401
 
-from recpack import format as fmt
-from recpack.dataset import RecordDataset
-from recpack.decode import Augment
+from recpack.format import framing, schema, index_files
+from recpack.read.dataset import RecordDataset
+from recpack.read.decode import Augment
 from recpack.errors import DatasetError, IncompleteDatasetError
-from recpack.mxnet_rec import import_rec, scan_rec
-from recpack.writer import ShardWriter
+from recpack.format.recscan import scan_rec
+from recpack.pack.importer import import_rec
+from recpack.pack.writer import ShardWriter
 
 
 def records(count: int, width: int, seed: int = 0) -> list[tuple[list[float], int, bytes]]:
@@ -42,17 +43,17 @@ def records(count: int, width: int, seed: int = 0) -> list[tuple[list[float], in
 
 def write_rec(path, payloads: list[bytes], idx: bool = True) -> None:
     """Frame payloads with recpack.format, as any RecordIO writer would; optionally an MXNet .idx."""
-    data, lines = bytearray(), []
-    for key, payload in enumerate(payloads):
-        lines.append(fmt.format_idx_line(key, len(data)))
-        data += b"".join(bytes(piece) for piece in fmt.frame_record(payload))
+    data, offsets = bytearray(), []
+    for payload in payloads:
+        offsets.append(len(data))
+        data += b"".join(bytes(piece) for piece in framing.frame_record(payload))
     path.write_bytes(bytes(data))
     if idx:
-        path.with_suffix(".idx").write_text("".join(lines))
+        path.with_suffix(".idx").write_bytes(index_files.idx_bytes(offsets))
 
 
 def write_records(path, items, idx: bool = True) -> None:
-    write_rec(path, [b"".join(fmt.pack_payload(labels, rid, jpeg)) for labels, rid, jpeg in items], idx)
+    write_rec(path, [b"".join(schema.pack_payload(schema.Payload(labels, rid, jpeg))) for labels, rid, jpeg in items], idx)
 
 
 def raw_samples(path) -> list[tuple[bytes, list[float]]]:
@@ -72,14 +73,14 @@ def test_scan_reproduces_the_index_recpack_writes(tmp_path):
     items = records(9, 3)
     with ShardWriter(str(tmp_path), "shard") as writer:
         for labels, rid, jpeg in items:
-            writer.write(fmt.pack_payload(labels, rid, jpeg))
+            writer.write(schema.Payload(labels, rid, jpeg))
     scan = scan_rec(str(tmp_path / "shard.rec"))
     assert scan.rows.tobytes() == np.load(tmp_path / "shard.rpi").tobytes()
     assert (scan.bytes, scan.crc32c) == (writer.files.rec.bytes, writer.files.rec.crc32c)
     assert scan.label_width == 3
     data = (tmp_path / "shard.rec").read_bytes()
-    _, lrec = fmt.PART_HEADER.unpack_from(data, int(scan.rows["offset"][2]))
-    assert fmt.decode_lrec(lrec)[0] == fmt.CFLAG_FIRST
+    _, lrec = framing.PART_HEADER.unpack_from(data, int(scan.rows["offset"][2]))
+    assert framing.decode_lrec(lrec)[0] == framing.CFLAG_FIRST
 
 
 @pytest.mark.parametrize("chunk", [8, 64, 1000, 1 << 20])
@@ -88,7 +89,7 @@ def test_scan_is_the_same_for_any_chunk_size(tmp_path, chunk):
     write_rec(tmp_path / "edge.rec", payloads)
     scan = scan_rec(str(tmp_path / "edge.rec"), chunk_bytes=chunk)
     data = (tmp_path / "edge.rec").read_bytes()
-    assert scan.rows["offset"].tolist() == fmt.parse_idx((tmp_path / "edge.idx").read_text())[1].tolist()
+    assert scan.rows["offset"].tolist() == index_files.parse_idx((tmp_path / "edge.idx").read_text())[1].tolist()
     assert scan.rows["length"].tolist() == [len(p) for p in payloads]
     assert scan.rows["crc32c"].tolist() == [crc32c.crc32c(p) for p in payloads]
     assert (scan.bytes, scan.crc32c) == (len(data), crc32c.crc32c(data))
@@ -113,8 +114,8 @@ def test_damaged_files_fail_naming_file_and_offset(tmp_path):
         offsets[4] + 20: f"byte {offsets[4]}: truncated: the part announces",
         len(data) - 1: f"byte {offsets[4]}: truncated: the part announces",  # the last padding byte is missing
     }
-    first_part_length = fmt.decode_lrec(fmt.PART_HEADER.unpack_from(data, offsets[2])[1])[1]
-    second_part = offsets[2] + 8 + first_part_length + fmt.padding(first_part_length)
+    first_part_length = framing.decode_lrec(framing.PART_HEADER.unpack_from(data, offsets[2])[1])[1]
+    second_part = offsets[2] + 8 + first_part_length + framing.padding(first_part_length)
     cases[second_part] = f"byte {second_part}: truncated: the record that starts at byte {offsets[2]} has no last part"
     for cut, expected in cases.items():
         bad.write_bytes(data[:cut])
@@ -290,11 +291,11 @@ def test_rec_files_written_by_mxnet(mxnet_python, tmp_path, width):  # noqa: F81
     rows = np.concatenate([scan.rows for scan in scans])
     assert rows["length"].tolist() == [len(p) for p in payloads]
     assert rows["crc32c"].tolist() == [crc32c.crc32c(p) for p in payloads]
-    assert scans[0].rows["offset"].tolist() == fmt.parse_idx((recs / "train.idx").read_text())[1].tolist()
+    assert scans[0].rows["offset"].tolist() == index_files.parse_idx((recs / "train.idx").read_text())[1].tolist()
     assert all(scan.label_width == width for scan in scans)
     data = (recs / "train.rec").read_bytes()
-    cflags = [fmt.decode_lrec(fmt.PART_HEADER.unpack_from(data, o)[1])[0] for o in scans[0].rows["offset"].tolist()]
-    assert cflags.count(fmt.CFLAG_FIRST) == 1, "MXNet should have cut the crafted record into parts"
+    cflags = [framing.decode_lrec(framing.PART_HEADER.unpack_from(data, o)[1])[0] for o in scans[0].rows["offset"].tolist()]
+    assert cflags.count(framing.CFLAG_FIRST) == 1, "MXNet should have cut the crafted record into parts"
 
     assert raw_samples(recs / "train.rec") == expected_samples(first)
     assert raw_samples(recs) == expected_samples(first + second)

@@ -16,20 +16,21 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from recpack import manifest as mf
-from recpack import packer as packer_module
-from recpack import writer as writer_module
-from recpack._libjpeg import check as check_jpeg
-from recpack._libjpeg import gray_to_color
-from recpack.decode import dct_eighths
+from recpack.format import manifest as mf
+from recpack.pack import packer as packer_module
+from recpack.pack import resume
+from recpack.pack import writer as writer_module
+from recpack.jpeg._libjpeg import check as check_jpeg
+from recpack.jpeg._libjpeg import gray_to_color
+from recpack.jpeg.scales import dct_eighths
 from recpack.errors import BadImageError, PackError
-from recpack.format import unpack_payload
-from recpack.jpeg_header import read_jpeg_header
-from recpack.packer import PackOptions, pack
-from recpack.prepare import PrepareOptions, prepare_image
-from recpack.reader import ShardReader
-from recpack.sources import SourceItem, open_source
-from recpack.writer import ShardWriter, StagingBuffers
+from recpack.format.schema import unpack_payload
+from recpack.jpeg.header import read_jpeg_header
+from recpack.pack.packer import PackOptions, pack
+from recpack.pack.prepare import PrepareOptions, prepare_image
+from recpack.read.shard_reader import ShardReader
+from recpack.pack.sources import SourceItem, open_source
+from recpack.pack.writer import ShardWriter, StagingBuffers
 from turbojpeg import TurboJPEG
 
 
@@ -40,7 +41,7 @@ def records(out):
     for shard in manifest.shards:
         reader = ShardReader(str(out / shard.rec.name), str(out / shard.rpi.name), shard.stem)
         for index, payload in reader.iter_records():
-            parsed = unpack_payload(payload, int(reader.rows[index]["mask_length"]))
+            parsed = unpack_payload(payload, (int(reader.rows[index]["mask_length"]),))
             rows.append((parsed.labels.tolist(), parsed.record_id, bytes(parsed.image), bytes(parsed.mask)))
     return rows
 
@@ -532,7 +533,7 @@ def test_workers_die_with_a_killed_pack_before_finishing_their_shard(tmp_path):
 
 def test_a_second_pack_into_a_folder_being_packed_is_refused(photo_dir, tmp_path):
     out = tmp_path / "out"
-    with packer_module.exclusive(str(out)):
+    with resume.exclusive(str(out)):
         result = run_cli("pack", photo_dir, out, "--shards", "2", "--quiet", check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == (f"recpack: error: {out}: another recpack pack is writing into this folder; "

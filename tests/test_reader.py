@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from recpack import format as fmt
+from recpack.format import framing
 from recpack.errors import CorruptRecordError
-from recpack.reader import ShardReader
-from recpack.writer import ShardWriter, StagingBuffers
+from recpack.read.shard_reader import ShardReader
+from recpack.pack.writer import ShardWriter, StagingBuffers
 
 RECORDS = 40
 
@@ -18,7 +18,7 @@ def shard(tmp_path):
     rng = random.Random(7)
     with ShardWriter(str(tmp_path), "shard-00000", StagingBuffers()) as writer:
         for _ in range(RECORDS):
-            writer.write([rng.randbytes(rng.randrange(3000, 6000)).replace(fmt.MAGIC_BYTES, b"\0" * 4)])
+            writer.write_raw(rng.randbytes(rng.randrange(3000, 6000)).replace(framing.MAGIC_BYTES, b"\0" * 4))
     reader = ShardReader(str(tmp_path / "shard-00000.rec"), str(tmp_path / "shard-00000.rpi"), "shard-00000")
     return reader
 
@@ -62,8 +62,8 @@ def _damage(reader: ShardReader, how: str) -> tuple[int, str]:
         _patch(reader.rec_path, offset, b"\0" * 4)
         return record, "bad magic 0x00000000 at file byte {}"
     length = int(reader.rows[record]["length"])
-    _patch(reader.rec_path, offset + 4, fmt.PART_HEADER.pack(0, fmt.encode_lrec(fmt.CFLAG_MIDDLE, length))[4:])
-    return record, f"unexpected continuation flag {fmt.CFLAG_MIDDLE} at file byte {{}}"
+    _patch(reader.rec_path, offset + 4, framing.PART_HEADER.pack(0, framing.encode_lrec(framing.CFLAG_MIDDLE, length))[4:])
+    return record, f"unexpected continuation flag {framing.CFLAG_MIDDLE} at file byte {{}}"
 
 
 @pytest.mark.parametrize("way", ["sequential", "mapped", "one"])

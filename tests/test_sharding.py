@@ -5,13 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recpack.sharding import (
+from recpack.pack.plan import shuffled_order, split_evenly
+from recpack.read.planning import (
     EpochPlan,
     epoch_sequence,
     read_runs,
     round_robin_consumed,
-    shuffled_order,
-    split_evenly,
 )
 
 

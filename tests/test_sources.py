@@ -5,7 +5,7 @@ import os
 import pytest
 
 from recpack.errors import ListFileError, RecpackError
-from recpack.sources import open_source, parse_list_line, read_list, scan_image_folder
+from recpack.pack.sources import open_source, parse_list_line, read_list, scan_image_folder
 
 WHERE = ("list.txt", 7)
 

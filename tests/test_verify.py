@@ -6,10 +6,10 @@ import lmdb
 import pytest
 from conftest import run_cli
 
-from recpack import format as fmt
-from recpack import manifest as mf
-from recpack.packer import PackOptions, pack
-from recpack.sources import open_source
+from recpack.format import framing
+from recpack.format import manifest as mf
+from recpack.pack.packer import PackOptions, pack
+from recpack.pack.sources import open_source
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_a_key_listed_twice_keeps_one_entry_and_passes(photo_dir, tmp_path):
 
 
 def test_an_imported_dataset_needs_no_key_index(tmp_path):
-    (tmp_path / "a.rec").write_bytes(b"".join(bytes(piece) for piece in fmt.frame_record(b"payload")))
+    (tmp_path / "a.rec").write_bytes(b"".join(bytes(piece) for piece in framing.frame_record(b"payload")))
     run_cli("import", tmp_path / "a.rec", tmp_path / "out", "--quiet")
     assert not (tmp_path / "out" / "keys.lmdb").exists()
     assert "every checksum matches" in run_cli("verify", tmp_path / "out", "--quiet").stdout

@@ -7,10 +7,10 @@ import random
 import crc32c
 import pytest
 
-from recpack import format as fmt
-from recpack import writer as writer_module
-from recpack.reader import ShardReader
-from recpack.writer import ShardWriter, StagingBuffers
+from recpack.format import framing
+from recpack.pack import writer as writer_module
+from recpack.read.shard_reader import ShardReader
+from recpack.pack.writer import ShardWriter, StagingBuffers
 
 
 def _payloads() -> list[bytes]:
@@ -18,14 +18,14 @@ def _payloads() -> list[bytes]:
     rng = random.Random(5)
     sizes = [rng.randrange(1, 3 << 20) for _ in range(24)] + [1, 2, 3, 4097]
     payloads = [rng.randbytes(size) for size in sizes]
-    payloads[3] = payloads[3][:400] + fmt.MAGIC_BYTES + payloads[3][404:]  # aligned: a multi-part record
+    payloads[3] = payloads[3][:400] + framing.MAGIC_BYTES + payloads[3][404:]  # aligned: a multi-part record
     return payloads
 
 
 def _write(directory, payloads):
     with ShardWriter(str(directory), "shard-00000", StagingBuffers()) as shard:
         for payload in payloads:
-            shard.write([payload])
+            shard.write_raw(payload)
     return shard.files
 
 
@@ -50,7 +50,7 @@ def open_mode(request, monkeypatch):
 def test_shard_bytes_are_the_framed_records_whatever_the_block_boundaries(tmp_path, open_mode):
     payloads = _payloads()
     files = _write(tmp_path, payloads)
-    expected = b"".join(bytes(piece) for payload in payloads for piece in fmt.frame_record(payload))
+    expected = b"".join(bytes(piece) for payload in payloads for piece in framing.frame_record(payload))
     assert sum(len(p) for p in payloads) > 3 * writer_module._RecordFile.BLOCK
     data = (tmp_path / "shard-00000.rec").read_bytes()
     assert data == expected  # no O_DIRECT padding left at the end
@@ -64,7 +64,7 @@ def test_a_failed_shard_leaves_no_files(tmp_path, open_mode):
     with pytest.raises(RuntimeError):
         with ShardWriter(str(tmp_path), "shard-00000", StagingBuffers()) as shard:
             for payload in _payloads()[:8]:
-                shard.write([payload])
+                shard.write_raw(payload)
             raise RuntimeError("worker failed mid-shard")
     assert os.listdir(tmp_path) == []
 
@@ -80,7 +80,7 @@ def test_records_placed_in_the_buffer_give_the_same_shard_as_written_ones(tmp_pa
         for index, payload in enumerate(payloads):
             slot = shard.reserve(payload[:3], len(payload) - 3) if len(payload) >= 3 else None
             if slot is None:
-                shard.write([payload])
+                shard.write_raw(payload)
                 continue
             slot.image[:] = payload[3:]
             shard.commit(slot)
@@ -94,6 +94,6 @@ def test_records_placed_in_the_buffer_give_the_same_shard_as_written_ones(tmp_pa
 def test_a_record_that_would_straddle_two_buffers_gets_no_slot(tmp_path):
     block = writer_module._RecordFile.BLOCK
     with ShardWriter(str(tmp_path), "shard-00000", StagingBuffers()) as shard:
-        shard.write([bytes(block // 2)])
+        shard.write_raw(bytes(block // 2))
         assert shard.reserve(b"", block // 2) is None  # with its 8-byte part header it does not fit
         assert len(shard.reserve(b"", block // 2 - 16).image) == block // 2 - 16

@@ -1,31 +1,20 @@
-"""The dataset folder and its manifest, ``recpack.json``: read, validate, write atomically.
+"""The manifest, ``recpack.json``: a dataset's shards, their files' sizes and checksums, and its provenance.
 
-A packed dataset is one folder::
-
-    recpack.json         this manifest, written last: its presence means "complete"
-    shard-00000.rec      \\
-    shard-00000.idx       > one shard (see ``format``); as many as the manifest lists
-    shard-00000.rpi      /
-    keys.lmdb/           source key -> (shard, record, offset), for ``recpack get`` (an import has none)
-    bad_inputs.tsv       inputs that were skipped, with the reason (may be empty)
-    .recpack-pack/       only while a pack runs (or after it was interrupted)
-
-The manifest holds only what is per dataset or per shard (a few hundred bytes
-a shard): format version, record count, per shard its files with byte sizes
-and CRC32C checksums, class names, how the data was made, and room for
-statistics.  Per-record data (offsets, lengths, checksums) lives in each
-shard's ``.rpi`` so that opening a 14M-record dataset stays cheap.
+Where it sits in the folder, and why it holds nothing per record: ``recpack.format``.
+It is written last and atomically, so its presence means the dataset is complete.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
-from .errors import IncompleteDatasetError, ManifestError
-from .writer import FileInfo, ShardFiles
+import crc32c
+
+from ..errors import IncompleteDatasetError, ManifestError
+from .index_files import REC_SUFFIX, RECORD_INDEX_SUFFIX
 
 MANIFEST_NAME = "recpack.json"
 KEY_INDEX_NAME = "keys.lmdb"
@@ -33,6 +22,28 @@ REPORT_NAME = "bad_inputs.tsv"
 WORK_DIR_NAME = ".recpack-pack"  # a pack's notes while it runs; gone once the manifest is written
 FORMAT_NAME = "recpack"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str  # relative to the dataset folder (an imported .rec's may lead out of it)
+    bytes: int
+    crc32c: int
+
+
+@dataclass(frozen=True)
+class ShardFiles:
+    """What a finished shard is made of: the stem, its record count, and its three files."""
+
+    stem: str
+    records: int
+    rec: FileInfo
+    idx: FileInfo
+    rpi: FileInfo
+
+    @property
+    def files(self) -> tuple[FileInfo, FileInfo, FileInfo]:
+        return self.rec, self.idx, self.rpi
 
 
 @dataclass(frozen=True)
@@ -52,14 +63,6 @@ class Manifest:
     def num_shards(self) -> int:
         return len(self.shards)
 
-    def shard_starts(self) -> list[int]:
-        """Global key of each shard's first record (records are numbered across shards)."""
-        starts, total = [], 0
-        for shard in self.shards:
-            starts.append(total)
-            total += shard.records
-        return starts
-
 
 def _file_to_json(info: FileInfo) -> dict[str, Any]:
     return {"name": info.name, "bytes": info.bytes, "crc32c": f"{info.crc32c:08x}"}
@@ -74,22 +77,32 @@ def to_json(manifest: Manifest) -> dict[str, Any]:
         "label_width": manifest.label_width,
         "has_masks": manifest.has_masks,
         "classes": list(manifest.classes) if manifest.classes is not None else None,
-        "shards": [
-            {
-                "name": shard.stem,
-                "records": shard.records,
-                "bytes": shard.rec.bytes,
-                "files": {kind: _file_to_json(getattr(shard, kind)) for kind in ("rec", "idx", "rpi")},
-            }
-            for shard in manifest.shards
-        ],
+        "shards": [shard_to_json(shard) for shard in manifest.shards],
         "created": manifest.created,
         "stats": manifest.stats,
     }
 
 
+def shard_to_json(shard: ShardFiles) -> dict[str, Any]:
+    """A shard's manifest entry; the packer's resume notes use the same form."""
+    return {
+        "name": shard.stem,
+        "records": shard.records,
+        "bytes": shard.rec.bytes,
+        "files": {kind: _file_to_json(getattr(shard, kind)) for kind in _KINDS},
+    }
+
+
 def _file_from_json(data: dict[str, Any]) -> FileInfo:
     return FileInfo(str(data["name"]), int(data["bytes"]), int(data["crc32c"], 16))
+
+
+def shard_from_json(entry: dict[str, Any]) -> ShardFiles:
+    """A shard entry back; KeyError, TypeError or ValueError when it is malformed."""
+    return ShardFiles(str(entry["name"]), int(entry["records"]), *(_file_from_json(entry["files"][kind]) for kind in _KINDS))
+
+
+_KINDS = ("rec", "idx", "rpi")
 
 
 def from_json(data: dict[str, Any], where: str) -> Manifest:
@@ -99,14 +112,7 @@ def from_json(data: dict[str, Any], where: str) -> Manifest:
     if data.get("version") != FORMAT_VERSION:
         raise ManifestError(f"{where}: format version {data.get('version')} is not supported (this recpack reads {FORMAT_VERSION})")
     try:
-        shards = tuple(
-            ShardFiles(
-                str(entry["name"]),
-                int(entry["records"]),
-                *(_file_from_json(entry["files"][kind]) for kind in ("rec", "idx", "rpi")),
-            )
-            for entry in data["shards"]
-        )
+        shards = tuple(shard_from_json(entry) for entry in data["shards"])
         manifest = Manifest(
             shards,
             int(data.get("label_width", 1)),
@@ -122,6 +128,15 @@ def from_json(data: dict[str, Any], where: str) -> Manifest:
     return manifest
 
 
+def pack_was_interrupted(names: Iterable[str]) -> bool:
+    """Whether a folder without a manifest holds what only an unfinished recpack pack leaves.
+
+    Its work folder, a shard still under its temporary name, or recpack's own ``.rpi``
+    index (MXNet writes none): such a folder is refused, never read as bare .rec files.
+    """
+    return any(name == WORK_DIR_NAME or name.endswith((REC_SUFFIX + ".tmp", RECORD_INDEX_SUFFIX)) for name in names)
+
+
 def load(dataset_dir: str) -> Manifest:
     """The manifest of a complete dataset, or a clear error saying why there is none."""
     path = os.path.join(dataset_dir, MANIFEST_NAME)
@@ -129,12 +144,14 @@ def load(dataset_dir: str) -> Manifest:
         raise IncompleteDatasetError(f"{dataset_dir}: no such dataset folder")
     if not os.path.exists(path):
         names = os.listdir(dataset_dir)
-        if WORK_DIR_NAME in names or any(name.endswith((".rec", ".rec.tmp")) for name in names):
+        if pack_was_interrupted(names):
             raise IncompleteDatasetError(
                 f"{dataset_dir}: incomplete dataset (no {MANIFEST_NAME}: a pack was interrupted or failed; "
                 "run the pack again once the cause is fixed: it keeps finished shards, or starts clean if the list changed)"
             )
-        raise IncompleteDatasetError(f"{dataset_dir}: not a recpack dataset (no {MANIFEST_NAME})")
+        hint = (f"; RecordDataset reads its {REC_SUFFIX} files as MXNet RecordIO, and recpack import indexes them"
+                if any(name.endswith(REC_SUFFIX) for name in names) else "")
+        raise IncompleteDatasetError(f"{dataset_dir}: not a recpack dataset (no {MANIFEST_NAME}){hint}")
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -168,10 +185,18 @@ def save(dataset_dir: str, manifest: Manifest, durable: bool = True) -> None:
     write_json_atomic(os.path.join(dataset_dir, MANIFEST_NAME), to_json(manifest), durable)
 
 
-def shard_files_to_json(files: ShardFiles) -> dict[str, Any]:
-    """A finished shard as JSON, for the packer's resume notes."""
-    return {"stem": files.stem, "records": files.records, **{k: asdict(getattr(files, k)) for k in ("rec", "idx", "rpi")}}
+def file_crc32c(path: str, chunk: int = 8 << 20) -> tuple[int, int]:
+    """(size, CRC32C) of a whole file, read in large sequential chunks: what a FileInfo records."""
+    crc, size = 0, 0
+    with open(path, "rb", buffering=0) as handle:
+        while block := handle.read(chunk):
+            crc = crc32c.crc32c(block, crc)
+            size += len(block)
+    return size, crc
 
 
-def shard_files_from_json(data: dict[str, Any]) -> ShardFiles:
-    return ShardFiles(data["stem"], data["records"], *(FileInfo(**data[k]) for k in ("rec", "idx", "rpi")))
+def write_file(path: str, data: bytes, name: str | None = None) -> FileInfo:
+    """Write a small file at once (an index) and describe it; ``name`` (default: the path's) goes into the FileInfo."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return FileInfo(name or os.path.basename(path), len(data), crc32c.crc32c(data))

@@ -1,4 +1,4 @@
-"""Pure functions that decide which records go where and in which order.
+"""The epoch plan: which records each rank and DataLoader worker reads, and in which order.
 
 Nothing here touches files, torch or global random state: every result is a
 function of the numbers passed in, so it is the same in every process and
@@ -10,26 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def shuffled_order(count: int, seed: int) -> np.ndarray:
-    """A permutation of range(count) drawn from ``seed`` alone."""
-    return np.random.default_rng(seed).permutation(count)
-
-
-def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
-    """Cut range(count) into ``parts`` contiguous (start, stop) ranges whose sizes differ by at most one."""
-    if parts < 1:
-        raise ValueError("parts must be at least 1")
-    base, extra = divmod(count, parts)
-    ranges, start = [], 0
-    for part in range(parts):
-        stop = start + base + (1 if part < extra else 0)
-        ranges.append((start, stop))
-        start = stop
-    return ranges
-
-
-# --- reading: the epoch plan ------------------------------------------------------------
-#
 # An epoch is planned in three steps, each a pure function:
 #   1. epoch_sequence: every shard is cut into windows of ``window`` records (their
 #      boundaries shifted by a random phase per epoch and shard), and the windows of

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import BadImageError
+from ..errors import BadImageError
 
 SOI, EOI, SOS, APP1 = 0xD8, 0xD9, 0xDA, 0xE1
 _FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn, not DHT/JPG/DAC

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import lmdb
 
-from .errors import DatasetError
+from ..errors import DatasetError
 from .manifest import KEY_INDEX_NAME, Manifest
 
 _VALUE = struct.Struct("<IIQ")

@@ -9,17 +9,15 @@ from typing import Iterator
 import crc32c
 from tqdm import tqdm
 
-from . import format as fmt
-from . import keyindex
-from . import manifest as mf
-from .errors import CorruptRecordError, DatasetError
-from .reader import ShardReader
-from .writer import ShardFiles, file_crc32c
+from ..errors import CorruptRecordError, DatasetError
+from ..format import keyindex
+from ..format import manifest as mf
+from ..format.index_files import parse_idx
+from .opening import shard_reader
 
 
 @dataclass(frozen=True)
 class Problem:
-    shard: str
     message: str  # one line naming the file or record
 
     def __str__(self) -> str:
@@ -30,7 +28,7 @@ def _small_file_problem(dataset_dir: str, info) -> str | None:
     path = os.path.join(dataset_dir, info.name)
     if not os.path.isfile(path):
         return f"{info.name}: missing file"
-    size, crc = file_crc32c(path)
+    size, crc = mf.file_crc32c(path)
     if size != info.bytes:
         return f"{info.name}: {size} bytes, the manifest says {info.bytes} (truncated or replaced)"
     if crc != info.crc32c:
@@ -38,28 +36,28 @@ def _small_file_problem(dataset_dir: str, info) -> str | None:
     return None
 
 
-def verify_shard(dataset_dir: str, shard: ShardFiles, progress: tqdm | None = None) -> Problem | None:
+def verify_shard(dataset_dir: str, shard: mf.ShardFiles, progress: tqdm | None = None) -> Problem | None:
     """The first problem found in one shard, or None when it is intact."""
     for info in (shard.idx, shard.rpi):
         problem = _small_file_problem(dataset_dir, info)
         if problem:
-            return Problem(shard.stem, problem)
+            return Problem(problem)
     rec_path = os.path.join(dataset_dir, shard.rec.name)
     if not os.path.isfile(rec_path):
-        return Problem(shard.stem, f"{shard.rec.name}: missing file")
+        return Problem(f"{shard.rec.name}: missing file")
     size = os.path.getsize(rec_path)
     if size != shard.rec.bytes:
-        return Problem(shard.stem, f"{shard.rec.name}: {size} bytes, the manifest says {shard.rec.bytes} (truncated or replaced)")
-    reader = ShardReader(rec_path, os.path.join(dataset_dir, shard.rpi.name), shard.stem)
+        return Problem(f"{shard.rec.name}: {size} bytes, the manifest says {shard.rec.bytes} (truncated or replaced)")
+    reader = shard_reader(dataset_dir, shard)
     try:
         if len(reader) != shard.records:
-            return Problem(shard.stem, f"{shard.rpi.name}: {len(reader)} records, the manifest says {shard.records}")
+            return Problem(f"{shard.rpi.name}: {len(reader)} records, the manifest says {shard.records}")
         with open(os.path.join(dataset_dir, shard.idx.name), encoding="ascii") as handle:
-            _, idx_offsets = fmt.parse_idx(handle.read())
+            _, idx_offsets = parse_idx(handle.read())
         if len(idx_offsets) != len(reader) or (idx_offsets != reader.rows["offset"]).any():
-            return Problem(shard.stem, f"{shard.idx.name}: offsets disagree with {shard.rpi.name}")
+            return Problem(f"{shard.idx.name}: offsets disagree with {shard.rpi.name}")
     except (DatasetError, ValueError) as error:
-        return Problem(shard.stem, str(error))
+        return Problem(str(error))
     crc = 0
 
     def on_chunk(chunk: bytes) -> None:
@@ -72,9 +70,9 @@ def verify_shard(dataset_dir: str, shard: ShardFiles, progress: tqdm | None = No
         for _ in reader.iter_records(verify=True, on_chunk=on_chunk):
             pass
     except CorruptRecordError as error:
-        return Problem(shard.stem, f"{shard.rec.name}: record {error.record}: {error.problem}")
+        return Problem(f"{shard.rec.name}: record {error.record}: {error.problem}")
     if crc != shard.rec.crc32c:
-        return Problem(shard.stem, f"{shard.rec.name}: CRC32C of the file mismatch (bytes between records changed)")
+        return Problem(f"{shard.rec.name}: CRC32C of the file mismatch (bytes between records changed)")
     return None
 
 
@@ -88,14 +86,14 @@ def verify_key_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
     """
     name = mf.KEY_INDEX_NAME
     if not os.path.exists(os.path.join(dataset_dir, name)):
-        return Problem(name, f"{name}: missing (recpack get needs this key index)") if keyindex.expected(manifest) else None
+        return Problem(f"{name}: missing (recpack get needs this key index)") if keyindex.expected(manifest) else None
     try:
         entries = keyindex.count(dataset_dir)
     except DatasetError as error:
-        return Problem(name, str(error))
+        return Problem(str(error))
     records = manifest.num_records
     if entries > records or (records and not entries):
-        return Problem(name, f"{name}: {entries} keys for {records} records (not this dataset's key index)")
+        return Problem(f"{name}: {entries} keys for {records} records (not this dataset's key index)")
     return None
 
 
@@ -103,7 +101,7 @@ def verify_dataset(dataset_dir: str, show_progress: bool = True) -> Iterator[Pro
     """Every problem in the dataset: no records at all, each damaged shard, then a damaged key index."""
     manifest = mf.load(dataset_dir)
     if manifest.num_records == 0:  # what RecordDataset refuses; no recpack command writes one now
-        yield Problem(mf.MANIFEST_NAME, f"{mf.MANIFEST_NAME}: the dataset holds no records")
+        yield Problem(f"{mf.MANIFEST_NAME}: the dataset holds no records")
     total = sum(shard.rec.bytes for shard in manifest.shards)
     with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=not show_progress) as bar:
         for shard in manifest.shards:

@@ -15,7 +15,6 @@ by a power cut before that is caught by the resume's checksum check.
 from __future__ import annotations
 
 import errno
-import io
 import mmap
 import os
 from collections import deque
@@ -25,14 +24,10 @@ from dataclasses import dataclass
 import crc32c
 import numpy as np
 
-from . import format as fmt
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    name: str
-    bytes: int
-    crc32c: int
+from ..format import framing
+from ..format.index_files import IDX_SUFFIX, REC_SUFFIX, RECORD_INDEX_SUFFIX, SHARD_SUFFIXES, idx_bytes, rpi_bytes
+from ..format.manifest import FileInfo, ShardFiles, write_file
+from ..format.schema import RECORD_INDEX_DTYPE, Payload, index_row, pack_payload
 
 
 @dataclass(frozen=True)
@@ -42,17 +37,6 @@ class RecordSlot:
     record: memoryview  # the framed record: part header, payload, padding
     payload_length: int
     image: memoryview  # the payload's bytes after its prefix
-
-
-@dataclass(frozen=True)
-class ShardFiles:
-    """What a finished shard is made of: the stem, its record count, and its three files."""
-
-    stem: str
-    records: int
-    rec: FileInfo
-    idx: FileInfo
-    rpi: FileInfo
 
 
 class StagingBuffers:
@@ -187,34 +171,30 @@ def _write_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[written:], offset + written
 
 
-def _write_whole_file(path: str, data: bytes) -> FileInfo:
-    """A small file written at once (.idx, .rpi); its FileInfo names the final path."""
-    with open(path, "wb") as handle:
-        handle.write(data)
-    return FileInfo(os.path.basename(path[: -len(".tmp")]), len(data), crc32c.crc32c(data))
-
-
 class ShardWriter:
     """Appends records to one shard; a context manager that publishes only on success."""
 
     def __init__(self, directory: str, stem: str, buffers: StagingBuffers | None = None):
         self.directory, self.stem = directory, stem
         self._buffers = buffers or StagingBuffers()
-        self._final = {suffix: os.path.join(directory, stem + suffix) for suffix in _SUFFIXES}
-        self._rows: list[tuple[int, int, int, int]] = []
+        self._final = {suffix: os.path.join(directory, stem + suffix) for suffix in SHARD_SUFFIXES}
+        self._rows: list[tuple] = []  # schema.index_row tuples
         self._rec: _RecordFile | None = None
         self.files: ShardFiles | None = None
 
     def __enter__(self) -> "ShardWriter":
-        self._rec = _RecordFile(self._final[fmt.REC_SUFFIX] + ".tmp", self._buffers)
+        self._rec = _RecordFile(self._final[REC_SUFFIX] + ".tmp", self._buffers)
         return self
 
-    def write(self, payload_pieces: list[bytes], mask_length: int = 0) -> int:
+    def write(self, record: Payload) -> int:
         """Append one record; returns its offset in the .rec.  Its .idx key is its position in the shard."""
-        payload = b"".join(payload_pieces)
+        return self.write_raw(b"".join(pack_payload(record)), record.trailing_lengths())
+
+    def write_raw(self, payload: bytes, trailing: tuple[int, ...] = ()) -> int:
+        """Append a payload already packed (``schema.pack_payload``), with its trailing-field lengths."""
         offset = self._rec.size
-        self._rec.write(fmt.frame_record(payload))
-        self._rows.append((offset, len(payload), crc32c.crc32c(payload), mask_length))
+        self._rec.write(framing.frame_record(payload))
+        self._rows.append(index_row(offset, len(payload), crc32c.crc32c(payload), trailing))
         return offset
 
     def reserve(self, prefix: bytes, image_length: int) -> RecordSlot | None:
@@ -226,10 +206,10 @@ class ShardWriter:
         the record would straddle two buffers: use ``write``.
         """
         payload_length = len(prefix) + image_length
-        record = self._rec.room(fmt.whole_record_length(payload_length))
+        record = self._rec.room(framing.whole_record_length(payload_length))
         if record is None:
             return None
-        start = fmt.PART_HEADER.size
+        start = framing.PART_HEADER.size
         record[start : start + len(prefix)] = prefix
         return RecordSlot(record, payload_length, record[start + len(prefix) : start + payload_length])
 
@@ -238,12 +218,12 @@ class ShardWriter:
 
         Nothing may be written to this shard between ``reserve`` and ``commit``.
         """
-        start = fmt.PART_HEADER.size
+        start = framing.PART_HEADER.size
         payload = slot.record[start : start + slot.payload_length]
-        if not fmt.frame_in_place(slot.record, slot.payload_length):  # holds the magic: cut into parts
-            return self.write([bytes(payload)])
+        if not framing.frame_in_place(slot.record, slot.payload_length):  # holds the magic: cut into parts
+            return self.write_raw(bytes(payload))
         offset = self._rec.size
-        self._rows.append((offset, slot.payload_length, crc32c.crc32c(payload), 0))
+        self._rows.append(index_row(offset, slot.payload_length, crc32c.crc32c(payload)))
         self._rec.advance(len(slot.record))
         return offset
 
@@ -262,14 +242,12 @@ class ShardWriter:
             self._discard()
 
     def _publish(self) -> None:
-        rows = np.array(self._rows, dtype=fmt.RECORD_INDEX_DTYPE)
+        rows = np.array(self._rows, dtype=RECORD_INDEX_DTYPE)
         self._rec.finish()
-        idx = "".join(fmt.format_idx_line(key, offset) for key, offset in enumerate(rows["offset"].tolist()))
-        idx_info = _write_whole_file(self._final[fmt.IDX_SUFFIX] + ".tmp", idx.encode())
-        buffer = io.BytesIO()
-        np.save(buffer, rows, allow_pickle=False)
-        rpi_info = _write_whole_file(self._final[fmt.RECORD_INDEX_SUFFIX] + ".tmp", buffer.getvalue())
-        rec_info = FileInfo(os.path.basename(self._final[fmt.REC_SUFFIX]), self._rec.size, self._rec.crc)
+        name = lambda suffix: os.path.basename(self._final[suffix])  # noqa: E731  (the final name, not the .tmp)
+        idx_info = write_file(self._final[IDX_SUFFIX] + ".tmp", idx_bytes(rows["offset"]), name(IDX_SUFFIX))
+        rpi_info = write_file(self._final[RECORD_INDEX_SUFFIX] + ".tmp", rpi_bytes(rows), name(RECORD_INDEX_SUFFIX))
+        rec_info = FileInfo(name(REC_SUFFIX), self._rec.size, self._rec.crc)
         for path in self._final.values():
             os.replace(path + ".tmp", path)
         self.files = ShardFiles(self.stem, len(rows), rec_info, idx_info, rpi_info)
@@ -282,9 +260,6 @@ class ShardWriter:
                 os.unlink(path + ".tmp")
             except FileNotFoundError:
                 pass
-
-
-_SUFFIXES = (fmt.REC_SUFFIX, fmt.IDX_SUFFIX, fmt.RECORD_INDEX_SUFFIX)
 
 
 def fsync_paths(paths: list[str]) -> None:
@@ -301,13 +276,3 @@ def fsync_paths(paths: list[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def file_crc32c(path: str, chunk: int = 8 << 20) -> tuple[int, int]:
-    """(size, CRC32C) of a whole file, read in large sequential chunks."""
-    crc, size = 0, 0
-    with open(path, "rb", buffering=0) as handle:
-        while block := handle.read(chunk):
-            crc = crc32c.crc32c(block, crc)
-            size += len(block)
-    return size, crc

@@ -2,7 +2,7 @@
 
 The stages, each a function below, composed in ``RecordDataset.__iter__``:
 
-    plan      which groups of records this rank and worker own this epoch (``sharding``)
+    plan      which groups of records this rank and worker own this epoch (``planning``)
     read      one positioned read per run of consecutive records, a group ahead, CRC-checked
     decode    thread pool: DCT-scaled decode + crop + resize + flip into a batch buffer
     collate   ready (B, 3, H, W) uint8 tensors, or single samples for DataLoader's collate
@@ -24,46 +24,17 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..errors import RecpackError
+from ..prefetch import ordered_map
 from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
 from .decode import Augment
-from .errors import RecpackError
-from .mxnet_rec import open_shards
-from .prefetch import ordered_map
-from .reader import Record, ShardReader, read_records
-from .sharding import EpochPlan, read_runs, round_robin_consumed, worker_groups
+from .opening import open_shards
+from .options import Partition, ReadOptions
+from .planning import EpochPlan, read_runs, round_robin_consumed, worker_groups
+from .shard_reader import Record, ShardReader, read_records
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How records are fetched; none of these change which records an epoch holds."""
-
-    shuffle_buffer: int = 256  # records shuffled together (rounded up to a multiple of the batch size)
-    window: int = 64  # records read in one sequential run before jumping to another shard
-    threads: int | None = None  # decode threads per process (default: cores / DataLoader workers)
-    # decode tasks (of 16 records) in flight per thread; default 4 in the training process, and 1 in a
-    # DataLoader worker, whose single thread then finishes a batch before it starts the next: one
-    # batch buffer per worker instead of two, at the same speed
-    decode_depth: int | None = None
-    verify: bool = True  # check each record's CRC32C before use
-
-
-@dataclass(frozen=True)
-class Partition:
-    """Who this process reads for.  ``rank``/``world`` default to torch.distributed, then RANK/WORLD_SIZE."""
-
-    rank: int | None = None
-    world: int | None = None
-    uneven: str = "pad"  # "pad": repeat a few records so every rank sees the same count; "drop": skip them
-
-    def resolve(self) -> tuple[int, int]:
-        if self.rank is not None and self.world is not None:
-            return self.rank, self.world
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 @dataclass
@@ -128,8 +99,6 @@ class RecordDataset(IterableDataset):
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
-        if partition.uneven not in ("pad", "drop"):
-            raise ValueError("partition.uneven must be 'pad' or 'drop'")
         self.path = path
         self.manifest, readers = open_shards(path)  # a recpack folder, or .rec files scanned in memory
         if self.manifest.num_records == 0:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ListFileError, RecpackError
-from .manifest import MANIFEST_NAME
+from ..errors import ListFileError, RecpackError
+from ..format.manifest import MANIFEST_NAME
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_RUN_RECORDS = 64  # ReadOptions.window's default (not imported: this module stays free of torch)
+from ..read.options import ReadOptions
+
+DEFAULT_RUN_RECORDS = ReadOptions.window  # the reader's default window: records read in one run
 
 
 @dataclass(frozen=True)

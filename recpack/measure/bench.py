@@ -24,11 +24,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
+from ..errors import RecpackError
+from ..format import manifest as mf
 from . import iomodel
 from .pagecache import CacheState, make_cold, make_warm
 from .procstats import TreeMemory, cores, cpu_seconds
-from . import manifest as mf
-from .errors import RecpackError
 
 STAGES = ("raw", "crc", "decode", "loader")
 DESCRIPTIONS = {
@@ -132,22 +132,22 @@ def measure(
 
 
 def _dataset(path: str, options: BenchOptions, **kwargs):
-    from .dataset import Partition, RecordDataset
+    from ..read.dataset import Partition, RecordDataset
 
     return RecordDataset(path, batch_size=options.batch_size, seed=options.seed,
                          partition=Partition(rank=0, world=1), **kwargs)
 
 
 def raw_counts(path: str, options: BenchOptions, verify: bool) -> Counts:
-    from .dataset import ReadOptions
+    from ..read.options import ReadOptions
 
     for images, _ in _dataset(path, options, augment=None, read=ReadOptions(verify=verify)):
         yield len(images), sum(len(image) for image in images)
 
 
 def decode_counts(path: str, options: BenchOptions) -> Counts:
-    from .dataset import ReadOptions
-    from .decode import Augment
+    from ..read.options import ReadOptions
+    from ..read.decode import Augment
 
     dataset = _dataset(path, options, augment=Augment(size=options.size), read=ReadOptions(threads=options.threads or cores()))
     for images, _ in dataset:
@@ -157,7 +157,7 @@ def decode_counts(path: str, options: BenchOptions) -> Counts:
 def loader_counts(path: str, options: BenchOptions) -> Counts:
     from torch.utils.data import DataLoader
 
-    from .decode import Augment
+    from ..read.decode import Augment
 
     dataset = _dataset(path, options, augment=Augment(size=options.size))
     iterator = iter(DataLoader(dataset, batch_size=None, num_workers=options.workers or cores()))
@@ -175,7 +175,7 @@ def _read_file(path: str) -> int:
 
 def file_counts(paths: list[str], concurrency: int) -> Counts:
     """Whole files, ``concurrency`` reads in flight (as many DataLoader workers would keep)."""
-    from .prefetch import ordered_map
+    from ..prefetch import ordered_map
 
     for size in ordered_map(_read_file, paths, threads=concurrency, depth=2 * concurrency):
         yield 1, size
@@ -246,7 +246,7 @@ def shard_paths(path: str) -> list[str]:
 
 def listed_files(options: BenchOptions) -> list[str]:
     """The list's image paths in a seeded shuffled order, cut to ``limit``."""
-    from .sources import open_source
+    from ..pack.sources import open_source
 
     paths = [item.path for item in open_source(options.vs_files, options.root)]
     random.Random(options.seed).shuffle(paths)

@@ -16,21 +16,13 @@ from typing import Any, Callable, Iterator, Sequence
 import crc32c
 import numpy as np
 
-from . import format as fmt
-from .errors import CorruptRecordError, DatasetError
+from ..errors import CorruptRecordError
+from ..format.framing import FramingError, read_framed
+from ..format.index_files import load_rpi
+from ..format.schema import Payload, trailing_of, unpack_payload
 
 DEFAULT_CHUNK_BYTES = 16 << 20
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-
-
-def load_record_index(path: str) -> np.ndarray:
-    try:
-        rows = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable record index ({error})") from None
-    if rows.dtype != fmt.RECORD_INDEX_DTYPE or rows.ndim != 1:
-        raise DatasetError(f"{path}: record index has dtype {rows.dtype}, expected {fmt.RECORD_INDEX_DTYPE}")
-    return rows
 
 
 @dataclass
@@ -105,10 +97,10 @@ class ShardReader:
         results: list[memoryview | CorruptRecordError] = []
         for index, offset, length, crc in zip(range(first, stop), offsets, lengths, crcs):
             try:
-                payload, _ = fmt.read_framed(data, offset - start, start)
+                payload, _ = read_framed(data, offset - start, start)
                 if verify:
                     self._check(index, payload, length, crc)
-            except fmt.FramingError as error:
+            except FramingError as error:
                 payload = CorruptRecordError(self.name, index, str(error))
             except CorruptRecordError as error:
                 payload = error
@@ -118,7 +110,7 @@ class ShardReader:
     @property
     def rows(self) -> np.ndarray:
         if self._rows is None:
-            self._rows = load_record_index(self.rpi_path)
+            self._rows = load_rpi(self.rpi_path)
         return self._rows
 
     def __len__(self) -> int:
@@ -168,8 +160,8 @@ class ShardReader:
                     if end > base + len(data):
                         raise CorruptRecordError(self.name, index, "shard file is truncated")
                 try:
-                    payload, next_offset = fmt.read_framed(data, offset - base, base)
-                except fmt.FramingError as error:
+                    payload, next_offset = read_framed(data, offset - base, base)
+                except FramingError as error:
                     raise CorruptRecordError(self.name, index, str(error)) from None
                 if next_offset + base != end and index + 1 < len(rows):
                     raise CorruptRecordError(self.name, index, "record length disagrees with the index")
@@ -190,12 +182,17 @@ class ShardReader:
         with open(self.rec_path, "rb", buffering=0) as handle:
             data = os.pread(handle.fileno(), end - offset, offset)
         try:
-            payload, _ = fmt.read_framed(data, 0, offset)
-        except fmt.FramingError as error:
+            payload, _ = read_framed(data, 0, offset)
+        except FramingError as error:
             raise CorruptRecordError(self.name, index, str(error)) from None
         if verify:
             self._check(index, payload, int(rows[index]["length"]), int(rows[index]["crc32c"]))
         return bytes(payload)
+
+
+    def read_payload(self, index: int, verify: bool = True) -> Payload:
+        """One record's content by its index in the shard."""
+        return unpack_payload(self.read(index, verify), trailing_of(self.rows[index : index + 1])[0])
 
 
 @dataclass(frozen=True)
@@ -205,7 +202,7 @@ class Record:
     shard: int
     index: int
     payload: Any  # memoryview into a read buffer, or a CorruptRecordError
-    mask_length: int
+    trailing: tuple[int, ...]  # lengths of the payload's trailing fields (``schema.unpack_payload``)
 
 
 def read_records(
@@ -217,7 +214,7 @@ def read_records(
     fetched: dict[tuple[int, int], Record] = {}
     for shard, first, stop in runs:
         reader = readers[shard]
-        masks = reader.rows["mask_length"][first:stop].tolist()
+        trailing = trailing_of(reader.rows[first:stop])
         for index, payload in enumerate(reader.read_run(first, stop, verify), first):
-            fetched[shard, index] = Record(shard, index, payload, masks[index - first])
+            fetched[shard, index] = Record(shard, index, payload, trailing[index - first])
     return fetched

@@ -1,84 +1,46 @@
 """``recpack pack``: shuffle a source once, write it as shards in parallel, publish a manifest.
 
-How the work is cut: the shuffled list is split into ``shards`` contiguous
-ranges and each worker process writes whole shards, in record order, through
-its own ``ShardWriter``.  A shard's bytes therefore depend only on the source,
-the seed and the options -- never on ``workers`` or on timing -- and no image
-bytes cross a process boundary.  (Parallelism is capped by the shard count.)
+How the work is cut (``plan``): the shuffled list is split into ``shards``
+contiguous ranges and each worker process writes whole shards, in record
+order, through its own ``ShardWriter``; no image bytes cross a process
+boundary.  (Parallelism is capped by the shard count.)
 
-Crash safety and resume: ``OUT/.recpack-pack/plan.json`` holds a fingerprint
-of the source and options.  Each finished shard gets a small ``*.done.json``
-note there after its keys are in the key index.  A rerun with the same
-fingerprint keeps the noted shards whose files still match their checksums
-and writes the rest; any other rerun starts clean.  The manifest is written
-last: until it exists, readers refuse the folder.  A pack holds a lock on
-OUT for its whole run (``exclusive``), so two packs never mix.  Unless
-``fsync`` is off, finished shards are fsynced on a background thread as the
-workers go on, and the manifest only after all of them, so a power cut cannot
-leave a manifest that names shards the disk never received.
+Crash safety: the folder is locked and interrupted runs resume (``resume``).
+The manifest is written last: until it exists, readers refuse the folder.
+Unless ``fsync`` is off, finished shards are fsynced on a background thread as
+the workers go on, and the manifest only after all of them, so a power cut
+cannot leave a manifest that names shards the disk never received.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import fcntl
-import hashlib
 import itertools
-import json
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import time
 import warnings
-from array import array
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Container, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from PIL import Image
 from tqdm import tqdm
 
-from . import __version__
-from . import format as fmt
-from . import keyindex
-from . import manifest as mf
-from .errors import BadImageError, PackError
-from .prefetch import ordered_map
+from .._version import __version__
+from ..errors import BadImageError, PackError
+from ..format import keyindex
+from ..format import manifest as mf
+from ..format.schema import Payload, payload_prefix
+from ..prefetch import ordered_map
+from . import resume
+from .plan import PackOptions, ShardTask, fingerprint, plan_tasks, shard_spans
 from .prepare import Inputs, PrepareOptions, prepare, read_inputs, stored_as_is
-from .sharding import shuffled_order, split_evenly
 from .sources import Source, SourceItem
-from .writer import ShardFiles, ShardWriter, StagingBuffers, file_crc32c, fsync_paths
-
-WORK_DIR = mf.WORK_DIR_NAME
-DEFAULT_SEED = 0
-
-
-@dataclass(frozen=True)
-class PackOptions:
-    shards: int = 64
-    seed: int = DEFAULT_SEED
-    workers: int | None = None  # processes; None means all cores
-    prepare: PrepareOptions = field(default_factory=PrepareOptions)
-    strict: bool = False  # any bad input fails the pack
-    fsync: bool = True  # make every shard durable before the manifest commits the dataset
-    overwrite: bool = False  # replace a complete dataset in OUT
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    index: int
-    out_dir: str
-    items: list[SourceItem]
-    prepare: PrepareOptions
-    strict: bool
-
-    @property
-    def stem(self) -> str:
-        return shard_stem(self.index)
+from .writer import ShardWriter, StagingBuffers, fsync_paths
 
 
 @dataclass(frozen=True)
@@ -86,7 +48,7 @@ class ShardOutcome:
     """What a worker reports for one finished shard."""
 
     index: int
-    files: ShardFiles
+    files: mf.ShardFiles
     bad: list[tuple[int, str, str]]  # (list line, key, reason)
     keys: list[tuple[str, int, int]]  # (key, record in shard, offset)
     label_width: int
@@ -106,10 +68,6 @@ class PackResult:
     seconds: float
     resumed_shards: int
     processed: int  # inputs read and checked by this run (not those of resumed shards)
-
-
-def shard_stem(index: int) -> str:
-    return f"shard-{index:05d}"
 
 
 # --- worker side -------------------------------------------------------------------------
@@ -211,7 +169,7 @@ def _write_in_place(writer: ShardWriter, item: SourceItem, options: PrepareOptio
         return None
     try:
         size = os.fstat(fd).st_size
-        slot = writer.reserve(fmt.payload_prefix(item.labels, item.line), size)
+        slot = writer.reserve(payload_prefix(item.labels, item.line), size)
         if slot is None or os.readv(fd, [slot.image]) != size:
             return None
     except OSError:  # a directory, an I/O error: the ordinary path names it
@@ -261,8 +219,7 @@ def _write_items(task: ShardTask) -> ShardOutcome:
                         raise PackError(f"{item.path} (list line {item.line}): {error.reason} [--strict]") from None
                     tally.bad.append((item.line, item.key, error.reason))
                 else:
-                    payload = fmt.pack_payload(item.labels, item.line, prepared.image, prepared.mask)
-                    offset = writer.write(payload, len(prepared.mask))
+                    offset = writer.write(Payload(item.labels, item.line, prepared.image, prepared.mask))
                     tally.written(item, writer.records - 1, offset, prepared.source_bytes,
                                   bool(prepared.mask), prepared.reencoded)
             pending_images += 1
@@ -274,111 +231,10 @@ def _write_items(task: ShardTask) -> ShardOutcome:
                         tally.reencoded, tally.bytes_in)
 
 
-# --- resume bookkeeping ------------------------------------------------------------------
-
-
-def fingerprint(source: Source, options: PackOptions) -> str:
-    """A hash of everything that decides the shards' bytes (not workers, not strictness)."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps([fmt.MAGIC, mf.FORMAT_VERSION, options.shards, options.seed, asdict(options.prepare)]).encode())
-    digest.update(f"{source.root}\0{sorted(source.masks.items())}\n".encode())
-    digest.update(source.lines.tobytes())
-    for start in range(0, len(source.keys), 65536):  # in slices: no second copy of a huge list
-        digest.update("\0".join(source.keys[start : start + 65536]).encode() + b"\0")
-    distinct: dict[tuple[float, ...], int] = {}
-    codes = array("q", (distinct.setdefault(labels, len(distinct)) for labels in source.labels))
-    digest.update(repr(list(distinct)).encode() + codes.tobytes())
-    return digest.hexdigest()
-
-
-def _is_our_file(name: str) -> bool:
-    stem = name.split(".", 1)[0]
-    return (stem.startswith("shard-") and stem[6:].isdigit()) or name in (
-        mf.MANIFEST_NAME, mf.MANIFEST_NAME + ".tmp", mf.REPORT_NAME, mf.KEY_INDEX_NAME, WORK_DIR
-    )
-
-
-def clean_output(out_dir: str) -> None:
-    """Remove everything a pack writes into ``out_dir``, and nothing else."""
-    for name in os.listdir(out_dir):
-        if _is_our_file(name):
-            path = os.path.join(out_dir, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-
-
-def _shard_intact(out_dir: str, files: ShardFiles) -> bool:
-    for info in (files.rec, files.idx, files.rpi):
-        path = os.path.join(out_dir, info.name)
-        if not os.path.isfile(path) or os.path.getsize(path) != info.bytes:
-            return False
-        if file_crc32c(path) != (info.bytes, info.crc32c):
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def exclusive(out_dir: str) -> Iterator[None]:
-    """Hold OUT's lock for a whole pack, so that two packs never write into one folder.
-
-    An advisory ``flock`` on the folder itself (nothing to clean up; the
-    kernel drops it when the last process holding it exits, and forked
-    workers inherit it).
-    """
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise PackError(f"{out_dir}: exists and is not a folder")
-    os.makedirs(out_dir, exist_ok=True)
-    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PackError(f"{out_dir}: another recpack pack is writing into this folder; "
-                            "wait for it to finish, or stop it and rerun") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def start_or_resume(out_dir: str, print_hash: str, overwrite: bool) -> dict[int, dict]:
-    """Prepare ``out_dir`` (existing, and locked by ``exclusive``); return the notes of finished shards to keep."""
-    if os.path.exists(os.path.join(out_dir, mf.MANIFEST_NAME)):
-        if not overwrite:
-            raise PackError(f"{out_dir}: already holds a complete dataset; pass --overwrite to replace it")
-        clean_output(out_dir)
-    work = os.path.join(out_dir, WORK_DIR)
-    plan_path = os.path.join(work, "plan.json")
-    same_plan = False
-    if os.path.exists(plan_path):
-        try:
-            with open(plan_path, encoding="utf-8") as handle:
-                same_plan = json.load(handle).get("fingerprint") == print_hash
-        except (OSError, ValueError):
-            same_plan = False
-    if not same_plan:
-        clean_output(out_dir)
-    kept: dict[int, dict] = {}
-    if same_plan:
-        for name in sorted(os.listdir(work)):
-            if not name.endswith(".done.json"):
-                continue
-            with open(os.path.join(work, name), encoding="utf-8") as handle:
-                note = json.load(handle)
-            if _shard_intact(out_dir, mf.shard_files_from_json(note["files"])):
-                kept[note["index"]] = note
-            else:
-                os.unlink(os.path.join(work, name))
-        for name in os.listdir(out_dir):
-            if name.endswith(".tmp") and _is_our_file(name):
-                os.unlink(os.path.join(out_dir, name))
-    os.makedirs(work, exist_ok=True)
-    mf.write_json_atomic(plan_path, {"fingerprint": print_hash}, durable=False)
-    return kept
-
-
 def _note(outcome: ShardOutcome) -> dict:
     return {
         "index": outcome.index,
-        "files": mf.shard_files_to_json(outcome.files),
+        "files": mf.shard_to_json(outcome.files),
         "bad": outcome.bad,
         "label_width": outcome.label_width,
         "has_masks": outcome.has_masks,
@@ -390,20 +246,8 @@ def _note(outcome: ShardOutcome) -> dict:
 # --- the pack ----------------------------------------------------------------------------
 
 
-def plan_tasks(source: Source, out_dir: str, options: PackOptions, skip: Container[int] = ()) -> Iterator[ShardTask]:
-    """One task per shard not in ``skip``: the shuffled list cut into near-equal contiguous ranges.
-
-    A generator, so that a shard's items exist only while its task is queued.
-    """
-    order = shuffled_order(len(source), options.seed)
-    for index, (start, stop) in enumerate(split_evenly(len(order), options.shards)):
-        if index not in skip:
-            items = [source.item(i) for i in order[start:stop].tolist()]
-            yield ShardTask(index, out_dir, items, options.prepare, options.strict)
-
-
-def _shard_paths(out_dir: str, files: ShardFiles) -> list[str]:
-    return [os.path.join(out_dir, info.name) for info in (files.rec, files.idx, files.rpi)]
+def _shard_paths(out_dir: str, files: mf.ShardFiles) -> list[str]:
+    return [os.path.join(out_dir, info.name) for info in files.files]
 
 
 def _write_report(out_dir: str, notes: list[dict]) -> int:
@@ -445,26 +289,23 @@ def _run_workers(tasks: Iterable[ShardTask], count: int, workers: int, total: in
 
 def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool = True) -> PackResult:
     """Pack ``source`` into ``out_dir``, resuming an interrupted run of the same pack."""
-    if options.shards < 1:
-        raise PackError("--shards must be at least 1")
-    if options.shards > len(source):
-        raise PackError(f"--shards {options.shards} exceeds the number of images ({len(source)}) in {source.description}")
-    with exclusive(out_dir):
-        return _pack_locked(source, out_dir, options, show_progress)
+    spans = shard_spans(source, options)
+    with resume.exclusive(out_dir):
+        return _pack_locked(source, out_dir, options, spans, show_progress)
 
 
-def _pack_locked(source: Source, out_dir: str, options: PackOptions, show_progress: bool) -> PackResult:
+def _pack_locked(source: Source, out_dir: str, options: PackOptions, spans: list[tuple[int, int]],
+                 show_progress: bool) -> PackResult:
     started = time.monotonic()
-    work = os.path.join(out_dir, WORK_DIR)
-    notes = start_or_resume(out_dir, fingerprint(source, options), options.overwrite)
+    notes = resume.start_or_resume(out_dir, fingerprint(source, options), options.overwrite)
     resumed = len(notes)
-    pending = [(i, span) for i, span in enumerate(split_evenly(len(source), options.shards)) if i not in notes]
+    pending = [(i, span) for i, span in enumerate(spans) if i not in notes]
     processed = sum(stop - start for _, (start, stop) in pending)
     bytes_read = 0
     if pending:
         workers = min(options.workers or os.cpu_count() or 1, len(pending))
         remaining = sum(stop - start for _, (start, stop) in pending)
-        tasks = plan_tasks(source, out_dir, options, skip=notes)
+        tasks = plan_tasks(source, out_dir, options, spans, skip=notes)
         env = None
         # fsync finished shards on one background thread, so the disk works while the workers do
         with ThreadPoolExecutor(1, thread_name_prefix="recpack-fsync") as flusher:
@@ -474,8 +315,7 @@ def _pack_locked(source: Source, out_dir: str, options: PackOptions, show_progre
                     env = env or keyindex.open_for_writing(out_dir)
                     keyindex.add(env, outcome.index, outcome.keys)
                     note = _note(outcome)
-                    # a resume hint only: the shard's checksums are verified before it is trusted
-                    mf.write_json_atomic(os.path.join(work, f"{outcome.files.stem}.done.json"), note, durable=False)
+                    resume.note_done(out_dir, outcome.files.stem, note)
                     notes[outcome.index] = note
                     bytes_read += outcome.bytes_in
                     if options.fsync:
@@ -489,7 +329,7 @@ def _pack_locked(source: Source, out_dir: str, options: PackOptions, show_progre
                 future.result()
     ordered = [notes[index] for index in range(options.shards)]
     skipped = _write_report(out_dir, ordered)
-    shards = tuple(mf.shard_files_from_json(note["files"]) for note in ordered)
+    shards = tuple(mf.shard_from_json(note["files"]) for note in ordered)
     if sum(shard.records for shard in shards) == 0:
         raise PackError(f"{source.description}: no usable image (see {os.path.join(out_dir, mf.REPORT_NAME)})")
     if options.fsync:  # shards kept from an interrupted run, the report, and the folder
@@ -516,7 +356,7 @@ def _pack_locked(source: Source, out_dir: str, options: PackOptions, show_progre
         created,
     )
     mf.save(out_dir, manifest, durable=options.fsync)
-    shutil.rmtree(work, ignore_errors=True)
+    resume.finish(out_dir)
     return PackResult(
         manifest.num_records,
         manifest.num_shards,

@@ -16,11 +16,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..errors import BadImageError, CorruptRecordError
+from ..format.schema import unpack_payload
+from ..prefetch import ordered_map
 from .decode import Augment, decode_image, decode_mask
-from .errors import BadImageError, CorruptRecordError
-from .format import unpack_payload
-from .prefetch import ordered_map
-from .reader import Record
+from .shard_reader import Record
 
 CHUNK = 16  # records per decode task: large enough to amortise the pool's per-task cost
 Allocator = Callable[[tuple[int, ...]], np.ndarray]
@@ -78,12 +78,12 @@ def _decode_task(spec: DecodeSpec, task: _Task) -> list[CorruptRecordError]:
         try:
             if isinstance(record.payload, Exception):
                 raise record.payload
-            payload = unpack_payload(record.payload, record.mask_length)
+            payload = unpack_payload(record.payload, record.trailing)
             labels = payload.labels[: spec.label_width]
             buffers.labels[slot, : len(labels)] = labels  # the rest keeps LABEL_PAD
             box, source_size = decode_image(payload.image, spec.augment, spec.rng_for(record), buffers.images[slot])
             if buffers.masks is not None:
-                if not record.mask_length:
+                if not len(payload.mask):
                     raise BadImageError("record has no mask in a segmentation dataset")
                 decode_mask(payload.mask, box, source_size, buffers.masks[slot])
             if spec.transform is not None:
@@ -171,7 +171,7 @@ def raw_batches(spec: DecodeSpec, records: Iterator[Record], batch_size: int) ->
             try:
                 if isinstance(record.payload, Exception):
                     raise record.payload
-                payload = unpack_payload(record.payload, record.mask_length)
+                payload = unpack_payload(record.payload, record.trailing)
             except (CorruptRecordError, ValueError) as error:
                 errors.append(_as_error(spec, record, error))
                 continue

@@ -8,7 +8,7 @@ Decisions, in one place:
   blocks that decodes nothing (``_jpegscan``) settles baseline files, and
   libjpeg's entropy decoder settles whatever the walk is unsure of
   (progressive files, damage).  ``check="header"`` only walks their markers
-  (see ``jpeg_header``).
+  (see ``recpack.jpeg.header``).
 * Every record decodes to 3 channels in every reader.  Grayscale JPEGs get
   two flat chroma planes added in the DCT domain, losslessly: baseline ones
   by splicing their entropy-coded data, bit for bit, between all-zero chroma
@@ -43,19 +43,18 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .decode import dct_eighths
-from .errors import BadImageError
-from ._jpegscan import gray_to_color as splice_gray_to_color
-from ._jpegscan import scan_is_clean
-from ._libjpeg import check as check_jpeg
-from ._libjpeg import decode_whole
-from ._libjpeg import encode as encode_jpeg
-from ._libjpeg import gray_to_color as gray_to_color_jpeg
-from ._libjpeg import shrink as shrink_jpeg
-from .jpeg_header import JpegInfo, is_jpeg, read_jpeg_header
+from ..errors import BadImageError
+from ..jpeg._jpegscan import gray_to_color as splice_gray_to_color
+from ..jpeg._jpegscan import scan_is_clean
+from ..jpeg._libjpeg import check as check_jpeg
+from ..jpeg._libjpeg import decode_whole
+from ..jpeg._libjpeg import encode as encode_jpeg
+from ..jpeg._libjpeg import gray_to_color as gray_to_color_jpeg
+from ..jpeg._libjpeg import shrink as shrink_jpeg
+from ..jpeg.header import JpegInfo, is_jpeg, read_jpeg_header
+from ..jpeg.scales import dct_eighths
 
 Check = Literal["decode", "header"]
-CHECKS: tuple[Check, ...] = ("decode", "header")
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ._libjpeg import decode_region
-from ._libjpeg import header as jpeg_header
-from .errors import BadImageError
-
+from ..errors import BadImageError
+from ..jpeg._libjpeg import decode_region
+from ..jpeg.header import read_jpeg_header
+from ..jpeg.scales import dct_eighths
 
 
 @dataclass(frozen=True)
@@ -85,19 +85,6 @@ def choose_box(width: int, height: int, augment: Augment, rng: random.Random | N
     return center_crop(width, height, augment)
 
 
-def dct_eighths(shorter: int, size: int) -> int:
-    """The DCT scale M/8 (M = 1, 2, 4 or 8) to decode at so that ``shorter`` pixels still cover ``size``.
-
-    Decoding smaller saves inverse-DCT, upsampling and colour-conversion work,
-    and the result is an area-averaged downscale, so nothing is lost that the
-    resize would keep.  libjpeg-turbo can scale by any M/8, but only 1/8, 1/4
-    and 1/2 (and 1) have SIMD inverse DCTs: on the benchmark corpus 5/8, 3/4
-    and 7/8 take 1.2-1.8x as long as a full-size decode and 3/8 longer than 1/2
-    (benchmarks/bench_dct_scales.py), so those scales are never chosen.
-    """
-    return next((m for m in (1, 2, 4) if shorter * m >= size * 8), 8)
-
-
 def _resample_into(out: np.ndarray, image: Image.Image, box: Box, scale: int, resample, origin=(0, 0)) -> None:
     """Resample ``box`` into ``out``, flipped if asked.
 
@@ -131,8 +118,9 @@ def decode_image(data, augment: Augment, rng: random.Random | None, out: np.ndar
     without a copy (Pillow keeps RGB images 4 bytes a pixel).
     """
     try:
-        width, height, components = jpeg_header(data)
-    except ValueError:
+        info = read_jpeg_header(data, require_end=False)  # the CRC already vouches for the whole record
+        width, height, components = info.width, info.height, info.components
+    except BadImageError:
         components = None
     if components not in (1, 3):  # not a JPEG, or CMYK/YCCK: Pillow decodes and converts
         image = _pil_rgb(data)

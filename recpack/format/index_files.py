@@ -1,0 +1,56 @@
+"""A shard's two index files, ``.idx`` (MXNet's text index) and ``.rpi`` (recpack's), as bytes and back.
+
+Layouts: ``recpack.format``.  Writing them to disk is the writer's and the importer's business;
+both take their bytes from here.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from ..errors import DatasetError
+from .schema import RECORD_INDEX_DTYPE
+
+REC_SUFFIX, IDX_SUFFIX, RECORD_INDEX_SUFFIX = ".rec", ".idx", ".rpi"
+SHARD_SUFFIXES = (REC_SUFFIX, IDX_SUFFIX, RECORD_INDEX_SUFFIX)
+
+
+def idx_bytes(offsets: np.ndarray) -> bytes:
+    """An ``.idx`` for records at these offsets, keyed by their position in the shard."""
+    return "".join(f"{key}\t{offset}\n" for key, offset in enumerate(np.asarray(offsets).tolist())).encode("ascii")
+
+
+def parse_idx(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Keys and offsets of an MXNet .idx file, in file order; ValueError naming the bad line."""
+    keys, offsets = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"line {number}: expected 'key<TAB>offset', got {line!r}")
+        keys.append(int(fields[0]))
+        offsets.append(int(fields[1]))
+    return np.asarray(keys, dtype=np.int64), np.asarray(offsets, dtype=np.uint64)
+
+
+def rpi_bytes(rows: np.ndarray) -> bytes:
+    """An ``.rpi``: the rows as a ``.npy`` file."""
+    if rows.dtype != RECORD_INDEX_DTYPE:
+        raise ValueError(f"record index rows have dtype {rows.dtype}, expected {RECORD_INDEX_DTYPE}")
+    buffer = io.BytesIO()
+    np.save(buffer, rows, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load_rpi(path: str) -> np.ndarray:
+    """An ``.rpi``'s rows, memory-mapped; DatasetError naming the file when it is not one."""
+    try:
+        rows = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable record index ({error})") from None
+    if rows.dtype != RECORD_INDEX_DTYPE or rows.ndim != 1:
+        raise DatasetError(f"{path}: record index has dtype {rows.dtype}, expected {RECORD_INDEX_DTYPE}")
+    return rows

@@ -1,0 +1,108 @@
+"""What each shard of a pack holds: pure functions of the source, the seed and the options.
+
+Nothing here touches files or global random state, so the same arguments give the same
+plan in every process, on every attempt: a shard's bytes depend on the source, the seed
+and the options alone, never on ``workers`` or on timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from array import array
+from dataclasses import asdict, dataclass, field
+from typing import Container, Iterator
+
+import numpy as np
+
+from ..errors import PackError
+from ..format.framing import MAGIC
+from ..format.manifest import FORMAT_VERSION
+from .prepare import PrepareOptions
+from .sources import Source, SourceItem
+
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    shards: int = 64
+    seed: int = DEFAULT_SEED
+    workers: int | None = None  # processes; None means all cores
+    prepare: PrepareOptions = field(default_factory=PrepareOptions)
+    strict: bool = False  # any bad input fails the pack
+    fsync: bool = True  # make every shard durable before the manifest commits the dataset
+    overwrite: bool = False  # replace a complete dataset in OUT
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise PackError(f"--shards must be at least 1, not {self.shards}")
+
+
+def shard_stem(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def shuffled_order(count: int, seed: int) -> np.ndarray:
+    """A permutation of range(count) drawn from ``seed`` alone."""
+    return np.random.default_rng(seed).permutation(count)
+
+
+def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
+    """Cut range(count) into ``parts`` contiguous (start, stop) ranges whose sizes differ by at most one."""
+    if parts < 1:
+        raise ValueError("parts must be at least 1")
+    base, extra = divmod(count, parts)
+    ranges, start = [], 0
+    for part in range(parts):
+        stop = start + base + (1 if part < extra else 0)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def shard_spans(source: Source, options: PackOptions) -> list[tuple[int, int]]:
+    """Each shard's (start, stop) in the shuffled list; refuses more shards than images."""
+    if options.shards > len(source):
+        raise PackError(f"--shards {options.shards} exceeds the number of images ({len(source)}) in {source.description}")
+    return split_evenly(len(source), options.shards)
+
+
+def fingerprint(source: Source, options: PackOptions) -> str:
+    """A hash of everything that decides the shards' bytes (not workers, not strictness)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([MAGIC, FORMAT_VERSION, options.shards, options.seed, asdict(options.prepare)]).encode())
+    digest.update(f"{source.root}\0{sorted(source.masks.items())}\n".encode())
+    digest.update(source.lines.tobytes())
+    for start in range(0, len(source.keys), 65536):  # in slices: no second copy of a huge list
+        digest.update("\0".join(source.keys[start : start + 65536]).encode() + b"\0")
+    distinct: dict[tuple[float, ...], int] = {}
+    codes = array("q", (distinct.setdefault(labels, len(distinct)) for labels in source.labels))
+    digest.update(repr(list(distinct)).encode() + codes.tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    out_dir: str
+    items: list[SourceItem]
+    prepare: PrepareOptions
+    strict: bool
+
+    @property
+    def stem(self) -> str:
+        return shard_stem(self.index)
+
+
+def plan_tasks(source: Source, out_dir: str, options: PackOptions, spans: list[tuple[int, int]],
+               skip: Container[int] = ()) -> Iterator[ShardTask]:
+    """One task per shard not in ``skip``: its span of the shuffled list, resolved into items.
+
+    A generator, so that a shard's items exist only while its task is queued.
+    """
+    order = shuffled_order(len(source), options.seed)
+    for index, (start, stop) in enumerate(spans):
+        if index not in skip:
+            items = [source.item(i) for i in order[start:stop].tolist()]
+            yield ShardTask(index, out_dir, items, options.prepare, options.strict)

@@ -1,0 +1,61 @@
+"""Open a dataset of any origin: a recpack folder, an MXNet ``.rec`` file, or a folder of them.
+
+A folder with ``recpack.json`` is opened through it.  Otherwise its ``.rec`` files are
+scanned now (one sequential read each, ``format.recscan``) and their index is kept in
+memory only: nothing is written beside data that may be read-only or shared.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tqdm import tqdm
+
+from ..format import manifest as mf
+from ..format.index_files import REC_SUFFIX
+from ..format.recscan import SCAN_PROGRESS_FROM_BYTES, scan_with_idx, shard_stems
+from .shard_reader import ShardReader
+
+_IN_MEMORY = mf.FileInfo("", 0, 0)  # the idx/rpi entry of a shard scanned on open: no file exists
+
+
+def shard_reader(dataset_dir: str, shard: mf.ShardFiles) -> ShardReader:
+    """The reader of one shard a manifest lists (the one place that joins its names to the folder)."""
+    join = os.path.join
+    return ShardReader(join(dataset_dir, shard.rec.name), join(dataset_dir, shard.rpi.name), shard.stem)
+
+
+def _foreign_recs(folder: str) -> list[str]:
+    """A manifest-less folder's .rec files, or [] when it holds what an interrupted recpack pack leaves."""
+    names = os.listdir(folder)
+    if mf.pack_was_interrupted(names):
+        return []
+    return sorted(os.path.join(folder, name) for name in names if name.endswith(REC_SUFFIX))
+
+
+def _scan_in_memory(path: str, rec_paths: list[str]) -> tuple[mf.Manifest, list[ShardReader]]:
+    shards, readers, width = [], [], 1
+    for rec_path, stem in zip(rec_paths, shard_stems(rec_paths)):
+        size = os.path.getsize(rec_path)
+        with tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {os.path.basename(rec_path)}",
+                  disable=size < SCAN_PROGRESS_FROM_BYTES) as bar:
+            scan, _ = scan_with_idx(rec_path, bar.update)
+        rec_info = mf.FileInfo(rec_path, scan.bytes, scan.crc32c)
+        shards.append(mf.ShardFiles(stem, len(scan.rows), rec_info, _IN_MEMORY, _IN_MEMORY))
+        readers.append(ShardReader(rec_path, None, rec_path, index_rows=scan.rows))
+        width = max(width, scan.label_width)
+    return mf.Manifest(tuple(shards), width, created={"source": path, "scanned": True}), readers
+
+
+def open_shards(path: str) -> tuple[mf.Manifest, list[ShardReader]]:
+    """The manifest and one reader per shard; a clear error when ``path`` is neither kind of dataset."""
+    if os.path.isfile(path):
+        rec_paths = [path]
+    elif os.path.isdir(path) and not os.path.exists(os.path.join(path, mf.MANIFEST_NAME)):
+        rec_paths = _foreign_recs(path)
+    else:
+        rec_paths = []
+    if not rec_paths:
+        manifest = mf.load(path)  # a recpack dataset, or its error saying why it is not one
+        return manifest, [shard_reader(path, shard) for shard in manifest.shards]
+    return _scan_in_memory(path, rec_paths)
