@@ -1,8 +1,9 @@
 """Decode a stream of records into batches, on a thread pool, straight into the batch buffers.
 
 Each batch gets its buffers up front; decode tasks of ``CHUNK`` records write
-their images (and masks) into their slots, so a decoded image is copied once,
-from Pillow's output into the batch.  Tasks run through ``ordered_map``, so at
+their images (and masks) into their slots, so no batch is assembled from
+per-image arrays: a decoded image is copied twice, by Pillow packing its
+RGBX pixels into RGB bytes and by numpy from those bytes into its slot.  Tasks run through ``ordered_map``, so at
 most ``threads * depth`` chunks are in flight and batches come out in order.
 A record that fails travels as a ``CorruptRecordError`` in ``Decoded.errors``
 and its slot is dropped from the batch; the caller's policy decides.
