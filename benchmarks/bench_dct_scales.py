@@ -1,11 +1,12 @@
 """What each libjpeg-turbo DCT scale M/8 costs, relative to a full-size decode.
 
-Why it exists: ``decode.dct_eighths`` (used by the reader and by
+Why it exists: ``recpack.jpeg.scales.dct_eighths`` (used by the reader and by
 ``recpack pack --resize``) chooses only the scales 1/8, 1/4, 1/2 and 1,
 because libjpeg-turbo has SIMD inverse DCTs for those alone; the others run
 in plain C and can cost more than decoding at full size.  This measures that
-claim on the benchmark corpus, for both decoders recpack uses: PyTurboJPEG
-(``pack --resize``) and ``_libjpeg.decode_region`` (the reader).
+claim on the benchmark corpus, for a plain full-image decode (PyTurboJPEG)
+and for ``_libjpeg.decode_region`` (the reader).  ``pack --resize``'s
+``_libjpeg.shrink`` runs the same inverse DCTs.
 
 Method: the first N colour JPEGs of the corpus are read into memory; each
 round decodes all of them once at every scale, scales in a rotated order so
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     images = [data for data in (f.read_bytes() for f in files[: args.images * 2]) if read_jpeg_header(data).components == 3]
     images = images[: args.images]
     tj = TurboJPEG()
-    decoders = {"PyTurboJPEG decode (pack --resize)": lambda d, m: turbojpeg_decode(tj, d, m),
+    decoders = {"PyTurboJPEG decode (whole image)": lambda d, m: turbojpeg_decode(tj, d, m),
                 "_libjpeg.decode_region (reader)": region_decode}
     times = {(name, m): [] for name in decoders for m in SCALES}
     for round_ in range(args.rounds):

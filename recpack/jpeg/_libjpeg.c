@@ -4,8 +4,10 @@
  * decode_region(data, left, top, width, height, eighths) -> (pixels, x, y, w, h)
  *   Decode only the part of a JPEG that a crop needs.  The region is in the
  *   coordinates of the image scaled by eighths/8 (DCT-domain scaling:
- *   libjpeg-turbo runs a smaller inverse DCT, so 5/8 costs about 5/8 x 5/8 of
- *   the IDCT, upsampling and colour work of full size).  jpeg_crop_scanline()
+ *   libjpeg-turbo runs a smaller inverse DCT and upsamples and converts fewer
+ *   pixels; but only 1/8, 1/4 and 1/2 have SIMD inverse DCTs, and 5/8, 3/4
+ *   and 7/8 measured slower than full size, benchmarks/bench_dct_scales.py,
+ *   so recpack.jpeg.scales picks 1/8, 1/4, 1/2 or 1).  jpeg_crop_scanline()
  *   limits the inverse DCT, upsampling and colour conversion to the columns
  *   of the crop (widened to whole iMCUs), and jpeg_skip_scanlines() skips that
  *   work for the rows above it; decoding stops after the last row needed.
@@ -17,7 +19,6 @@
  *   data raises ValueError with libjpeg's message.  Warnings (recoverable
  *   corruption) are ignored: the reader decodes what the packer checked.
  *
- * header(data) -> (width, height, components)
  * check(data) -> None: the packer's decode check (see below).
  * shrink(data, ...): pack --resize in one call, for YCbCr JPEGs (see below);
  *   resample_plane(...) exposes its plane resize for tests.
@@ -62,8 +63,8 @@ static int skipped_bytes_are_harmless(const struct jpeg_error_mgr *manager) {
     return manager->msg_code == JWRN_EXTRANEOUS_DATA && manager->msg_parm.i[0] <= MAX_UNUSED_SCAN_BYTES;
 }
 
-/* For check(): the first warning (recoverable corruption) becomes the failure, unless it is
- * harmless skipped bytes. */
+/* For check() and the operations that stand in for it (decode_whole, shrink, gray_to_color): the first
+ * warning (recoverable corruption) becomes the failure, unless it is harmless skipped bytes. */
 static void on_warning_fail(j_common_ptr cinfo, int level) {
     struct error_state *state = (struct error_state *)cinfo->err;
     if (level < 0 && !skipped_bytes_are_harmless(cinfo->err) && state->message[0] == '\0')
@@ -106,17 +107,25 @@ static const char *read_rows(struct jpeg_decompress_struct *cinfo, unsigned char
     return NULL;
 }
 
+/* How every operation ends: its input released; then result, or, given a failure, NULL with ValueError
+ * saying it (libjpeg's message, or ours), or fallback when libjpeg left none.  Takes result's reference. */
+static PyObject *finish(Py_buffer *input, PyObject *result, const char *failure, const char *fallback) {
+    PyBuffer_Release(input);
+    if (failure == NULL)
+        return result;
+    Py_XDECREF(result);
+    PyErr_SetString(PyExc_ValueError, failure[0] ? failure : fallback);
+    return NULL;
+}
+
 static PyObject *decode_region(PyObject *self, PyObject *args) {
     Py_buffer input;
     unsigned int left, top, width, height, eighths;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*IIIII", &input, &left, &top, &width, &height, &eighths))
         return NULL;
-    if (eighths < 1 || eighths > 16) {
-        PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "eighths must be between 1 and 16");
-        return NULL;
-    }
+    if (eighths < 1 || eighths > 16)
+        return finish(&input, NULL, "eighths must be between 1 and 16", NULL);
 
     struct jpeg_decompress_struct cinfo;
     struct error_state error;
@@ -156,8 +165,7 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
         pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)w * height * 4);
         if (pixels == NULL) {
             jpeg_destroy_decompress(&cinfo);
-            PyBuffer_Release(&input);
-            return NULL;
+            return finish(&input, NULL, NULL, NULL); /* MemoryError */
         }
         out = (unsigned char *)PyByteArray_AS_STRING(pixels);
         Py_BEGIN_ALLOW_THREADS
@@ -168,43 +176,18 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS
     }
     jpeg_destroy_decompress(&cinfo); /* also abandons the rows below the crop */
-    PyBuffer_Release(&input);
-    if (failure != NULL) {
-        Py_XDECREF(pixels);
-        PyErr_SetString(PyExc_ValueError, failure[0] ? failure : "corrupt JPEG");
-        return NULL;
-    }
-    return Py_BuildValue("(NIIII)", pixels, (unsigned int)x, top, (unsigned int)w, height);
-}
-
-/* header(data) -> (width, height, components): libjpeg's own header parse, a few microseconds. */
-static PyObject *header(PyObject *self, PyObject *args) {
-    Py_buffer input;
-    struct jpeg_decompress_struct cinfo;
-    struct error_state error;
-    PyObject *result = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*", &input))
-        return NULL;
-    cinfo.err = errors_to(&error, on_message);
-    if (setjmp(error.jump)) {
-        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG header");
-    } else {
-        read_header(&cinfo, &input);
-        result = Py_BuildValue("(III)", (unsigned int)cinfo.image_width, (unsigned int)cinfo.image_height,
-                               (unsigned int)cinfo.num_components);
-    }
-    jpeg_destroy_decompress(&cinfo);
-    PyBuffer_Release(&input);
-    return result;
+    if (failure == NULL)
+        pixels = Py_BuildValue("(NIIII)", pixels, (unsigned int)x, top, (unsigned int)w, height);
+    return finish(&input, pixels, failure, "corrupt JPEG");
 }
 
 /* check(data) -> None: entropy-decode every scan of a JPEG, or raise ValueError naming the damage.
  *
  * Decodability is decided by the entropy decoder (Huffman codes, restart
  * markers, data running out); the inverse DCT and colour conversion cannot
- * fail, so they are skipped: grey output at 1/8 scale, every row passed to
- * jpeg_skip_scanlines(), which parses the coded data without reconstructing it.
+ * fail, so they are skipped: grey output at 1/8 scale, every row but the last
+ * passed to jpeg_skip_scanlines(), which parses the coded data without
+ * reconstructing it.
  */
 static PyObject *check(PyObject *self, PyObject *args) {
     Py_buffer input;
@@ -239,12 +222,7 @@ static PyObject *check(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     free(row);
     jpeg_destroy_decompress(&cinfo);
-    PyBuffer_Release(&input);
-    if (failed) {
-        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return finish(&input, Py_NewRef(Py_None), failed ? error.message : NULL, "corrupt JPEG");
 }
 
 /* decode_whole(data, eighths) -> (pixels, width, height): pack --resize's decode for JPEGs that shrink()
@@ -266,11 +244,8 @@ static PyObject *decode_whole(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*I", &input, &eighths))
         return NULL;
-    if (eighths < 1 || eighths > 16) {
-        PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "eighths must be between 1 and 16");
-        return NULL;
-    }
+    if (eighths < 1 || eighths > 16)
+        return finish(&input, NULL, "eighths must be between 1 and 16", NULL);
     cinfo.err = errors_to(&error, on_warning_fail);
     Py_BEGIN_ALLOW_THREADS
     if (setjmp(error.jump)) {
@@ -294,8 +269,7 @@ static PyObject *decode_whole(PyObject *self, PyObject *args) {
         pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)cinfo.output_width * cinfo.output_height * 4);
         if (pixels == NULL) {
             jpeg_destroy_decompress(&cinfo);
-            PyBuffer_Release(&input);
-            return NULL;
+            return finish(&input, NULL, NULL, NULL); /* MemoryError */
         }
         unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(pixels);
         Py_BEGIN_ALLOW_THREADS
@@ -311,15 +285,11 @@ static PyObject *decode_whole(PyObject *self, PyObject *args) {
         }
         Py_END_ALLOW_THREADS
     }
+    if (!failed)
+        pixels = Py_BuildValue("(NII)", pixels, (unsigned int)cinfo.output_width, (unsigned int)cinfo.output_height);
     if (made)
         jpeg_destroy_decompress(&cinfo);
-    PyBuffer_Release(&input);
-    if (failed) {
-        Py_XDECREF(pixels);
-        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
-        return NULL;
-    }
-    return Py_BuildValue("(NII)", pixels, (unsigned int)cinfo.output_width, (unsigned int)cinfo.output_height);
+    return finish(&input, pixels, failed ? error.message : NULL, "corrupt JPEG");
 }
 
 /* The settings of every JPEG recpack encodes: 4:2:0 YCbCr at quality, DCT as tjCompress2 chooses it.
@@ -351,12 +321,9 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*IIIi", &input, &width, &height, &channels, &quality))
         return NULL;
     if ((channels != 3 && channels != 4) || width == 0 || height == 0 || quality < 1 || quality > 100 ||
-        (size_t)input.len < (size_t)width * height * channels) {
-        PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError,
-                        "encode needs 3 or 4 channels, a non-empty size, quality 1-100 and that many pixels");
-        return NULL;
-    }
+        (size_t)input.len < (size_t)width * height * channels)
+        return finish(&input, NULL, "encode needs 3 or 4 channels, a non-empty size, quality 1-100 and that many pixels",
+                      NULL);
     cinfo.err = errors_to(&error, on_message);
     Py_BEGIN_ALLOW_THREADS
     if (setjmp(error.jump)) {
@@ -380,13 +347,10 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     if (made)
         jpeg_destroy_compress(&cinfo);
-    PyBuffer_Release(&input);
-    if (failed)
-        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "JPEG encoding failed");
-    else
+    if (!failed)
         result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
     free(out);
-    return result;
+    return finish(&input, result, failed ? error.message : NULL, "JPEG encoding failed");
 }
 
 /* shrink(data, eighths, width, height, quality) -> bytes, or None: pack --resize without leaving YCbCr.
@@ -563,11 +527,8 @@ static PyObject *shrink(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*IIIi", &input, &eighths, &width, &height, &quality))
         return NULL;
     if (eighths < 1 || eighths > 16 || width == 0 || height == 0 || width > JPEG_MAX_DIMENSION ||
-        height > JPEG_MAX_DIMENSION || quality < 1 || quality > 100) {
-        PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "shrink needs eighths 1-16, a size a JPEG can have and quality 1-100");
-        return NULL;
-    }
+        height > JPEG_MAX_DIMENSION || quality < 1 || quality > 100)
+        return finish(&input, NULL, "shrink needs eighths 1-16, a size a JPEG can have and quality 1-100", NULL);
     src.err = dst.err = errors_to(&error, on_warning_fail);
     Py_BEGIN_ALLOW_THREADS
     /* three steps, so that the planes are allocated where no longjmp can lose them */
@@ -617,15 +578,10 @@ static PyObject *shrink(PyObject *self, PyObject *args) {
         jpeg_destroy_decompress(&src);
     free(in.memory);
     free(out.memory);
-    PyBuffer_Release(&input);
-    if (failed)
-        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
-    else if (!taken)
-        result = Py_NewRef(Py_None);
-    else
-        result = PyBytes_FromStringAndSize((const char *)encoded, (Py_ssize_t)encoded_size);
+    if (!failed)
+        result = taken ? PyBytes_FromStringAndSize((const char *)encoded, (Py_ssize_t)encoded_size) : Py_NewRef(Py_None);
     free(encoded);
-    return result;
+    return finish(&input, result, failed ? error.message : NULL, "corrupt JPEG");
 }
 
 /* resample_plane(pixels, width, height, out_width, out_height) -> bytes: _resample.c on one plane, as
@@ -640,16 +596,11 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
         return NULL;
     if (width == 0 || height == 0 || out_width == 0 || out_height == 0 || width > JPEG_MAX_DIMENSION ||
         height > JPEG_MAX_DIMENSION || out_width > JPEG_MAX_DIMENSION || out_height > JPEG_MAX_DIMENSION ||
-        (size_t)input.len < (size_t)width * height) {
-        PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "resample_plane needs sizes a JPEG can have and width x height pixels");
-        return NULL;
-    }
+        (size_t)input.len < (size_t)width * height)
+        return finish(&input, NULL, "resample_plane needs sizes a JPEG can have and width x height pixels", NULL);
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out_width * out_height);
-    if (result == NULL) {
-        PyBuffer_Release(&input);
-        return NULL;
-    }
+    if (result == NULL)
+        return finish(&input, NULL, NULL, NULL); /* MemoryError */
     struct plane in = {(unsigned char *)input.buf, width, width, height};
     struct plane out = {(unsigned char *)PyBytes_AS_STRING(result), out_width, out_width, out_height};
     Py_BEGIN_ALLOW_THREADS
@@ -674,9 +625,9 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
  * subsampled because the luma blocks are reused as they are (a 2x2 luma
  * sampling would need padding blocks); flat chroma costs 4 bits per block
  * with the standard tables.  Metadata is not copied, as for every converted
- * image.  The packer tries _jpegsplice.c first, which does the same for
- * baseline files at half the cost; this handles the rest (progressive and
- * arithmetic files) and damaged data.
+ * image.  The packer tries _jpegscan.c's splice first, which does the same
+ * for clean baseline files at half the cost; this handles the rest
+ * (progressive and arithmetic files, and whatever the splice refuses).
  */
 static PyObject *gray_to_color(PyObject *self, PyObject *args) {
     Py_buffer input;
@@ -730,19 +681,15 @@ static PyObject *gray_to_color(PyObject *self, PyObject *args) {
         jpeg_destroy_compress(&dst);
     if (src_made)
         jpeg_destroy_decompress(&src);
-    PyBuffer_Release(&input);
-    if (failed)
-        PyErr_SetString(PyExc_ValueError, error.message[0] ? error.message : "corrupt JPEG");
-    else
+    if (!failed)
         result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
     free(out);
-    return result;
+    return finish(&input, result, failed ? error.message : NULL, "corrupt JPEG");
 }
 
 static PyMethodDef methods[] = {
     {"gray_to_color", gray_to_color, METH_VARARGS, "gray_to_color(data) -> 3-component JPEG bytes, losslessly"},
     {"check", check, METH_VARARGS, "check(data) -> None; ValueError if any scan does not decode cleanly"},
-    {"header", header, METH_VARARGS, "header(data) -> (width, height, components)"},
     {"decode_whole", decode_whole, METH_VARARGS,
      "decode_whole(data, eighths) -> (rgbx, width, height); ValueError on any damage, as check()"},
     {"shrink", shrink, METH_VARARGS,
@@ -757,11 +704,4 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_libjpeg", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__libjpeg(void) {
-    PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "MAX_UNUSED_SCAN_BYTES", MAX_UNUSED_SCAN_BYTES) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
-}
+PyMODINIT_FUNC PyInit__libjpeg(void) { return PyModule_Create(&module); }
