@@ -37,7 +37,7 @@ from ..format import manifest as mf
 from ..format.schema import Payload, payload_prefix
 from ..prefetch import ordered_map
 from . import resume
-from .plan import PackOptions, ShardTask, fingerprint, plan_tasks, shard_spans
+from .plan import SHUFFLE, PackOptions, ShardTask, fingerprint, plan_tasks, shard_spans
 from .prepare import Inputs, PrepareOptions, prepare, read_inputs, stored_as_is
 from .sources import Source, SourceItem
 from .writer import ShardWriter, StagingBuffers, fsync_paths
@@ -339,6 +339,7 @@ def _pack_locked(source: Source, out_dir: str, options: PackOptions, spans: list
         "source": source.description,
         "root": source.root,
         "seed": options.seed,
+        "shuffle": SHUFFLE,
         "shards": options.shards,
         "check": options.prepare.check,
         "resize": options.prepare.resize,

@@ -22,6 +22,7 @@ from .prepare import PrepareOptions
 from .sources import Source, SourceItem
 
 DEFAULT_SEED = 0
+SHUFFLE = "splitmix64-keys"  # the shuffle's name, in the fingerprint and the manifest: packs made with another differ
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,35 @@ def shard_stem(index: int) -> str:
     return f"shard-{index:05d}"
 
 
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z):
+    """SplitMix64's finaliser: a bijection of 64-bit words that scrambles every bit (Python int or uint64 array)."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z if isinstance(z, np.ndarray) else z & _MASK64)
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+    z = (z if isinstance(z, np.ndarray) else z & _MASK64)
+    return z ^ (z >> 31)
+
+
+def shuffle_keys(seed: int, indices: np.ndarray) -> np.ndarray:
+    """A 64-bit key for each item, from (seed, item index) alone: sorting by key is the pack's shuffle.
+
+    Why keys and not a permutation of N: an item's key is known the moment it is
+    read, without knowing how many items follow, so a tar can be packed in one
+    pass in the order it is read (``spill``), and a list read in any order gives
+    the same shards.  Ties (two equal keys) are broken by the index.
+    """
+    base = np.uint64(_mix64(seed & _MASK64))
+    with np.errstate(over="ignore"):
+        return _mix64(base + (np.asarray(indices, dtype=np.uint64) + np.uint64(1)) * np.uint64(_GOLDEN))
+
+
 def shuffled_order(count: int, seed: int) -> np.ndarray:
-    """A permutation of range(count) drawn from ``seed`` alone."""
-    return np.random.default_rng(seed).permutation(count)
+    """A permutation of range(count): the items sorted by their shuffle keys."""
+    return np.argsort(shuffle_keys(seed, np.arange(count)), kind="stable")
 
 
 def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
@@ -71,7 +98,7 @@ def shard_spans(source: Source, options: PackOptions) -> list[tuple[int, int]]:
 def fingerprint(source: Source, options: PackOptions) -> str:
     """A hash of everything that decides the shards' bytes (not workers, not strictness)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([MAGIC, FORMAT_VERSION, options.shards, options.seed, asdict(options.prepare)]).encode())
+    digest.update(json.dumps([MAGIC, FORMAT_VERSION, SHUFFLE, options.shards, options.seed, asdict(options.prepare)]).encode())
     digest.update(f"{source.root}\0{sorted(source.masks.items())}\n".encode())
     digest.update(source.lines.tobytes())
     for start in range(0, len(source.keys), 65536):  # in slices: no second copy of a huge list
