@@ -16,7 +16,7 @@ The public names are imported lazily so that ``recpack pack`` never imports torc
 
 from ._version import __version__
 
-__all__ = ["Augment", "Partition", "ReadOptions", "RecordDataset", "__version__"]
+__all__ = ["Augment", "Detection", "Partition", "ReadOptions", "RecordDataset", "__version__"]
 
 
 def __getattr__(name):
@@ -32,4 +32,8 @@ def __getattr__(name):
         from .read.decode import Augment
 
         return Augment
+    if name == "Detection":
+        from .read.detection import Detection
+
+        return Detection
     raise AttributeError(f"module 'recpack' has no attribute {name!r}")

@@ -21,6 +21,8 @@ from ..errors import BadImageError, CorruptRecordError
 from ..format.schema import unpack_payload
 from ..prefetch import ordered_map
 from .decode import Augment, decode_image, decode_mask
+from .detection import PAD, Detection, objects_of
+from .geometry import place_boxes
 from .shard_reader import Record
 
 CHUNK = 16  # records per decode task: large enough to amortise the pool's per-task cost
@@ -32,18 +34,31 @@ LABEL_PAD = -1.0
 
 @dataclass(frozen=True)
 class Decoded:
-    images: np.ndarray  # (n, size, size, 3) uint8; raw mode: a list of JPEG bytes
+    images: np.ndarray | list  # (n, H, W, 3) uint8; a list of (H, W, 3) when sizes vary; raw mode: JPEG bytes
     labels: np.ndarray  # (n, label_width) float32
-    masks: np.ndarray | None  # (n, size, size) uint8 for segmentation datasets
+    masks: np.ndarray | list | None  # (n, H, W) uint8 for segmentation datasets (a list when sizes vary)
     errors: list[CorruptRecordError]
+    boxes: np.ndarray | None = None  # detection: (n, max_objects, object_width) float32, -1 rows as padding
+    placements: np.ndarray | None = None  # (n, 9) float32: ``Placement.as_row()`` per record, when asked
+    samples: list | None = None  # what ``DecodeSpec.per_sample`` made of each record, when it is set
+
+    def keep(self, ok: np.ndarray) -> Decoded:
+        """The records whose slot is ``ok``."""
+        pick = lambda field: None if field is None else (  # noqa: E731
+            [item for item, good in zip(field, ok) if good] if isinstance(field, list) else field[ok])
+        return Decoded(pick(self.images), self.labels[ok], pick(self.masks), self.errors, pick(self.boxes),
+                       pick(self.placements), pick(self.samples))
 
 
 @dataclass(frozen=True)
 class _Buffers:
-    images: np.ndarray
+    images: np.ndarray | list  # a list (of per-record arrays, or of samples) when sizes vary or samples are built
     labels: np.ndarray
-    masks: np.ndarray | None
+    masks: np.ndarray | list | None
     ok: np.ndarray  # bool per slot
+    boxes: np.ndarray | None = None
+    placements: np.ndarray | None = None
+    samples: list | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,16 @@ class DecodeSpec:
     transform: Callable[[np.ndarray], np.ndarray] | None
     rng_for: Callable[[Record], random.Random | None]
     name_of: Callable[[int], str]  # shard index -> shard name, for error messages
+    detection: Detection | None = None  # labels are MXNet detection vectors whose boxes follow the geometry
+    placements: bool = False  # keep each record's placement (where its pixels and padding are)
+    # per-sample mode: (image HWC, mask, boxes, labels, placement) -> the sample, built in the decode thread;
+    # set when samples are not views of a batch buffer (a transform, or images of their own sizes)
+    per_sample: Callable | None = None
+
+    @property
+    def variable(self) -> bool:
+        """Whether each record gets its own arrays instead of a slot in a batch buffer."""
+        return self.per_sample is not None or self.augment.canvas is None
 
 
 def _as_error(spec: DecodeSpec, record: Record, error: Exception) -> CorruptRecordError:
@@ -82,17 +107,39 @@ def _decode_task(spec: DecodeSpec, task: _Task) -> list[CorruptRecordError]:
             payload = unpack_payload(record.payload, record.trailing)
             labels = payload.labels[: spec.label_width]
             buffers.labels[slot, : len(labels)] = labels  # the rest keeps LABEL_PAD
-            box, source_size = decode_image(payload.image, spec.augment, spec.rng_for(record), buffers.images[slot])
-            if buffers.masks is not None:
-                if not len(payload.mask):
-                    raise BadImageError("record has no mask in a segmentation dataset")
-                decode_mask(payload.mask, box, source_size, buffers.masks[slot])
-            if spec.transform is not None:
-                buffers.images[slot] = spec.transform(buffers.images[slot])
+            _decode_one(spec, buffers, slot, payload, spec.rng_for(record))
         except (BadImageError, CorruptRecordError, ValueError) as error:
             errors.append(_as_error(spec, record, error))
             buffers.ok[slot] = False
     return errors
+
+
+def _decode_one(spec: DecodeSpec, buffers: _Buffers, slot: int, payload, rng: random.Random | None) -> None:
+    """Decode one record's image (and mask, boxes) into its slot, through one placement."""
+    augment = spec.augment
+    image, placement = decode_image(payload.image, augment, rng, None if spec.variable else buffers.images[slot])
+    mask = boxes = None
+    if buffers.masks is not None:
+        if not len(payload.mask):
+            raise BadImageError("record has no mask in a segmentation dataset")
+        mask = decode_mask(payload.mask, placement, None if spec.variable else buffers.masks[slot],
+                           augment.ignore_index)
+    if spec.detection is not None:
+        boxes = place_boxes(objects_of(payload.labels, spec.detection.object_width), placement,
+                            spec.detection.min_visible)
+        if buffers.boxes is not None:
+            buffers.boxes[slot, : len(boxes)] = boxes  # the rest keeps -1 rows
+    if buffers.placements is not None:
+        buffers.placements[slot] = placement.as_row()
+    if spec.per_sample is not None:
+        labels = buffers.labels[slot]
+        buffers.samples[slot] = spec.per_sample(image, mask, boxes, labels, placement)
+    elif spec.variable:
+        buffers.images[slot] = image
+        if mask is not None:
+            buffers.masks[slot] = mask
+    elif spec.transform is not None:
+        buffers.images[slot] = spec.transform(buffers.images[slot])
 
 
 def _batches_of(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
@@ -117,14 +164,20 @@ def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int, empty: 
     So a record, and the memory map of its run, is let go as soon as its
     task is decoded, not when the whole batch is.
     """
-    side = spec.augment.size
+    canvas = spec.augment.canvas
+    detection = spec.detection
     for batch in _batches_of(records, batch_size):
         count = len(batch)
+        fixed = not spec.variable
         buffers = _Buffers(
-            empty((count, side, side, 3)),
+            empty((count, *canvas, 3)) if fixed else [None] * count,
             np.full((count, spec.label_width), LABEL_PAD, np.float32),
-            np.empty((count, side, side), np.uint8) if spec.has_masks else None,
+            (np.empty((count, *canvas), np.uint8) if fixed else [None] * count) if spec.has_masks else None,
             np.ones(count, bool),
+            None if detection is None or spec.per_sample is not None else
+            np.full((count, detection.max_objects(spec.label_width), detection.object_width), PAD, np.float32),
+            np.zeros((count, 9), np.float32) if spec.placements else None,
+            [None] * count if spec.per_sample is not None else None,
         )
         chunks = [batch[start : start + CHUNK] for start in range(0, count, CHUNK)][::-1]
         del batch
@@ -154,12 +207,10 @@ def decode_batches(
         buffers, last = task.buffers, task.last
         del task
         if last:
-            if errors:
-                keep = buffers.ok
-                yield Decoded(buffers.images[keep], buffers.labels[keep],
-                              None if buffers.masks is None else buffers.masks[keep], errors)
-            else:
-                yield Decoded(buffers.images, buffers.labels, buffers.masks, [])
+            whole = Decoded(buffers.images, buffers.labels, buffers.masks, errors, buffers.boxes,
+                            buffers.placements, buffers.samples)
+            yield whole.keep(buffers.ok) if errors else whole
+            del whole
             errors = []
         del buffers  # a yielded batch belongs to the consumer: no reference here while the next one decodes
 

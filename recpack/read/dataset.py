@@ -14,6 +14,9 @@ dataset's size.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import random
 import warnings
@@ -28,6 +31,7 @@ from ..errors import RecpackError
 from ..prefetch import ordered_map
 from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
 from .decode import Augment
+from .detection import Detection, padded
 from .opening import open_shards
 from .options import Partition, ReadOptions
 from .planning import EpochPlan, read_runs, round_robin_consumed, worker_groups
@@ -35,6 +39,28 @@ from .shard_reader import Record, ShardReader, read_records
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+STATE_VERSION = 2  # 2: the state carries the setup it was taken under (``_order_setup``)
+# state_dict's setup keys, and how load_state_dict's refusals name them
+_ORDER_FIELDS = {
+    "dataset": "dataset",
+    "seed": "seed",
+    "shuffle": "shuffle",
+    "window": "read.window",
+    "group": "shuffle buffer (read.shuffle_buffer rounded up to whole batches)",
+    "batch_size": "batch_size",
+    "drop_last": "drop_last",
+    "rank": "rank",
+    "world": "world size",
+    "uneven": "partition.uneven",
+}
+
+
+def _shown(value) -> str:
+    """A setup value as a refusal names it: a dataset by its size and fingerprint."""
+    if isinstance(value, dict) and "fingerprint" in value:
+        return f"{value['records']} records in {value['shards']} shards (fingerprint {value['fingerprint']})"
+    return repr(value)
 
 
 @dataclass
@@ -79,6 +105,17 @@ class RecordDataset(IterableDataset):
     a single label is an int64 class index, several are a float32 vector
     (padded with -1 where a record has fewer than the widest).
     ``augment=None`` skips decoding and yields the raw JPEG bytes.
+
+    ``detection=Detection()`` reads the labels as MXNet detection vectors and
+    yields ``(image, boxes)``: ``(max_objects, object_width)`` float32 rows
+    ``[class, xmin, ymin, xmax, ymax, ...]`` normalised to the output image,
+    moved with every crop, resize, pad and flip, padded with -1 rows.
+    ``placements=True`` appends each sample's placement (``read.geometry``):
+    where its pixels lie on the output, which source rectangle they show, the flip.
+    ``transform`` runs in the decode threads: in batch mode on each HWC uint8
+    image, returning the same shape; in per-sample mode on the (3, H, W)
+    tensor and the mask or the unpadded boxes if the dataset has them
+    (``transform(image, mask)``), and may return anything: that is the sample.
     """
 
     def __init__(
@@ -96,9 +133,14 @@ class RecordDataset(IterableDataset):
         pin_memory: bool = False,
         read: ReadOptions = ReadOptions(),
         partition: Partition = Partition(),
+        detection: Detection | None = None,
+        placements: bool = False,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
+        if augment is not None and augment.canvas is None and batch_size is not None:
+            raise RecpackError("Augment(mode='full') keeps each image's own size, which no batch tensor holds: use "
+                               "per-sample mode (batch_size=None) with a DataLoader that keeps a list (collate_fn=list)")
         self.path = path
         self.manifest, readers = open_shards(path)  # a recpack folder, or .rec files scanned in memory
         if self.manifest.num_records == 0:
@@ -115,6 +157,9 @@ class RecordDataset(IterableDataset):
         self._resume: dict[int, int] = {}  # group -> units already consumed, for this epoch only
         self._resume_unit = batch_size or 1  # records per unit in ``_resume``
         self._shards = _Shards(readers, [s.records for s in self.manifest.shards])
+        if detection is not None and self.manifest.has_masks:
+            raise RecpackError(f"{path}: detection boxes and segmentation masks together are not supported yet")
+        self.detection, self.placements = detection, placements
 
     # --- configuration -------------------------------------------------------------------
 
@@ -208,19 +253,66 @@ class RecordDataset(IterableDataset):
                 consumed[group] = consumed.get(group, 0) + take
                 delivered -= take
         return {
+            "version": STATE_VERSION,
             "epoch": self.epoch,
-            "seed": self.seed,
+            **self._order_setup(),
             "unit": unit,
             "consumed": {str(group): n for group, n in consumed.items() if n},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue an epoch from ``state_dict``'s result, with any number of workers."""
-        if state["seed"] != self.seed:
-            raise RecpackError(f"state was saved with seed {state['seed']}, this dataset uses seed {self.seed}")
+        """Continue an epoch from ``state_dict``'s result, with any number of workers.
+
+        Refuses, naming the difference, a state saved under a setup that would
+        deliver other records than the interrupted epoch's rest: another
+        dataset, seed, partition, batching or shuffle (``_order_setup``).  The
+        number of DataLoader workers, threads and decoding options may change.
+        """
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            found = state.get("version") if isinstance(state, dict) else None
+            raise RecpackError(
+                f"state has version {found}, this recpack reads version {STATE_VERSION}: "
+                "a state without its setup cannot be checked against this one; start the epoch afresh (set_epoch)"
+            )
+        here = self._order_setup()
+        for key, name in _ORDER_FIELDS.items():
+            if state.get(key) != here[key]:
+                raise RecpackError(f"state was saved with {name} {_shown(state.get(key))}, this dataset has "
+                                   f"{_shown(here[key])}: resuming would not deliver the rest of that epoch")
         self.epoch = state["epoch"]
         self._resume = {int(g): n for g, n in state["consumed"].items()}
         self._resume_unit = state["unit"]
+
+    def _order_setup(self) -> dict:
+        """Everything besides the epoch that decides which records come next, as ``state_dict`` stores it.
+
+        Values that cannot change the order here are stored as None, so that
+        changing them stays harmless: the window when nothing is shuffled, and
+        drop_last in per-sample mode (the DataLoader drops, not the dataset).
+        """
+        return {
+            "dataset": self._dataset_identity,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "window": self.read.window if self.shuffle else None,
+            "group": self._group_size(),
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last if self.batch_size else None,
+            "rank": self.rank,
+            "world": self.world,
+            "uneven": self.partition.uneven,
+        }
+
+    @functools.cached_property
+    def _dataset_identity(self) -> dict:
+        """The records' layout and content in a few numbers: the shard sizes and file checksums, hashed.
+
+        A moved or copied dataset keeps it; a repacked one (even with equal
+        shard sizes) does not.
+        """
+        shards = [(s.records, s.rec.bytes, s.rec.crc32c) for s in self.manifest.shards]
+        digest = hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
+        return {"records": self.manifest.num_records, "shards": self.manifest.num_shards, "fingerprint": digest}
 
     # --- iteration ------------------------------------------------------------------------
 
@@ -234,9 +326,12 @@ class RecordDataset(IterableDataset):
         remaining = self._remaining_groups(self._units_per_group(plan, self._resume_unit))
         records = self._records(plan, worker_groups(remaining, worker, workers), readers=1 if info else 2)
         size = self.batch_size or CHUNK
+        augment = self.augment or Augment()
+        per_sample = self.batch_size is None and (self.transform is not None or augment.canvas is None)
         spec = DecodeSpec(
-            self.augment or Augment(), self.manifest.label_width, self.manifest.has_masks,
+            augment, self.manifest.label_width, self.manifest.has_masks,
             self.transform, self._rng, lambda shard: self._shards.readers[shard].name,
+            self.detection, self.placements, self._sample if per_sample else None,
         )
         if self.augment is None:
             decoded = raw_batches(spec, records, size)
@@ -314,12 +409,42 @@ class RecordDataset(IterableDataset):
     def _batch(self, batch: Decoded):
         if self.augment is None:
             return batch.images, self._labels(batch.labels)
-        targets = torch.from_numpy(batch.masks) if batch.masks is not None else self._labels(batch.labels)
+        if batch.masks is not None:
+            targets = torch.from_numpy(batch.masks)
+        elif batch.boxes is not None:
+            targets = torch.from_numpy(batch.boxes)
+        else:
+            targets = self._labels(batch.labels)
         images = self._images(batch.images)
         if self.pin_memory and torch.cuda.is_available():
             images, targets = images.pin_memory(), targets.pin_memory()
+        if batch.placements is not None:
+            return images, targets, torch.from_numpy(batch.placements)
         return images, targets
 
     def _samples(self, batch: Decoded) -> Iterator:
-        images, targets = self._batch(batch)
-        return zip(images, targets)
+        if batch.samples is not None:
+            return iter(batch.samples)
+        return zip(*self._batch(batch))
+
+    def _sample(self, image: np.ndarray, mask, boxes, labels: np.ndarray, placement):
+        """One sample, built in a decode thread when samples are not views of a batch: images of their own
+        sizes, or a per-sample ``transform``, which gets the tensors a sample holds and makes the sample."""
+        tensor = self._images(image[None])[0]
+        if mask is not None:
+            target = torch.from_numpy(mask)
+        elif boxes is not None:
+            rows = self.detection.max_objects(self.manifest.label_width)
+            target = torch.from_numpy(boxes if self.transform is not None else padded(boxes, rows, boxes.shape[1]))
+        else:
+            target = self._labels(labels[None])[0]
+        if self.transform is None:
+            sample = (tensor, target)
+        elif mask is not None or boxes is not None:
+            sample = self.transform(tensor, target)
+        else:
+            sample = (self.transform(tensor), target)
+        if not self.placements:
+            return sample
+        row = torch.tensor(placement.as_row(), dtype=torch.float32)
+        return (*sample, row) if isinstance(sample, tuple) else (sample, row)

@@ -1,13 +1,13 @@
-"""Decode one record into a fixed-size uint8 RGB image, doing as little work as the output needs.
+"""Decode one record into a uint8 RGB image, doing as little work as the output needs.
 
-Geometry is decided first, from the JPEG header alone: the crop box (random
-resized crop for training, shorter-side resize + centre crop for evaluation)
-and the flip.  Then libjpeg-turbo decodes only the crop's rows and columns
-(``_libjpeg``), at the smallest of the DCT scales 1/8, 1/4, 1/2 and 1 that
-still leaves the crop at least as large as the output, and pillow-simd
-resamples the crop into the output.  Both release the GIL, so decode threads
-run on all cores.
-Masks (PNG) get the same box and flip, resampled with nearest neighbour.
+Geometry is decided first, from the JPEG header alone: the placement of
+``read.geometry`` (which source rectangle lands where on the canvas, the
+flip, the padding).  Then libjpeg-turbo decodes only the source rectangle's
+rows and columns (``_libjpeg``), at the smallest of the DCT scales 1/8, 1/4,
+1/2 and 1 that still leaves it at least as large as its target, and
+pillow-simd resamples it onto the canvas.  Both release the GIL, so decode
+threads run on all cores.
+Masks (PNG) get the same placement, resampled with nearest neighbour.
 
 Sources that are not YCbCr or grayscale JPEGs (CMYK JPEGs, PNGs -- possible in
 imported MXNet ``.rec`` files) go through Pillow and come out RGB.
@@ -27,79 +27,99 @@ from ..errors import BadImageError
 from ..jpeg._libjpeg import decode_region
 from ..jpeg.header import read_jpeg_header
 from ..jpeg.scales import dct_eighths
+from .geometry import MODES, RANDOM_MODES, Placement, choose_placement, decode_scale_eighths
 
 
 @dataclass(frozen=True)
 class Augment:
-    """How records become images.  ``train`` picks random crops and flips; otherwise a centre crop."""
+    """How records become images: the geometry ``mode``, the output ``size`` and the randomness.
 
-    size: int = 224
-    train: bool = True
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip: bool = True  # random horizontal flip when training
-    resize: int | None = None  # evaluation: shorter side before the centre crop (default size / 0.875)
-
-
-@dataclass(frozen=True)
-class Box:
-    left: float
-    top: float
-    width: float
-    height: float
-    flip: bool
-
-
-def random_resized_crop(width: int, height: int, augment: Augment, rng: random.Random) -> Box:
-    """Sample the crop as torchvision's RandomResizedCrop does: 10 tries, then a centre crop."""
-    area = width * height
-    log_ratio = (math.log(augment.ratio[0]), math.log(augment.ratio[1]))
-    flip = augment.flip and bool(rng.random() < 0.5)
-    for _ in range(10):
-        target_area = area * rng.uniform(*augment.scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target_area * aspect))
-        h = round(math.sqrt(target_area / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return Box(rng.randint(0, width - w), rng.randint(0, height - h), w, h, flip)
-    in_ratio = width / height
-    if in_ratio < augment.ratio[0]:
-        w, h = width, round(width / augment.ratio[0])
-    elif in_ratio > augment.ratio[1]:
-        w, h = round(height * augment.ratio[1]), height
-    else:
-        w, h = width, height
-    return Box((width - w) // 2, (height - h) // 2, w, h, flip)
-
-
-def center_crop(width: int, height: int, augment: Augment) -> Box:
-    """Resize the shorter side to ``resize`` then take the central size x size square, as one box."""
-    shorter = augment.resize or round(augment.size / 0.875)
-    side = min(width, height) * augment.size / shorter
-    return Box((width - side) / 2, (height - side) / 2, side, side, False)
-
-
-def choose_box(width: int, height: int, augment: Augment, rng: random.Random | None) -> Box:
-    if augment.train:
-        return random_resized_crop(width, height, augment, rng)
-    return center_crop(width, height, augment)
-
-
-def _resample_into(out: np.ndarray, image: Image.Image, box: Box, scale: int, resample, origin=(0, 0)) -> None:
-    """Resample ``box`` into ``out``, flipped if asked.
-
-    ``box`` is in full-size coordinates; ``image`` was decoded at ``scale`` and
-    starts at ``origin`` of that scaled image.  The flip and the RGBX -> RGB
-    packing run in Pillow's C code; numpy does one contiguous copy into the slot.
+    ``size`` is an int (a square) or ``(height, width)``.  ``mode`` None is
+    recpack's classic pair: ``random_resized_crop`` when ``train``, else
+    ``center_crop``; the others are ``resize`` (whole image to H x W, aspect
+    not kept), ``letterbox`` (aspect kept, padded with ``pad_value``),
+    ``scale_crop`` (zoom by ``zoom``, then an H x W window, padded where the
+    zoomed image is smaller; masks padded with ``ignore_index``) and ``full``
+    (the image at its own size: per-sample mode only).  ``read.geometry``
+    defines each.  ``train`` draws crops and flips at random; evaluation is
+    deterministic.
     """
-    left, top = box.left * scale - origin[0], box.top * scale - origin[1]
-    region = (left, top, left + box.width * scale, top + box.height * scale)
+
+    size: int | tuple[int, int] = 224
+    train: bool = True
+    scale: tuple[float, float] = (0.08, 1.0)  # random_resized_crop: fraction of the image's area
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # random_resized_crop: aspect of the crop
+    flip: bool = True  # random horizontal flip when training
+    resize: int | None = None  # center_crop: shorter side before the crop (default: shorter output side / 0.875)
+    mode: str | None = None  # None: random_resized_crop when training, else center_crop
+    zoom: tuple[float, float] = (0.5, 2.0)  # scale_crop when training: zoom of the stored image
+    pad_value: int | tuple[int, int, int] = 0  # image padding (letterbox, scale_crop, a crop past the image)
+    ignore_index: int = 255  # mask padding
+
+    def __post_init__(self) -> None:
+        sides = (self.size,) if isinstance(self.size, int) else tuple(self.size)
+        if len(sides) not in (1, 2) or not all(isinstance(s, int) and s > 0 for s in sides):
+            raise ValueError(f"Augment.size must be a positive int or (height, width), got {self.size!r}")
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"Augment.mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.geometry in RANDOM_MODES and not self.train:
+            raise ValueError(f"Augment.mode {self.geometry!r} is random: it needs train=True "
+                             "(evaluation: 'center_crop', 'resize', 'letterbox' or 'full')")
+
+    @property
+    def geometry(self) -> str:
+        """The mode in force."""
+        return self.mode or ("random_resized_crop" if self.train else "center_crop")
+
+    @property
+    def canvas(self) -> tuple[int, int] | None:
+        """The output's (height, width), or None when it is each image's own size (``full``)."""
+        if self.geometry == "full":
+            return None
+        return (self.size, self.size) if isinstance(self.size, int) else (int(self.size[0]), int(self.size[1]))
+
+    def placement(self, width: int, height: int, rng: random.Random | None) -> Placement:
+        return choose_placement(width, height, self.geometry, self.canvas, rng=rng if self.train else None,
+                                flip=self.flip, scale=self.scale, ratio=self.ratio, resize=self.resize, zoom=self.zoom)
+
+
+def _resample_into(out: np.ndarray, image: Image.Image, source, flip: bool, scale: float, resample,
+                   origin=(0, 0)) -> None:
+    """Resample the ``source`` rectangle into ``out``, flipped if asked.
+
+    ``source`` is in full-size coordinates; ``image`` was decoded at ``scale`` and
+    starts at ``origin`` of that scaled image.  The flip and the RGBX -> RGB
+    packing run in Pillow's C code; numpy does one copy into ``out``.
+    """
+    left, top = source[0] * scale - origin[0], source[1] * scale - origin[1]
+    region = (left, top, left + source[2] * scale, top + source[3] * scale)
     region = tuple(min(max(value, 0), limit) for value, limit in zip(region, image.size * 2))
-    resized = image.resize((out.shape[1], out.shape[0]), resample, box=region)
-    if box.flip:
+    size = (out.shape[1], out.shape[0])
+    if size == image.size and region == (0, 0, *image.size):
+        resized = image  # full size: nothing to resample
+    else:
+        resized = image.resize(size, resample, box=region)
+    if flip:
         resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     raw_mode = "RGB" if out.ndim == 3 else resized.mode
     out[...] = np.frombuffer(resized.tobytes("raw", raw_mode), np.uint8).reshape(out.shape)
+
+
+def _draw(out: np.ndarray | None, image: Image.Image, placement: Placement, scale: float, resample, fill,
+          origin=(0, 0), channels: int = 3) -> np.ndarray:
+    """Draw ``image`` onto the canvas ``out`` (allocated here when None) as ``placement`` says; padding gets ``fill``."""
+    height, width = placement.canvas
+    if out is None:
+        out = np.empty((height, width, channels) if channels > 1 else (height, width), np.uint8)
+    elif out.shape[:2] != placement.canvas:
+        raise ValueError(f"output buffer is {out.shape[:2]}, the placement's canvas {placement.canvas}")
+    if placement.padded:
+        out[...] = fill
+    left, top, w, h = placement.drawn
+    if w and h:
+        _resample_into(out[top : top + h, left : left + w], image, placement.source, placement.flip, scale, resample,
+                       origin)
+    return out
 
 
 def _pil_rgb(data) -> Image.Image:
@@ -110,12 +130,14 @@ def _pil_rgb(data) -> Image.Image:
         raise BadImageError(f"image does not decode ({error})") from None
 
 
-def decode_image(data, augment: Augment, rng: random.Random | None, out: np.ndarray) -> tuple[Box, tuple[int, int]]:
-    """Decode one record's image into ``out`` ((size, size, 3) uint8); return the box and source size for its mask.
+def decode_image(data, augment: Augment, rng: random.Random | None,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, Placement]:
+    """Decode one record's image into ``out`` ((H, W, 3) uint8; allocated when None); return it and its placement.
 
-    Only the crop's rows and columns are decoded (``_libjpeg``), at the DCT
-    scale chosen from the box, as RGBX so that Pillow wraps the pixels
-    without a copy (Pillow keeps RGB images 4 bytes a pixel).
+    Only the source rectangle's rows and columns are decoded (``_libjpeg``),
+    at the DCT scale that leaves it at least as large as its target on both
+    axes, as RGBX so that Pillow wraps the pixels without a copy (Pillow
+    keeps RGB images 4 bytes a pixel).
     """
     try:
         info = read_jpeg_header(data, require_end=False)  # the CRC already vouches for the whole record
@@ -124,35 +146,39 @@ def decode_image(data, augment: Augment, rng: random.Random | None, out: np.ndar
         components = None
     if components not in (1, 3):  # not a JPEG, or CMYK/YCCK: Pillow decodes and converts
         image = _pil_rgb(data)
-        box = choose_box(*image.size, augment, rng)
-        _resample_into(out, image, box, 1.0, Image.Resampling.BILINEAR)
-        return box, image.size
-    box = choose_box(width, height, augment, rng)
-    eighths = dct_eighths(min(box.width, box.height), augment.size)
+        placement = augment.placement(*image.size, rng)
+        return _draw(out, image, placement, 1.0, Image.Resampling.BILINEAR, augment.pad_value), placement
+    placement = augment.placement(width, height, rng)
+    eighths = decode_scale_eighths(placement, dct_eighths)
     scale = eighths / 8
-    left, top = int(box.left * scale), int(box.top * scale)
-    right = min(math.ceil((box.left + box.width) * scale) + 1, -(-width * eighths // 8))
-    bottom = min(math.ceil((box.top + box.height) * scale) + 1, -(-height * eighths // 8))
+    box_left, box_top, box_width, box_height = placement.source
+    left, top = int(box_left * scale), int(box_top * scale)
+    right = min(math.ceil((box_left + box_width) * scale) + 1, -(-width * eighths // 8))
+    bottom = min(math.ceil((box_top + box_height) * scale) + 1, -(-height * eighths // 8))
     try:
         pixels, x, y, w, h = decode_region(data, left, top, right - left, bottom - top, eighths)
     except ValueError as error:
         raise BadImageError(f"image does not decode ({error})") from None
     image = Image.frombuffer("RGBX", (w, h), pixels, "raw", "RGBX", 0, 1)
-    _resample_into(out, image, box, scale, Image.Resampling.BILINEAR, origin=(x, y))
-    return box, (width, height)
+    return _draw(out, image, placement, scale, Image.Resampling.BILINEAR, augment.pad_value, (x, y)), placement
 
 
-def decode_mask(data, box: Box, source_size: tuple[int, int], out: np.ndarray) -> None:
-    """Decode a label mask into ``out`` ((size, size) uint8), cut and resized like its image, nearest neighbour."""
+def decode_mask(data, placement: Placement, out: np.ndarray | None = None, ignore_index: int = 255) -> np.ndarray:
+    """Decode a label mask onto its image's canvas: same source rectangle, flip and padding, nearest neighbour.
+
+    The padding gets ``ignore_index``, which losses skip (``ignore_index=255``
+    in ``torch.nn.functional.cross_entropy``).
+    """
     try:
         mask = Image.open(io.BytesIO(data))
         mask.load()
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"mask does not decode ({error})") from None
-    if mask.size != source_size:
-        raise BadImageError(f"mask is {mask.size[0]}x{mask.size[1]}, its image {source_size[0]}x{source_size[1]}")
+    if mask.size != placement.source_size:
+        width, height = placement.source_size
+        raise BadImageError(f"mask is {mask.size[0]}x{mask.size[1]}, its image {width}x{height}")
     if mask.mode not in ("L", "P"):
         if np.asarray(mask).max() > 255:
             raise BadImageError("mask has values above 255, which recpack does not read yet")
         mask = mask.convert("L")
-    _resample_into(out, mask, box, 1.0, Image.Resampling.NEAREST)
+    return _draw(out, mask, placement, 1.0, Image.Resampling.NEAREST, ignore_index, channels=1)
