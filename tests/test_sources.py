@@ -164,3 +164,15 @@ def test_a_packed_dataset_is_not_taken_for_an_image_folder(tmp_path):
     (tmp_path / "recpack.json").write_text("{}")
     with pytest.raises(RecpackError, match=r"a packed recpack dataset, not an image folder"):
         scan_image_folder(str(tmp_path))
+
+
+def test_detection_lists_may_hold_different_numbers_of_objects(tmp_path):
+    """im2rec's detection .lst: [A=2, B=5, objects...] per line, as many objects as the image has."""
+    lines = ["0\t2\t5\t1\t0.1\t0.1\t0.4\t0.5\ta.jpg", "1\t2\t5\t0\t0.2\t0.2\t0.3\t0.3\t3\t0.5\t0.5\t0.9\t0.8\tb.jpg",
+             "2\t2\t5\tc.jpg"]
+    (tmp_path / "det.lst").write_text("\n".join(lines) + "\n")
+    source = read_list(str(tmp_path / "det.lst"))
+    assert [len(labels) for labels in source.labels] == [7, 12, 2]
+    (tmp_path / "mixed.lst").write_text(lines[0] + "\n3\t2\t6\t1\t0.1\t0.1\t0.4\t0.5\t0\td.jpg\n")
+    with pytest.raises(ListFileError, match="8 labels, but the lines before have 7"):
+        read_list(str(tmp_path / "mixed.lst"))

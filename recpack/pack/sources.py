@@ -27,7 +27,7 @@ import os
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..errors import ListFileError, RecpackError
 from ..format.manifest import MANIFEST_NAME
@@ -84,6 +84,26 @@ class Source:
 
     def __iter__(self) -> Iterator[SourceItem]:
         return (self.item(index) for index in range(len(self)))
+
+    def path(self, index: int) -> str:
+        return _resolve(self.root, self.keys[index])
+
+    def paths(self) -> "SourcePaths":
+        """The resolved image paths as a lazy sequence (no list of millions of strings)."""
+        return SourcePaths(self)
+
+
+class SourcePaths(Sequence[str]):
+    def __init__(self, source: Source):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._source.path(i) for i in range(*index.indices(len(self)))]
+        return self._source.path(index)
 
 
 def _is_number(text: str) -> bool:
@@ -151,19 +171,37 @@ def _check_consistent(source: Source, labels: tuple[float, ...], mask: str | Non
 
     Why: readers build one batch layout per dataset (a label vector of fixed
     width, or an image and a mask), and a single label is read as an int64
-    class index.
+    class index.  The exception: MXNet detection labels (``[A, B, ...]``, as
+    im2rec's detection lists hold) of one header and object width may hold
+    any number of objects, as MXNet's ImageDetIter reads them.
     """
     if len(labels) == 1 and not labels[0].is_integer():
         raise ListFileError(*where, f"label {labels[0]:g} is not a whole number (a single label is a class index; "
                             "give two or more labels per line for a vector of floats)")
     if not len(source):
         return
-    if len(labels) != len(source.labels[0]):
+    if len(labels) != len(source.labels[0]) and not _same_detection_layout(labels, source.labels[0]):
         raise ListFileError(*where, f"{len(labels)} labels, but the lines before have {len(source.labels[0])} "
                             "(every line needs the same number, so that MXNet and recpack readers agree)")
     if (mask is None) != (0 not in source.masks):
         raise ListFileError(*where, "no mask, but the lines before have one" if mask is None
                             else "a mask, but the lines before have none")
+
+
+def _detection_layout(labels: tuple[float, ...]) -> tuple[int, int] | None:
+    """(header width, object width) of MXNet's detection labels ``[A, B, extras, objects...]``, or None."""
+    if len(labels) < 2 or not (labels[0].is_integer() and labels[1].is_integer()):
+        return None
+    header, width = int(labels[0]), int(labels[1])
+    if header < 2 or width < 5 or header > len(labels) or (len(labels) - header) % width:
+        return None
+    return header, width
+
+
+def _same_detection_layout(labels: tuple[float, ...], first: tuple[float, ...]) -> bool:
+    """Whether both lines hold detection labels of one layout: they may then hold different numbers of objects."""
+    layout = _detection_layout(labels)
+    return layout is not None and layout == _detection_layout(first)
 
 
 def _resolve(root: str, path: str) -> str:
