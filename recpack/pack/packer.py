@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -24,7 +25,11 @@ from ..errors import BadImageError, PackError
 from ..format import manifest as mf
 from ..format.schema import Payload, payload_prefix
 from ..prefetch import ordered_map
-from . import resume
+from . import resume, spill
+from .archive import ArchiveSource
+from .gather import gather, labels_for
+from .layout import cached_fraction, mean_file_bytes
+from .scatter import load_result, save_result, scatter
 from .plan import PackOptions, ShardTask, fingerprint, plan_tasks, shard_spans
 from .prepare import Inputs, PrepareOptions, prepare, read_inputs, stored_as_is
 from .publish import PackResult, ShardLedger, publish, shard_note
@@ -168,11 +173,37 @@ def _write_items(task: ShardTask) -> ShardOutcome:
                         tally.reencoded, tally.bytes_in)
 
 
-def pack(source: Source, out_dir: str, options: PackOptions, show_progress: bool = True) -> PackResult:
-    """Pack ``source`` into ``out_dir``, resuming an interrupted run of the same pack."""
+def pack(source: Source | ArchiveSource, out_dir: str, options: PackOptions, show_progress: bool = True) -> PackResult:
+    """Pack ``source`` into ``out_dir``, resuming an interrupted run of the same pack.
+
+    Inputs are read in list order, or in disk order then spilled and written
+    (``scatter``, ``gather``): the same bytes either way.  ``options.order="auto"``
+    reads archives and lists whose files are not in the page cache in disk order.
+    """
+    if isinstance(source, ArchiveSource):
+        with resume.exclusive(out_dir):
+            return _pack_in_disk_order(source, out_dir, options, show_progress)
     spans = shard_spans(source, options)
     with resume.exclusive(out_dir):
+        if reads_in_disk_order(source, options):
+            return _pack_in_disk_order(source, out_dir, options, show_progress)
         return _pack_locked(source, out_dir, options, spans, show_progress)
+
+
+COLD = 0.5  # a list whose sampled files are less cached than this is read in disk order
+
+
+def reads_in_disk_order(source: Source, options: PackOptions) -> bool:
+    """The order a list is read in: as asked, or (auto) disk order when its files are mostly not cached.
+
+    Why: in list order every file of a cold list costs a seek (~110 files/s on a
+    spinning disk); in disk order they stream, and the spill's second read is
+    sequential too.  From the page cache, list order is cheaper: nothing is spilled.
+    """
+    if options.order != "auto":
+        return options.order == "disk"
+    cached = cached_fraction(source.paths())
+    return cached is not None and cached < COLD
 
 
 def _pack_locked(source: Source, out_dir: str, options: PackOptions, spans: list[tuple[int, int]],
@@ -187,11 +218,66 @@ def _pack_locked(source: Source, out_dir: str, options: PackOptions, spans: list
         workers = min(options.workers or os.cpu_count() or 1, len(pending))
         tasks = plan_tasks(source, out_dir, options, spans, skip=notes)
         with ShardLedger(out_dir, options.fsync, notes) as ledger:
-            for outcome in run_workers(write_shard, tasks, len(pending), workers, processed, show_progress):
+            for outcome in run_workers(write_shard, tasks, workers, processed, show_progress):
                 ledger.add(_note(outcome), outcome.keys)
                 bytes_read += outcome.bytes_in
     return publish(out_dir, notes, options, {"description": source.description, "root": source.root},
                    source.classes, started, resumed, processed, bytes_read)
+
+
+def _pack_in_disk_order(source: Source | ArchiveSource, out_dir: str, options: PackOptions,
+                        show_progress: bool) -> PackResult:
+    """Scatter every input into the spill in disk order (unless an interrupted run finished that), then gather."""
+    started = time.monotonic()
+    print_hash = fingerprint(source, options)
+    notes = resume.start_or_resume(out_dir, print_hash, options.overwrite)
+    resumed = len(notes)
+    spill_dir = _spill_dir(out_dir, options, print_hash)
+    scattered = load_result(out_dir, spill_dir)
+    if scattered is None:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+        estimate = _estimated_bytes(source)
+        spill.check_room(spill_dir, out_dir, estimate)
+        buckets = spill.bucket_count(estimate, options.spill_memory)
+        scattered = scatter(source, spill_dir, buckets, options, show_progress)
+        sizes = spill.settle(spill_dir, buckets, drop_from_cache=estimate > _available_memory() // 2)
+        save_result(out_dir, scattered, sizes)
+    if sum(scattered.counts) < options.shards:
+        raise PackError(f"--shards {options.shards} exceeds the number of images ({sum(scattered.counts)}) "
+                        f"in {source.description}")
+    if isinstance(source, ArchiveSource):
+        classes, labels_of_class = labels_for(scattered.classes)
+    else:
+        classes, labels_of_class = source.classes, None
+    with ShardLedger(out_dir, options.fsync, notes) as ledger:
+        gather(out_dir, spill_dir, scattered, options.shards, ledger, labels_of_class, show_progress)
+    result = publish(out_dir, notes, options, {"description": source.description, "root": source.root}, classes,
+                     started, resumed, scattered.processed, scattered.bytes_in, extra_bad=scattered.bad)
+    shutil.rmtree(spill_dir, ignore_errors=True)  # gone with the work folder unless --spill-dir put it elsewhere
+    return result
+
+
+def _spill_dir(out_dir: str, options: PackOptions, print_hash: str) -> str:
+    if options.spill_dir is None:
+        return os.path.join(out_dir, resume.WORK_DIR, "spill")
+    return os.path.join(options.spill_dir, f"recpack-spill-{print_hash[:16]}")
+
+
+def _estimated_bytes(source: Source | ArchiveSource) -> int:
+    if isinstance(source, ArchiveSource):
+        return source.total_bytes()
+    return int(len(source) * mean_file_bytes(source.paths()))
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _note(outcome: ShardOutcome) -> dict:

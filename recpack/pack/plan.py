@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Container, Iterator
@@ -18,8 +19,11 @@ import numpy as np
 from ..errors import PackError
 from ..format.framing import MAGIC
 from ..format.manifest import FORMAT_VERSION
+from .archive import ArchiveSource
 from .prepare import PrepareOptions
 from .sources import Source, SourceItem
+
+ORDERS = ("auto", "list", "disk")
 
 DEFAULT_SEED = 0
 SHUFFLE = "splitmix64-keys"  # the shuffle's name, in the fingerprint and the manifest: packs made with another differ
@@ -34,10 +38,16 @@ class PackOptions:
     strict: bool = False  # any bad input fails the pack
     fsync: bool = True  # make every shard durable before the manifest commits the dataset
     overwrite: bool = False  # replace a complete dataset in OUT
+    # the order inputs are read in; none of these three changes a byte of the output
+    order: str = "auto"  # "list", "disk" (spill, then write), or "auto": disk for archives and uncached lists
+    spill_dir: str | None = None  # where a disk-order pack parks prepared records (default: in OUT)
+    spill_memory: int = 1 << 30  # bytes per spill bucket: what the second pass maps at a time
 
     def __post_init__(self) -> None:
         if self.shards < 1:
             raise PackError(f"--shards must be at least 1, not {self.shards}")
+        if self.order not in ORDERS:
+            raise PackError(f"order must be one of {', '.join(ORDERS)}, not {self.order!r}")
 
 
 def shard_stem(index: int) -> str:
@@ -95,10 +105,14 @@ def shard_spans(source: Source, options: PackOptions) -> list[tuple[int, int]]:
     return split_evenly(len(source), options.shards)
 
 
-def fingerprint(source: Source, options: PackOptions) -> str:
-    """A hash of everything that decides the shards' bytes (not workers, not strictness)."""
+def fingerprint(source: Source | ArchiveSource, options: PackOptions) -> str:
+    """A hash of everything that decides the shards' bytes (not workers, strictness or read order)."""
     digest = hashlib.sha256()
     digest.update(json.dumps([MAGIC, FORMAT_VERSION, SHUFFLE, options.shards, options.seed, asdict(options.prepare)]).encode())
+    if isinstance(source, ArchiveSource):  # its items are only known by reading it: its files stand for them
+        digest.update(json.dumps([(path, os.stat(path).st_size, os.stat(path).st_mtime_ns)
+                                  for path in source.archives]).encode())
+        return digest.hexdigest()
     digest.update(f"{source.root}\0{sorted(source.masks.items())}\n".encode())
     digest.update(source.lines.tobytes())
     for start in range(0, len(source.keys), 65536):  # in slices: no second copy of a huge list

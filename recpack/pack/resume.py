@@ -126,3 +126,4 @@ def note_done(out_dir: str, stem: str, note: dict) -> None:
 def finish(out_dir: str) -> None:
     """Drop the pack's notes, once the manifest is written."""
     shutil.rmtree(os.path.join(out_dir, WORK_DIR), ignore_errors=True)
+

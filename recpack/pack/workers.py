@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -68,32 +69,56 @@ def staging_buffers() -> StagingBuffers | None:
     return _buffers
 
 
-def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], count: int, workers: int, total: int,
-        show_progress: bool, desc: str = "pack") -> Iterator[Outcome]:
-    """Run ``count`` tasks on a process pool; yield each outcome, in this process, as its task finishes.
+def _bounded(tasks: Iterable[Task], slots: threading.Semaphore, stop: threading.Event) -> Iterator[Task]:
+    for task in tasks:
+        slots.acquire()  # the pool's feeder thread waits here while ``in_flight`` tasks are out
+        if stop.is_set():
+            return
+        yield task
 
-    ``total`` is the images the tasks will report, for the progress bar.  On Linux
-    the workers are forked, before this process has any thread or LMDB handle (the
-    caller opens the key index after the first outcome).
+
+def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int, total: int | None,
+        show_progress: bool, desc: str = "pack", in_flight: int | None = None) -> Iterator[Outcome]:
+    """Run tasks on a process pool; yield each outcome, in this process, as its task finishes.
+
+    At most ``in_flight`` tasks (default: two per worker) are handed out and not yet
+    finished, so tasks that carry data (an archive's members) take bounded memory
+    however long the stream.  ``total`` is the images the tasks will report, for the
+    progress bar (None: unknown).  On Linux the workers are forked, before this
+    process has any thread or LMDB handle (the caller opens the key index after the
+    first outcome).
     """
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     images, nbytes = context.Value("q", 0), context.Value("q", 0)
+    slots, stop = threading.Semaphore(in_flight or 2 * workers), threading.Event()
     with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes, os.getpid())) as pool:
-        started = time.monotonic()
-        with tqdm(total=total, unit="img", desc=desc, disable=not show_progress, dynamic_ncols=True) as bar:
+        try:
+            yield from _outcomes(pool.imap_unordered(function, _bounded(tasks, slots, stop)), slots, images, nbytes,
+                                 total, show_progress, desc)
+        finally:  # free the feeder thread, which the pool joins on the way out
+            stop.set()
+            slots.release(1 << 20)
 
-            def refresh() -> None:
-                bar.update(images.value - bar.n)
-                elapsed = max(time.monotonic() - started, 1e-9)
-                bar.set_postfix_str(f"{nbytes.value / elapsed / 1e6:.0f} MB/s", refresh=False)
 
-            results = pool.imap_unordered(function, tasks)
-            for _ in range(count):
-                while True:
-                    try:
-                        outcome = results.next(timeout=0.2)
-                        break
-                    except multiprocessing.TimeoutError:
-                        refresh()
-                yield outcome
+def _outcomes(results, slots: threading.Semaphore, images, nbytes, total: int | None, show_progress: bool,
+              desc: str) -> Iterator:
+    """Each outcome as it arrives, freeing its task's slot; the progress bar refreshed meanwhile."""
+    started = time.monotonic()
+    with tqdm(total=total, unit="img", desc=desc, disable=not show_progress, dynamic_ncols=True) as bar:
+
+        def refresh() -> None:
+            bar.update(images.value - bar.n)
+            elapsed = max(time.monotonic() - started, 1e-9)
+            bar.set_postfix_str(f"{nbytes.value / elapsed / 1e6:.0f} MB/s", refresh=False)
+
+        while True:
+            try:
+                outcome = results.next(timeout=0.2)
+            except multiprocessing.TimeoutError:
                 refresh()
+                continue
+            except StopIteration:
+                break
+            slots.release()
+            yield outcome
+            refresh()

@@ -1,0 +1,128 @@
+"""Tar archives as a source, read once, front to back: plain or gzip, a folder of them, or tars inside a tar.
+
+ImageNet-21k ships as one archive of per-class tars, and extracting 14M files first costs
+more than packing them.  Members are streamed in the order they lie in the archive (tar's
+stream mode never seeks, so a .tar.gz and a tape-like disk read the same way), and each
+image member's class is its parent folder (``train/n01440764/x.JPEG``) or, for a member at
+the top of an inner tar, that tar's name (``n01440764.tar`` -> ``n01440764``).  Labels are
+the classes' positions in sorted order, as for an image folder; since the classes are only
+all known at the end of the stream, ``ArchiveSource`` hands out class names and the packer
+turns them into labels once the pass is over.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import IO, Iterator
+
+from ..errors import RecpackError
+from .sources import IMAGE_EXTENSIONS
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_archive(path: str) -> bool:
+    return path.lower().endswith(ARCHIVE_SUFFIXES) and os.path.isfile(path)
+
+
+def _stem(name: str) -> str:
+    lower = name.lower()
+    for suffix in ARCHIVE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass(frozen=True)
+class Member:
+    """One image in an archive, as streamed."""
+
+    key: str  # archive/.../member path: what ``recpack get`` looks up
+    class_name: str
+    data: bytes
+
+
+def archives_in(path: str) -> list[str]:
+    """The archives a source path names: itself, or the archives in a folder (sorted)."""
+    if is_archive(path):
+        return [path]
+    if os.path.isdir(path):
+        found = sorted(os.path.join(path, name) for name in os.listdir(path) if is_archive(os.path.join(path, name)))
+        if found:
+            return found
+    raise RecpackError(f"{path}: not a tar archive or a folder of them")
+
+
+def holds_archives_only(folder: str) -> bool:
+    """Whether a folder is a folder of archives (some archives, no class subfolders)."""
+    entries = [entry for entry in os.scandir(folder) if not entry.name.startswith(".")]
+    has_archives = any(entry.is_file() and is_archive(entry.path) for entry in entries)
+    return has_archives and not any(entry.is_dir() for entry in entries)
+
+
+def _is_image(name: str) -> bool:
+    base = PurePosixPath(name).name
+    return not base.startswith(".") and PurePosixPath(base).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _members(stream: IO[bytes], label: str, top_class: str | None) -> Iterator[Member]:
+    """Image members of one tar stream, inner tars streamed in their place."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            for info in archive:
+                if not info.isfile():
+                    continue
+                name = info.name
+                if name.lower().endswith(ARCHIVE_SUFFIXES):
+                    inner = archive.extractfile(info)
+                    yield from _members(inner, f"{label}/{name}", _stem(PurePosixPath(name).name))
+                    continue
+                if not _is_image(name):
+                    continue
+                parent = PurePosixPath(name).parent.name
+                class_name = parent or top_class
+                if class_name is None:
+                    raise RecpackError(f"{label}: member {name} has no class (put images in class folders, "
+                                       "or one tar per class)")
+                yield Member(f"{label}/{name}", class_name, archive.extractfile(info).read())
+    except (tarfile.TarError, EOFError, OSError) as error:
+        if isinstance(error, OSError) and error.errno is not None:
+            raise
+        raise RecpackError(f"{label}: damaged or not a tar archive ({error})") from None
+
+
+def stream_members(archives: list[str]) -> Iterator[Member]:
+    """Every image member of the archives, in archive order, each archive read once sequentially.
+
+    A top-level archive named for a class (a folder of per-class tars) lends its name
+    to members at its top; members of a single archive need class folders or inner tars.
+    """
+    per_class = len(archives) > 1
+    for path in archives:
+        with open(path, "rb", buffering=8 << 20) as handle:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            yield from _members(handle, os.path.basename(path), _stem(os.path.basename(path)) if per_class else None)
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """A source whose items are only known by reading it: archives, read once in order."""
+
+    description: str
+    archives: tuple[str, ...]
+
+    @property
+    def root(self) -> str:
+        return os.path.dirname(os.path.abspath(self.archives[0]))
+
+    def total_bytes(self) -> int:
+        return sum(os.path.getsize(path) for path in self.archives)
+
+
+def open_archives(path: str) -> ArchiveSource:
+    archives = archives_in(path)
+    return ArchiveSource(os.path.abspath(path), tuple(os.path.abspath(a) for a in archives))
