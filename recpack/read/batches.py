@@ -22,7 +22,7 @@ from ..format.schema import unpack_payload
 from ..prefetch import ordered_map
 from .decode import Augment, decode_image, decode_mask
 from .detection import PAD, Detection, objects_of
-from .geometry import place_boxes
+from .geometry import PLACEMENT_COLUMNS, place_boxes
 from .shard_reader import Record
 
 CHUNK = 16  # records per decode task: large enough to amortise the pool's per-task cost
@@ -39,7 +39,7 @@ class Decoded:
     masks: np.ndarray | list | None  # (n, H, W) uint8 for segmentation datasets (a list when sizes vary)
     errors: list[CorruptRecordError]
     boxes: np.ndarray | None = None  # detection: (n, max_objects, object_width) float32, -1 rows as padding
-    placements: np.ndarray | None = None  # (n, 9) float32: ``Placement.as_row()`` per record, when asked
+    placements: np.ndarray | None = None  # (n, 11) float32: ``Placement.as_row()`` per record, when asked
     samples: list | None = None  # what ``DecodeSpec.per_sample`` made of each record, when it is set
 
     def keep(self, ok: np.ndarray) -> Decoded:
@@ -176,7 +176,7 @@ def _tasks(spec: DecodeSpec, records: Iterator[Record], batch_size: int, empty: 
             np.ones(count, bool),
             None if detection is None or spec.per_sample is not None else
             np.full((count, detection.max_objects(spec.label_width), detection.object_width), PAD, np.float32),
-            np.zeros((count, 9), np.float32) if spec.placements else None,
+            np.zeros((count, len(PLACEMENT_COLUMNS)), np.float32) if spec.placements else None,
             [None] * count if spec.per_sample is not None else None,
         )
         chunks = [batch[start : start + CHUNK] for start in range(0, count, CHUNK)][::-1]

@@ -60,12 +60,13 @@ class Placement:
         return self.target != (0, 0, self.canvas[1], self.canvas[0])
 
     def as_row(self) -> list[float]:
-        """What a caller needs to map outputs back to the source: drawn rectangle, source rectangle, flip."""
-        return [*self.drawn, *self.source, float(self.flip)]
+        """What a caller needs to map outputs back to the source (``PLACEMENT_COLUMNS``)."""
+        return [*self.drawn, *self.source, float(self.flip), *self.source_size]
 
 
+# drawn rectangle on the output (the rest is padding), source rectangle it shows, flip, source image size
 PLACEMENT_COLUMNS = ("left", "top", "width", "height", "source_left", "source_top", "source_width",
-                     "source_height", "flip")
+                     "source_height", "flip", "image_width", "image_height")
 
 
 def random_resized_crop(width: int, height: int, scale, ratio, flip: bool,
