@@ -17,12 +17,12 @@ from .format import manifest as mf
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
+    from .pack.archive import open_input
     from .pack.packer import pack
     from .pack.plan import PackOptions
     from .pack.prepare import PrepareOptions
-    from .pack.sources import open_source
 
-    source = open_source(args.source, args.root)
+    source = open_input(args.source, args.root)
     options = PackOptions(
         shards=args.shards,
         seed=args.seed,
@@ -31,6 +31,9 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         strict=args.strict,
         overwrite=args.overwrite,
         fsync=not args.no_fsync,
+        order=args.order,
+        spill_dir=args.spill_dir,
+        spill_memory=args.spill_memory << 20,
     )
     result = pack(source, args.out, options, show_progress=not args.quiet)
     rate = result.processed / max(result.seconds, 1e-9)
@@ -58,8 +61,12 @@ def _count(n: int, noun: str) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from .pack.archive import ArchiveSource, list_members, open_input
     from .pack.sources import ROOT_COMMENT, format_lst_line, scan_image_folder
 
+    if isinstance(found := open_input(args.directory), ArchiveSource):
+        list_members(found, sys.stdout)
+        return 0
     source = scan_image_folder(args.directory)
     sys.stdout.write(f"{ROOT_COMMENT}{source.root}\n")
     sys.stdout.writelines(format_lst_line(index, item) for index, item in enumerate(source))
@@ -189,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     pack = commands.add_parser("pack", help="shuffle an image list once and write sharded RecordIO files")
-    pack.add_argument("source", help="list file (path<TAB>label, 'path label', or im2rec .lst) or ImageFolder directory")
+    pack.add_argument("source", help="list file (path<TAB>label, 'path label', or im2rec .lst), ImageFolder directory, "
+                      "tar archive (.tar, .tar.gz: class folders or per-class tars inside) or folder of tars")
     pack.add_argument("out", help="output dataset folder")
     pack.add_argument("--shards", type=_positive, default=64, help="number of shards (default 64)")
     pack.add_argument("--workers", type=_positive, default=None, help="worker processes (default: all cores)")
@@ -205,11 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--overwrite", action="store_true", help="replace a complete dataset already in OUT")
     pack.add_argument("--no-fsync", action="store_true",
                       help="skip the final fsync: faster, but a power cut soon after may lose the dataset")
+    pack.add_argument("--order", choices=("auto", "list", "disk"), default="auto",
+                      help="read inputs in list order, or in disk order into spill files then write the shards "
+                      "(same bytes); auto (default): disk for archives and for lists not in the page cache")
+    pack.add_argument("--spill-dir", default=None,
+                      help="where disk order parks prepared records (default: inside OUT); another disk is faster")
+    pack.add_argument("--spill-memory", type=_positive, default=1024, metavar="MB",
+                      help="MB of spill mapped at a time when writing shards in disk order (default 1024)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(handler=_cmd_pack)
 
-    listing = commands.add_parser("list", help="print an im2rec-style .lst for an ImageFolder directory")
-    listing.add_argument("directory", help="an ImageFolder tree: DIR/<class>/<image>")
+    listing = commands.add_parser("list", help="print an im2rec-style .lst for an ImageFolder directory or a tar archive")
+    listing.add_argument("directory", help="an ImageFolder tree (DIR/<class>/<image>), a tar archive or a folder of tars")
     listing.set_defaults(handler=_cmd_list)
 
     info = commands.add_parser("info", help="counts, sizes, classes and provenance of a dataset")

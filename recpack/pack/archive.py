@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Iterator
 
 from ..errors import RecpackError
-from .sources import IMAGE_EXTENSIONS
+from .sources import ARCHIVE_COMMENT, IMAGE_EXTENSIONS, Source, open_source
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -126,3 +127,32 @@ class ArchiveSource:
 def open_archives(path: str) -> ArchiveSource:
     archives = archives_in(path)
     return ArchiveSource(os.path.abspath(path), tuple(os.path.abspath(a) for a in archives))
+
+
+def list_members(source: ArchiveSource, out: IO[str]) -> int:
+    """Write an archive's list (``key<TAB>label``, labels as a pack gives them) after one pass; returns its length.
+
+    The keys wait in a temporary file, not in memory, until the pass has met every class.
+    """
+    classes: dict[str, int] = {}
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as pending:
+        for member in stream_members(list(source.archives)):
+            pending.write(f"{classes.setdefault(member.class_name, len(classes))}\t{member.key}\n")
+        label = {number: float(place) for place, (_, number) in enumerate(sorted(classes.items()))}
+        pending.seek(0)
+        out.write(f"{ARCHIVE_COMMENT}{source.description}\n")
+        count = 0
+        for line in pending:
+            number, key = line.rstrip("\n").split("\t", 1)
+            out.write(f"{key}\t{label[int(number)]:g}\n")
+            count += 1
+    return count
+
+
+def open_input(path: str, root: str | None = None) -> Source | ArchiveSource:
+    """What ``recpack pack`` takes: an archive or a folder of them, else a list file or an image folder."""
+    if is_archive(path) or (os.path.isdir(path) and holds_archives_only(path)):
+        if root is not None:
+            raise RecpackError(f"{path}: --root applies to list files, not to archives")
+        return open_archives(path)
+    return open_source(path, root)

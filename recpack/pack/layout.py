@@ -52,7 +52,8 @@ def cached_fraction(paths: Sequence[str], sample: int = 64, seed: int = 0) -> fl
     """The share of a random sample of files whose first page is in the page cache (None: cannot tell).
 
     A read with ``RWF_NOWAIT`` returns at once when the data is cached and fails with
-    EAGAIN instead of going to the disk, so asking costs no I/O.
+    EAGAIN instead of waiting for the disk.  (The kernel may start reading those first
+    pages ahead on the way, so a second look finds them cached: ask once.)
     """
     if not hasattr(os, "preadv") or not hasattr(os, "RWF_NOWAIT") or not paths:
         return None

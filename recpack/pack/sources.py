@@ -209,6 +209,7 @@ def _resolve(root: str, path: str) -> str:
 
 
 ROOT_COMMENT = "# root: "
+ARCHIVE_COMMENT = "# archive: "  # what `recpack list ARCHIVE` writes first: such a list describes, it does not pack
 
 
 def read_list(list_path: str, root: str | None = None) -> Source:
@@ -227,6 +228,10 @@ def read_list(list_path: str, root: str | None = None) -> Source:
             if number == 1:
                 text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors save UTF-8
             if source is None:
+                if text.startswith(ARCHIVE_COMMENT):
+                    archive = text[len(ARCHIVE_COMMENT) :].rstrip("\r\n")
+                    raise RecpackError(f"{list_path}: lists the members of the archive {archive}; "
+                                       f"pack the archive itself (recpack pack {archive} OUT)")
                 if root is None and text.startswith(ROOT_COMMENT):
                     root = os.path.join(list_dir, text[len(ROOT_COMMENT) :].rstrip("\r\n"))
                 source = Source(os.path.abspath(list_path), os.path.abspath(root or list_dir))
