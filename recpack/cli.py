@@ -109,6 +109,36 @@ def _cmd_info(args: argparse.Namespace) -> int:
     elif created:
         print(f"made from {created.get('source')} (seed {created.get('seed')}, check {created.get('check')}, "
               f"resize {created.get('resize')}, {created.get('skipped', 0)} skipped) on {created.get('date')}")
+    if info["stats"]:
+        from .measure.stats.summary import describe
+
+        for i, line in enumerate(describe(info["stats"])):
+            print(f"{'stats' if i == 0 else '':10s}{line}")
+    else:
+        print("stats     none yet: recpack stats computes them (normalize=True uses ImageNet's until then)")
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from .measure.stats.run import StatsOptions, run
+    from .measure.stats.summary import describe
+
+    options = StatsOptions(sample=args.sample, seed=args.seed, mean_size=args.mean_size or None,
+                           ignore_index=args.ignore_index, workers=args.workers, progress=not args.quiet)
+    result = run(args.dataset, options)
+    lines = describe(result.stats)
+    if args.plot:
+        from .measure.stats.plot import write_report
+
+        write_report(args.plot, result.stats, result.mean_image, lines, mf.load(args.dataset).classes)
+    if args.json:
+        json.dump(result.stats, sys.stdout, indent=1)
+        print()
+        return 0
+    computed = result.stats["computed"]
+    print("\n".join(lines))
+    print(f"written to {os.path.join(args.dataset, mf.MANIFEST_NAME)} in {result.seconds:.1f} s "
+          f"({computed['images_per_s']:,.0f} images/s){f'; report {args.plot}' if args.plot else ''}")
     return 0
 
 
@@ -277,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ios-per-file", type=float, default=1.0,
                        help="model: random reads per individual file (1: metadata cached; 2-3: cold inodes/dirs)")
     bench.set_defaults(handler=_cmd_bench)
+
+    stats = commands.add_parser("stats", help="per-channel mean/std, sizes, classes, mask class weights: into the manifest")
+    stats.add_argument("dataset")
+    stats.add_argument("--sample", type=_positive, default=None, metavar="N",
+                       help="estimate from N records drawn at random, with 95%% confidence intervals (default: every record)")
+    stats.add_argument("--seed", type=_non_negative, default=0, help="the sample's seed (default 0)")
+    stats.add_argument("--mean-size", type=_non_negative, default=224, metavar="SIDE",
+                       help="side of the average image (each image squashed to SIDE x SIDE; default 224, 0: none)")
+    stats.add_argument("--ignore-index", type=_mask_value, default=None, metavar="VALUE",
+                       help="a mask value left out of the class counts and weights (e.g. 255)")
+    stats.add_argument("--workers", type=_positive, default=None, help="worker processes (default: all cores)")
+    stats.add_argument("--plot", default=None, metavar="PNG", help="also draw a report picture (needs matplotlib)")
+    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    stats.add_argument("--quiet", action="store_true", help="no progress bar")
+    stats.set_defaults(handler=_cmd_stats)
     return parser
 
 
@@ -302,6 +347,13 @@ def _quality(text: str) -> int:
     value = _positive(text)
     if value > 100:
         raise argparse.ArgumentTypeError(f"must be between 1 and 100, not {value}")
+    return value
+
+
+def _mask_value(text: str) -> int:
+    value = _non_negative(text)
+    if value > 255:
+        raise argparse.ArgumentTypeError(f"must be a mask value between 0 and 255, not {value}")
     return value
 
 

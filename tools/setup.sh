@@ -27,5 +27,8 @@ fi
 # scikit-image only for the real photos it ships (tools/corpus.py); --no-deps
 # keeps its Pillow requirement from replacing pillow-simd.
 "${pip[@]}" --no-deps "scikit-image==0.26.0"
+# matplotlib for recpack stats --plot (the [plot] extra) and its test, with its requirements by name and
+# --no-deps: its Pillow requirement would replace pillow-simd.
+"${pip[@]}" --no-deps "matplotlib>=3.7" contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
 "${pip[@]}" -e ".[test]"
 .venv/bin/python -c 'import recpack.prepare' && echo "setup: ready (.venv/bin/recpack)" >&2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import crc32c
@@ -183,6 +183,21 @@ def write_json_atomic(path: str, data: Any, durable: bool = True) -> None:
 
 def save(dataset_dir: str, manifest: Manifest, durable: bool = True) -> None:
     write_json_atomic(os.path.join(dataset_dir, MANIFEST_NAME), to_json(manifest), durable)
+
+
+def save_stats(dataset_dir: str, stats: dict[str, Any] | None, measured: Manifest, durable: bool = True) -> Manifest:
+    """Put ``stats`` (``format.stats``) into the manifest, atomically, touching nothing else.
+
+    ``measured`` is the manifest the statistics were computed from: if the shards changed
+    since (a pack --overwrite in between), the statistics describe another dataset and are refused.
+    """
+    current = load(dataset_dir)
+    if current.shards != measured.shards:
+        raise ManifestError(f"{os.path.join(dataset_dir, MANIFEST_NAME)}: the dataset changed while its statistics "
+                            "were computed; run recpack stats again")
+    updated = replace(current, stats=stats)
+    save(dataset_dir, updated, durable)
+    return updated
 
 
 def file_crc32c(path: str, chunk: int = 8 << 20) -> tuple[int, int]:

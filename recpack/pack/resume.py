@@ -18,6 +18,7 @@ from typing import Iterator
 
 from ..errors import PackError
 from ..format import manifest as mf
+from ..format.stats import is_mean_image
 
 WORK_DIR = mf.WORK_DIR_NAME
 _DONE = ".done.json"
@@ -25,7 +26,7 @@ _DONE = ".done.json"
 
 def _is_our_file(name: str) -> bool:
     stem = name.split(".", 1)[0]
-    return (stem.startswith("shard-") and stem[6:].isdigit()) or name in (
+    return (stem.startswith("shard-") and stem[6:].isdigit()) or is_mean_image(name) or name in (
         mf.MANIFEST_NAME, mf.MANIFEST_NAME + ".tmp", mf.REPORT_NAME, mf.KEY_INDEX_NAME, WORK_DIR
     )
 

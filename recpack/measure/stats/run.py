@@ -1,0 +1,208 @@
+"""``recpack stats``: one pass over a dataset's records on every core, then its statistics into the manifest.
+
+How the work is cut (``plan_units``, pure): runs of consecutive records of one shard,
+at most ``UNIT_RECORDS`` to a unit; a sample is a seeded draw of records without
+replacement, cut the same way.  Worker processes each measure a unit into a ``Tally``
+and the tallies are merged here as they finish, exactly (``tally``), so the order in
+which units finish changes nothing.  A record is decoded by the reader's own decoder
+(``read.decode.decode_full``): grayscale, CMYK and PNG-origin records count as the three
+channels training sees.  The pixel arithmetic runs in ``_pixels`` with the GIL released.
+
+Crash safety: nothing is written until the pass is over; then the average image under a
+new name, then the manifest, atomically (``format.manifest.save_stats``).  Ctrl-C or a
+kill at any moment leaves the old manifest, or the new one, whole.  The folder's lock
+(the one ``recpack pack`` holds) keeps a pack from replacing the shards meanwhile.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..._version import __version__
+from ...errors import BadImageError, CorruptRecordError, RecpackError
+from ...format import manifest as mf
+from ...format import stats as contract
+from ...format.schema import trailing_of, unpack_payload
+from ...pack import resume
+from ...read.decode import decode_full, load_mask
+from ...read.opening import shard_reader
+from ...read.shard_reader import ShardReader
+from . import _pixels
+from .summary import mean_image, summarize
+from .tally import CHANNELS, HISTOGRAM_STEP, Tally, merge
+
+UNIT_RECORDS = 256  # records a worker measures before handing back its tally (and the progress bar moves)
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    sample: int | None = None  # records to draw at random; None: every record
+    seed: int = 0  # the sample's draw
+    mean_size: int | None = 224  # side of the average image; None: no average image
+    ignore_index: int | None = None  # a mask value left out of the class counts (e.g. 255)
+    workers: int | None = None  # processes (default: every core)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    stats: dict[str, Any]  # what went into the manifest
+    mean_image: np.ndarray | None  # (side, side, 3) float32, 0-1 scale
+    seconds: float
+
+
+def plan_units(sizes: list[int], sample: int | None, seed: int,
+               unit_records: int = UNIT_RECORDS) -> list[tuple[int, tuple[tuple[int, int], ...]]]:
+    """(shard, runs of records (first, stop)) per unit, at most ``unit_records`` records a unit, in file order.
+
+    ``sample`` draws that many records without replacement with ``seed`` (all of them
+    when the dataset has no more).
+    """
+    total = sum(sizes)
+    if sample is None or sample >= total:
+        return [(shard, ((first, min(first + unit_records, size)),))
+                for shard, size in enumerate(sizes) for first in range(0, size, unit_records)]
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
+    starts = np.cumsum([0] + list(sizes))
+    shards = np.searchsorted(starts, chosen, side="right") - 1
+    units = []
+    for shard in np.unique(shards).tolist():
+        indices = (chosen[shards == shard] - starts[shard]).tolist()
+        for first in range(0, len(indices), unit_records):
+            units.append((shard, _runs(indices[first : first + unit_records])))
+    return units
+
+
+def _runs(indices: list[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted record indices as (first, stop) runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index:
+            runs[-1][1] += 1
+        else:
+            runs.append([index, index + 1])
+    return tuple((first, stop) for first, stop in runs)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What a worker needs besides its records."""
+
+    mean_size: int | None
+    keep_per_image: bool
+    has_masks: bool
+    ignore_index: int | None
+
+
+def _measure_record(tally: Tally, spec: _Spec, payload, trailing) -> None:
+    record = unpack_payload(payload, trailing)
+    tally.add_record(record.labels)
+    pixels = decode_full(record.image)
+    height, width = pixels.shape[:2]
+    if spec.has_masks:  # before the image is counted: a bad mask fails the whole record
+        if not len(record.mask):
+            raise BadImageError("record has no mask in a segmentation dataset")
+        counts = np.zeros(256, np.uint64)
+        _pixels.histogram(np.ascontiguousarray(load_mask(record.mask, (width, height))), 1, 1, counts)
+        tally.add_mask(counts, spec.ignore_index)
+    moments = _pixels.moments(pixels, 4, CHANNELS)
+    _pixels.histogram(pixels, 4, CHANNELS, tally.pixel_histogram, HISTOGRAM_STEP)
+    if tally.mean_image is not None:
+        _pixels.add_resized(pixels, width, height, 4, tally.mean_size, tally.mean_image)
+    tally.add_image(width, height, len(record.image), moments)
+
+
+def measure_unit(spec: _Spec, reader: ShardReader, shard: int, runs: tuple[tuple[int, int], ...]) -> Tally:
+    """The tally of one unit's records.  Runs in a worker process; a bad record is counted and named, not raised."""
+    tally = Tally(spec.mean_size, spec.keep_per_image)
+    for first, stop in runs:
+        trailing = trailing_of(reader.rows[first:stop])
+        for index, payload in enumerate(reader.read_run(first, stop), first):
+            try:
+                if isinstance(payload, CorruptRecordError):
+                    raise payload
+                _measure_record(tally, spec, payload, trailing[index - first])
+            except CorruptRecordError as error:
+                tally.add_failure(shard, index, str(error))
+            except (BadImageError, ValueError) as error:
+                tally.add_failure(shard, index, f"{reader.name}: record {index}: {getattr(error, 'reason', error)}")
+    reader.close()
+    return tally
+
+
+def _measure_task(task) -> tuple[int, Tally]:
+    spec, reader, shard, runs = task
+    return sum(stop - first for first, stop in runs), measure_unit(spec, reader, shard, runs)
+
+
+def _ignore_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+
+
+def _measure_all(tasks: list, workers: int, total: int, spec: _Spec, progress: bool) -> Tally:
+    """Run the units on a process pool; merge their tallies as they finish."""
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    result = Tally(spec.mean_size, spec.keep_per_image)
+    with context.Pool(workers, initializer=_ignore_interrupt) as pool, \
+            tqdm(total=total, unit="img", desc="stats", disable=not progress, dynamic_ncols=True) as bar:
+        for records, tally in pool.imap_unordered(_measure_task, tasks):
+            result = merge(result, tally)
+            bar.update(records)
+    return result
+
+
+def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, dict[str, Any]]:
+    """Measure ``dataset``'s records: its manifest as read, the merged tally, and how it was computed."""
+    manifest = mf.load(dataset)
+    if manifest.num_records == 0:
+        raise RecpackError(f"{dataset}: the dataset holds no records")
+    units = plan_units([shard.records for shard in manifest.shards], options.sample, options.seed)
+    sampled = options.sample is not None and options.sample < manifest.num_records
+    spec = _Spec(options.mean_size, sampled, manifest.has_masks, options.ignore_index)
+    readers = [shard_reader(dataset, shard) for shard in manifest.shards]
+    tasks = [(spec, readers[shard], shard, runs) for shard, runs in units]
+    measured = sum(stop - first for _, runs in units for first, stop in runs)
+    workers = max(1, min(options.workers or os.cpu_count() or 1, len(tasks)))
+    started = time.monotonic()
+    tally = _measure_all(tasks, workers, measured, spec, options.progress)
+    seconds = time.monotonic() - started
+    computed = {
+        "method": "sample" if sampled else "full",
+        "records": measured,
+        "of": manifest.num_records,
+        "seed": options.seed if sampled else None,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(measured / max(seconds, 1e-9), 1),
+        "workers": workers,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recpack_version": __version__,
+    }
+    return manifest, tally, computed
+
+
+def run(dataset: str, options: StatsOptions) -> StatsResult:
+    """Compute ``dataset``'s statistics and write them into its manifest (and the average image beside it)."""
+    started = time.monotonic()
+    mf.load(dataset)  # a dataset, or its error, before the lock (which would create a missing folder)
+    with resume.exclusive(dataset):
+        manifest, tally, computed = compute(dataset, options)
+        stats = summarize(tally, label_width=manifest.label_width, has_masks=manifest.has_masks,
+                          ignore_index=options.ignore_index, computed=computed, population=manifest.num_records)
+        image = mean_image(tally)
+        keep = None
+        if image is not None:
+            keep = contract.write_mean_image(dataset, image)
+            stats["mean_image"] = {"file": keep, "side": int(image.shape[0])}
+        mf.save_stats(dataset, stats, manifest)
+        contract.remove_mean_images(dataset, keep)
+    return StatsResult(stats, image, time.monotonic() - started)
