@@ -14,6 +14,7 @@ import corpus  # noqa: E402  (tools/ is not a package)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "mxnet: needs MXNet 1.9.1 in its own venv (built on first use)")
+    config.addinivalue_line("markers", "dali: needs NVIDIA DALI 2.4.0 in its own venv (built on first use, else skipped)")
 
 
 @pytest.fixture(scope="session")

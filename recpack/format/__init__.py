@@ -10,6 +10,7 @@ A dataset is one folder::
     shard-00000.idx   > one shard, as many as the manifest lists
     shard-00000.rpi  /
     keys.lmdb/          source key -> (shard, record, offset), for ``recpack get`` (``keyindex``)
+    dataset.idx         one MXNet index over all the shards, for DALI (below)
     bad_inputs.tsv      inputs a pack skipped, with the reason (may hold only its header)
     .recpack-pack/      only while a pack runs, or after one was interrupted
 
@@ -46,6 +47,15 @@ only so that MXNet and DALI can read the shard (``index_files``).
 per record (``schema.RECORD_INDEX_DTYPE``: offset, payload length, payload CRC32C, and the
 length of each trailing field), 20 bytes a record, memory-mapped and read only when the
 shard is (``index_files``).
+
+``dataset.idx``: the same text format over the whole dataset: one ``key<TAB>offset`` line
+per record of every shard, in the manifest's shard order, keyed 0..N-1, each offset moved by
+the sizes of the ``.rec`` files before its shard, as if the shards were one file.  DALI's
+``readers.mxnet`` takes many ``.rec`` paths but exactly one index, whose offsets it reads
+that way.  Written at pack and import time from the ``.rpi`` files and the shard sizes
+(``index_files.dataset_idx_bytes``), after the shards and before the manifest; not listed in
+the manifest, since it is derived from what is (``recpack verify`` rebuilds and compares it).
+A dataset written before it existed has none.
 
 The manifest holds only what is per dataset or per shard, never per record, so that
 opening a 14M-record dataset reads one small JSON file: see ``manifest`` for its fields.

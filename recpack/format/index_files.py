@@ -1,4 +1,5 @@
-"""A shard's two index files, ``.idx`` (MXNet's text index) and ``.rpi`` (recpack's), as bytes and back.
+"""A shard's two index files, ``.idx`` (MXNet's text index) and ``.rpi`` (recpack's), as bytes and back;
+and the dataset's ``dataset.idx``, one MXNet index over all shards at once (for DALI).
 
 Layouts: ``recpack.format``.  Writing them to disk is the writer's and the importer's business;
 both take their bytes from here.
@@ -15,11 +16,23 @@ from .schema import RECORD_INDEX_DTYPE
 
 REC_SUFFIX, IDX_SUFFIX, RECORD_INDEX_SUFFIX = ".rec", ".idx", ".rpi"
 SHARD_SUFFIXES = (REC_SUFFIX, IDX_SUFFIX, RECORD_INDEX_SUFFIX)
+DATASET_INDEX_NAME = "dataset.idx"
 
 
 def idx_bytes(offsets: np.ndarray) -> bytes:
     """An ``.idx`` for records at these offsets, keyed by their position in the shard."""
     return "".join(f"{key}\t{offset}\n" for key, offset in enumerate(np.asarray(offsets).tolist())).encode("ascii")
+
+
+def dataset_idx_bytes(shard_offsets: list[np.ndarray], shard_bytes: list[int]) -> bytes:
+    """``dataset.idx``: every record of every shard, keyed 0..N-1 in shard order, at its offset in the shards' concatenation.
+
+    A shard's offsets are moved by the sizes of the ``.rec`` files before it,
+    which is how DALI's ``readers.mxnet`` reads many files through one index.
+    """
+    starts = np.cumsum([0, *shard_bytes[:-1]], dtype=np.uint64)
+    moved = [np.asarray(offsets, np.uint64) + start for offsets, start in zip(shard_offsets, starts)]
+    return idx_bytes(np.concatenate(moved) if moved else np.zeros(0, np.uint64))
 
 
 def parse_idx(text: str) -> tuple[np.ndarray, np.ndarray]:

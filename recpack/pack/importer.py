@@ -18,6 +18,7 @@ from ..errors import DatasetError
 from ..format import manifest as mf
 from ..format.index_files import IDX_SUFFIX, REC_SUFFIX, RECORD_INDEX_SUFFIX, idx_bytes, rpi_bytes
 from ..format.recscan import SCAN_PROGRESS_FROM_BYTES, scan_with_idx, shard_stems
+from .writer import write_dataset_index
 
 
 def _rec_files(paths: list[str]) -> list[str]:
@@ -85,5 +86,6 @@ def import_rec(rec_paths: list[str], out_dir: str, show_progress: bool = True) -
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     manifest = mf.Manifest(tuple(shards), width, created=created)
+    write_dataset_index(out_dir, shards)  # DALI's one index over all the .rec files
     mf.save(out_dir, manifest)
     return manifest

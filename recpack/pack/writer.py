@@ -25,7 +25,10 @@ import crc32c
 import numpy as np
 
 from ..format import framing
-from ..format.index_files import IDX_SUFFIX, REC_SUFFIX, RECORD_INDEX_SUFFIX, SHARD_SUFFIXES, idx_bytes, rpi_bytes
+from ..format.index_files import (
+    DATASET_INDEX_NAME, IDX_SUFFIX, REC_SUFFIX, RECORD_INDEX_SUFFIX, SHARD_SUFFIXES, dataset_idx_bytes, idx_bytes,
+    load_rpi, rpi_bytes,
+)
 from ..format.manifest import FileInfo, ShardFiles, write_file
 from ..format.schema import RECORD_INDEX_DTYPE, Payload, index_row, pack_payload
 
@@ -276,3 +279,15 @@ def fsync_paths(paths: list[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def write_dataset_index(out_dir: str, shards) -> str:
+    """Write ``dataset.idx`` (one MXNet index over all ``shards``, for DALI) from their ``.rpi`` files; return its path.
+
+    Call it once every shard is final and before the manifest is written
+    (pack, import, and a commit step that publishes shards written elsewhere).
+    """
+    offsets = [load_rpi(os.path.join(out_dir, shard.rpi.name))["offset"] for shard in shards]
+    path = os.path.join(out_dir, DATASET_INDEX_NAME)
+    write_file(path, dataset_idx_bytes(offsets, [shard.rec.bytes for shard in shards]))
+    return path

@@ -11,8 +11,9 @@ import os
 
 from tqdm import tqdm
 
+from ..errors import DatasetError
 from ..format import manifest as mf
-from ..format.index_files import REC_SUFFIX
+from ..format.index_files import DATASET_INDEX_NAME, REC_SUFFIX
 from ..format.recscan import SCAN_PROGRESS_FROM_BYTES, scan_with_idx, shard_stems
 from .shard_reader import ShardReader
 
@@ -45,6 +46,19 @@ def _scan_in_memory(path: str, rec_paths: list[str]) -> tuple[mf.Manifest, list[
         readers.append(ShardReader(rec_path, None, rec_path, index_rows=scan.rows))
         width = max(width, scan.label_width)
     return mf.Manifest(tuple(shards), width, created={"source": path, "scanned": True}), readers
+
+
+def dali_inputs(dataset_dir: str) -> tuple[list[str], str]:
+    """(``.rec`` paths in shard order, ``dataset.idx``): what DALI's ``readers.mxnet`` takes as ``path`` and ``index_path``.
+
+    Empty shards are left out: they add nothing to the offsets, and DALI
+    would place the next shard's records in them.
+    """
+    manifest = mf.load(dataset_dir)
+    index = os.path.join(dataset_dir, DATASET_INDEX_NAME)
+    if not os.path.exists(index):
+        raise DatasetError(f"{dataset_dir}: no {DATASET_INDEX_NAME} (packed by an older recpack: pack or import again)")
+    return [os.path.join(dataset_dir, shard.rec.name) for shard in manifest.shards if shard.rec.bytes], index
 
 
 def open_shards(path: str) -> tuple[mf.Manifest, list[ShardReader]]:

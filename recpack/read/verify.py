@@ -12,7 +12,7 @@ from tqdm import tqdm
 from ..errors import CorruptRecordError, DatasetError
 from ..format import keyindex
 from ..format import manifest as mf
-from ..format.index_files import parse_idx
+from ..format.index_files import DATASET_INDEX_NAME, dataset_idx_bytes, load_rpi, parse_idx
 from .opening import shard_reader
 
 
@@ -97,8 +97,28 @@ def verify_key_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
     return None
 
 
+def verify_dataset_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
+    """The problem of ``dataset.idx`` (DALI's index over all shards), if there is one: rebuilt from the shards, compared.
+
+    A dataset packed before recpack wrote it has none, which is no problem.
+    """
+    path = os.path.join(dataset_dir, DATASET_INDEX_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        offsets = [load_rpi(os.path.join(dataset_dir, shard.rpi.name))["offset"] for shard in manifest.shards]
+    except DatasetError:
+        return None  # the shard's own check names its record index
+    expected = dataset_idx_bytes(offsets, [shard.rec.bytes for shard in manifest.shards])
+    with open(path, "rb") as handle:
+        if handle.read() != expected:
+            return Problem(f"{DATASET_INDEX_NAME}: disagrees with the shards' offsets (damaged or stale: "
+                           "it must list every record of every shard, in manifest order)")
+    return None
+
+
 def verify_dataset(dataset_dir: str, show_progress: bool = True) -> Iterator[Problem]:
-    """Every problem in the dataset: no records at all, each damaged shard, then a damaged key index."""
+    """Every problem in the dataset: no records at all, each damaged shard, the dataset index, the key index."""
     manifest = mf.load(dataset_dir)
     if manifest.num_records == 0:  # what RecordDataset refuses; no recpack command writes one now
         yield Problem(f"{mf.MANIFEST_NAME}: the dataset holds no records")
@@ -110,6 +130,6 @@ def verify_dataset(dataset_dir: str, show_progress: bool = True) -> Iterator[Pro
             bar.update(before + shard.rec.bytes - bar.n)
             if problem is not None:
                 yield problem
-    problem = verify_key_index(dataset_dir, manifest)
-    if problem is not None:
-        yield problem
+    for problem in (verify_dataset_index(dataset_dir, manifest), verify_key_index(dataset_dir, manifest)):
+        if problem is not None:
+            yield problem
