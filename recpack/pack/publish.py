@@ -21,7 +21,7 @@ from ..format import keyindex
 from ..format import manifest as mf
 from . import resume
 from .plan import SHUFFLE, PackOptions
-from .writer import fsync_paths
+from .writer import fsync_paths, write_dataset_index
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,9 @@ def publish(out_dir: str, notes: dict[int, dict], options: PackOptions, source: 
     report = os.path.join(out_dir, mf.REPORT_NAME)
     if sum(shard.records for shard in shards) == 0:
         raise PackError(f"{source['description']}: no usable image (see {report})")
-    if options.fsync:  # shards kept from an interrupted run, the report, and the folder
-        fsync_paths([path for shard in shards for path in shard_paths(out_dir, shard)] + [report])
+    dataset_index = write_dataset_index(out_dir, shards)  # DALI's one index over all shards
+    if options.fsync:  # shards kept from an interrupted run, the report, the dataset index, and the folder
+        fsync_paths([path for shard in shards for path in shard_paths(out_dir, shard)] + [report, dataset_index])
     reencoded = sum(note["reencoded"] for note in ordered)
     created = {
         "source": source["description"],
