@@ -7,10 +7,11 @@ Contenders, alternated round by round so that machine noise hits all alike:
   raw-warm        RecordDataset(augment=None): records only, CRC-checked, from the page cache
   cat-warm        `cat` of the shard files to /dev/null, from the page cache
 Cold-cache pair (--cold, needs root or file ownership for posix_fadvise DONTNEED):
-  raw-cold / cat-cold: the same after evicting the shards from the page cache.
-Peak RSS of the whole process tree is sampled for recpack-dl and recpack-threads (sum of RSS, and
-sum of PSS, which counts shared pages once); each of these epochs runs in a fresh interpreter, so
-that the tree measured is the reader's, not this harness's with its leftovers from other contenders.
+  raw-cold / cat-cold: the same after evicting the shards from the page cache (recpack.measure.pagecache).
+The two recpack epochs each run in a fresh interpreter, whose process tree's peak memory is sampled
+from outside (summed RSS, and summed PSS, which counts shared pages once: recpack.measure.procstats),
+so that the tree measured is the reader's, not this harness's.  The ceilings are ceilings.py's, the
+corpus and the packed shards those of compare.py (cached in benchmarks/.work).
 --memory-scaling measures peak memory again, sampled every 20 ms, at the full size and at a tenth.
 
     python benchmarks/bench_read.py [--images 20000] [--rounds 3] [--cold]
@@ -20,96 +21,56 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ceilings import cat_files, decode_on_all_cores
+from compare_packers import ensure_packed, work_folder
+from corpus_cache import load_corpus
+from harness import run_child
 from prefault import prefault
-from recpack.measure.procstats import TreeMemory
+from report import fmt, table
+from rounds import Target, median, per_round_ratios, schedule, targets_table
+from settings import CPUS
 
-ROOT = Path(__file__).resolve().parent
-WORK = ROOT / ".work"
-CORES = os.cpu_count() or 1
-
-
-def corpus(images: int) -> Path:
-    folder = WORK / f"corpus-{images}-s0"
-    if not (folder / "list.txt").exists():
-        subprocess.run([sys.executable, str(ROOT / "make_corpus.py"), str(folder), "--images", str(images)], check=True)
-    return folder
-
-
-def packed(images: int) -> Path:
-    out = WORK / f"packed-{images}"
-    if not (out / "recpack.json").exists():
-        subprocess.run([sys.executable, "-m", "recpack", "pack", str(corpus(images) / "list.txt"), str(out),
-                        "--shards", "64", "--overwrite", "--quiet"], check=True)
-    return out
-
-
-def shard_files(dataset: Path) -> list[str]:
-    return sorted(str(p) for p in dataset.glob("shard-*.rec"))
-
-
-def evict(paths: list[str]) -> None:
-    for path in paths:
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-def _decode_files(paths: list[str]) -> tuple[float, int]:
-    """Read the files first, then time only their decoding (full size, RGB)."""
-    from turbojpeg import TJPF_RGB, TurboJPEG
-
-    tj = TurboJPEG()
-    datas = [Path(path).read_bytes() for path in paths]
-    started = time.perf_counter()
-    for data in datas:
-        tj.decode(data, pixel_format=TJPF_RGB)
-    return time.perf_counter() - started, len(datas)
-
-
-def bare_decode(paths: list[str]) -> tuple[float, int]:
-    """One process per core, each decoding its share; the rate is the sum of their rates."""
-    with ProcessPoolExecutor(CORES) as pool:
-        results = list(pool.map(_decode_files, [paths[i::CORES] for i in range(CORES)]))
-    count = sum(n for _, n in results)
-    return count / sum(n / seconds for seconds, n in results), count
-
+from recpack.measure.pagecache import make_cold
 
 SPEED_SAMPLING = 0.2  # s between memory samples in the timed epochs: each sample costs ~1 ms per process
 MEMORY_SAMPLING = 0.02  # s, in the memory-scaling epochs: fine enough for a 2-second epoch's peak too
+MEMORY_TARGET = 600e6  # bytes of peak memory (PSS) for the process tree
 
 
-def recpack_epoch(dataset: Path, workers: int, sampling: float = SPEED_SAMPLING) -> tuple[float, int, dict]:
-    """One epoch in a fresh interpreter, so that the memory measured is the reader's and not this harness's.
+def packed(images: int) -> Path:
+    """recpack's shards of the corpus of ``images`` images (seed 0), packed once and cached."""
+    corpus = load_corpus(images, 0)
+    work = work_folder(images, 0)
+    work.mkdir(parents=True, exist_ok=True)
+    result = ensure_packed("recpack", corpus.root, work, repack=False)
+    if result["status"] != "ok":
+        sys.exit(result["note"])
+    return work / "data-recpack"
 
-    Returns (seconds, images, peak memory of the child's process tree, sampled every ``sampling`` s).
-    """
-    out = subprocess.run([sys.executable, __file__, "_epoch", str(dataset), str(workers), str(sampling)],
-                         check=True, capture_output=True, text=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    return result["seconds"], result["images"], result
+
+def recpack_epoch(dataset: Path, workers: int, sampling: float = SPEED_SAMPLING) -> dict:
+    """One epoch in a fresh interpreter: {seconds, images, peak_rss, peak_pss} of its process tree."""
+    done = run_child([sys.executable, __file__, "_epoch", str(dataset), str(workers)],
+                     dataset.parent / "logs" / f"bench-read-epoch-{workers}", sample_every=sampling)
+    if not done.ok or done.result is None:
+        sys.exit(f"recpack epoch failed: {done.error_tail()}")
+    return {**done.result, "peak_rss": done.peak_rss, "peak_pss": done.peak_pss}
 
 
-def child_epoch(dataset: str, workers: str, sampling: str) -> None:
+def child_epoch(dataset: str, workers: str) -> None:
     import torch
 
-    from recpack import RecordDataset
-    from recpack import Augment
+    from recpack import Augment, RecordDataset
 
     ds = RecordDataset(dataset, batch_size=256, augment=Augment(size=224))
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=int(workers))
-    with TreeMemory(float(sampling)) as memory:
-        started = time.perf_counter()
-        count = sum(len(images) for images, _ in loader)
-        seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "images": count, "peak_rss": memory.peak_rss, "peak_pss": memory.peak_pss}))
+    started = time.perf_counter()
+    count = sum(len(images) for images, _ in loader)
+    print(json.dumps({"seconds": time.perf_counter() - started, "images": count}))
 
 
 def raw_epoch(dataset: Path) -> tuple[float, int]:
@@ -121,10 +82,12 @@ def raw_epoch(dataset: Path) -> tuple[float, int]:
     return time.perf_counter() - started, total
 
 
-def cat(paths: list[str]) -> tuple[float, int]:
-    started = time.perf_counter()
-    subprocess.run(["cat", *paths], stdout=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - started, sum(os.path.getsize(p) for p in paths)
+def cold(shards: list[str], measure):
+    """``measure`` after evicting the shards, saying so when the eviction did not work."""
+    state = make_cold(shards)
+    if state.note:
+        print(f"  note: {state.note}", flush=True)
+    return measure()
 
 
 def main() -> None:
@@ -136,61 +99,63 @@ def main() -> None:
                         help="also compare peak memory on a dataset a tenth the size (is memory flat in dataset size?)")
     args = parser.parse_args()
     dataset = packed(args.images)
+    sources = load_corpus(args.images, 0).paths
+    shards = sorted(str(p) for p in dataset.glob("shard-*.rec"))
     prefault()  # a fresh VM backs memory lazily: see benchmarks/prefault.py
-    shards = shard_files(dataset)
-    sources = sorted(str(p) for p in (corpus(args.images)).rglob("*.jpg"))
-    rates: dict[str, list[float]] = {}
-    peaks: list[dict] = []  # peak memory of each recpack-dl epoch
-    thread_peaks: list[dict] = []
+    peaks: dict[int, list[dict]] = {}  # the recpack epochs' memory, by loader workers
 
-    def record(name: str, seconds: float, amount: float) -> None:
-        rates.setdefault(name, []).append(amount / seconds)
-        print(f"  {name:16s} {amount / seconds:12,.0f}", flush=True)
+    def decode():
+        result = decode_on_all_cores(sources, CPUS)
+        return result["seconds"], result["images"]
 
-    for round_number in range(args.rounds):
-        print(f"round {round_number + 1}/{args.rounds}", flush=True)
-        record("bare-decode", *bare_decode(sources))
-        seconds, images, memory = recpack_epoch(dataset, CORES)
-        record("recpack-dl", seconds, images)
-        peaks.append(memory)
-        seconds, images, memory = recpack_epoch(dataset, 0)
-        record("recpack-threads", seconds, images)
-        thread_peaks.append(memory)
-        record("raw-warm", *raw_epoch(dataset))
-        record("cat-warm", *cat(shards))
-        if args.cold:
-            evict(shards)
-            record("raw-cold", *raw_epoch(dataset))
-            evict(shards)
-            record("cat-cold", *cat(shards))
-    median = {name: statistics.median(values) for name, values in rates.items()}
-    print()
-    print(f"{args.images} images, {len(shards)} shards, {sum(map(os.path.getsize, shards)) / 1e9:.2f} GB, {CORES} cores")
-    print("| contender | median | unit |")
-    print("|---|---:|---|")
-    for name, value in median.items():
-        unit = "bytes/s" if name.startswith(("raw", "cat")) else "images/s"
-        print(f"| {name} | {value:,.0f} | {unit} |")
-    print()
-    print(f"recpack-dl / bare-decode      = {median['recpack-dl'] / median['bare-decode']:.2f}  (target >= 0.85)")
-    print(f"recpack-threads / bare-decode = {median['recpack-threads'] / median['bare-decode']:.2f}")
-    print(f"raw-warm = {median['raw-warm'] / 1e9:.2f} GB/s (target >= 1 GB/s); raw-warm / cat-warm = {median['raw-warm'] / median['cat-warm']:.2f}")
+    def epoch(workers: int):
+        result = recpack_epoch(dataset, workers)
+        peaks.setdefault(workers, []).append(result)
+        return result["seconds"], result["images"]
+
+    contenders = {"bare-decode": decode, "recpack-dl": lambda: epoch(CPUS), "recpack-threads": lambda: epoch(0),
+                  "raw-warm": lambda: raw_epoch(dataset), "cat-warm": lambda: cat_files(shards)}
     if args.cold:
-        print(f"raw-cold / cat-cold = {median['raw-cold'] / median['cat-cold']:.2f}  (target >= 0.90)")
-    for name, samples in (("recpack-dl", peaks), ("recpack-threads", thread_peaks)):
-        rss, pss = max(m["peak_rss"] for m in samples), max(m["peak_pss"] for m in samples)
-        print(f"peak memory of the process tree, {name}: summed RSS {rss / 1e6:.0f} MB, PSS {pss / 1e6:.0f} MB (target <= 600 MB)")
+        contenders |= {"raw-cold": lambda: cold(shards, lambda: raw_epoch(dataset)),
+                       "cat-cold": lambda: cold(shards, lambda: cat_files(shards))}
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_index, name in schedule(list(contenders), args.rounds):
+        seconds, amount = contenders[name]()
+        rates[name].append(amount / seconds)
+        print(f"  round {round_index + 1}/{args.rounds} {name:16s} {amount / seconds:12,.0f}", flush=True)
+
+    shard_bytes = sum(Path(shard).stat().st_size for shard in shards)
+    print(f"\n{args.images} images, {len(shards)} shards, {shard_bytes / 1e9:.2f} GB, {CPUS} cores\n")
+    print("\n".join(table(["contender", "median", "per round", "unit"], "lrll",
+                          ([name, fmt(median(values)), " / ".join(fmt(v) for v in values),
+                            "bytes/s" if name.startswith(("raw", "cat")) else "images/s"]
+                           for name, values in rates.items()))))
+    goals = [Target("recpack-dl >= 0.85 x bare-decode", 0.85,
+                    per_round_ratios(rates["recpack-dl"], rates["bare-decode"])),
+             Target("context: recpack-threads / bare-decode", None,
+                    per_round_ratios(rates["recpack-threads"], rates["bare-decode"])),
+             Target("context: raw-warm / cat-warm (target: raw-warm >= 1 GB/s)", None,
+                    per_round_ratios(rates["raw-warm"], rates["cat-warm"]))]
+    if args.cold:
+        goals.append(Target("raw-cold >= 0.90 x cat-cold", 0.90,
+                            per_round_ratios(rates["raw-cold"], rates["cat-cold"])))
+    print("\n" + "\n".join(targets_table(goals)) + "\n")
+    print(f"raw-warm = {median(rates['raw-warm']) / 1e9:.2f} GB/s (target >= 1 GB/s)")
+    for name, workers in (("recpack-dl", CPUS), ("recpack-threads", 0)):
+        rss, pss = (max(m[key] for m in peaks[workers]) for key in ("peak_rss", "peak_pss"))
+        print(f"peak memory of the process tree, {name}: summed RSS {rss / 1e6:.0f} MB, PSS {pss / 1e6:.0f} MB "
+              f"(target <= {MEMORY_TARGET / 1e6:.0f} MB)")
     if args.memory_scaling:
         # both sizes sampled alike and finely: the timed epochs' coarse sampling misses more of a short epoch's peak
-        small, large = (recpack_epoch(packed(n), CORES, MEMORY_SAMPLING)[2] for n in (args.images // 10, args.images))
-        print(f"peak memory, recpack-dl, sampled every {MEMORY_SAMPLING * 1e3:.0f} ms: summed RSS {large['peak_rss'] / 1e6:.0f} MB, "
-              f"PSS {large['peak_pss'] / 1e6:.0f} MB at {args.images} images (target <= 600 MB); "
-              f"PSS {small['peak_pss'] / 1e6:.0f} MB at {args.images // 10}: ratio {large['peak_pss'] / small['peak_pss']:.2f} "
-              f"(target <= 1.10)")
+        small, large = (recpack_epoch(packed(n), CPUS, MEMORY_SAMPLING) for n in (args.images // 10, args.images))
+        print(f"peak memory, recpack-dl, sampled every {MEMORY_SAMPLING * 1e3:.0f} ms: summed RSS "
+              f"{large['peak_rss'] / 1e6:.0f} MB, PSS {large['peak_pss'] / 1e6:.0f} MB at {args.images} images "
+              f"(target <= {MEMORY_TARGET / 1e6:.0f} MB); PSS {small['peak_pss'] / 1e6:.0f} MB at "
+              f"{args.images // 10}: ratio {large['peak_pss'] / small['peak_pss']:.2f} (target <= 1.10)")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_epoch"]:
-        child_epoch(*sys.argv[2:5])
+        child_epoch(*sys.argv[2:4])
     else:
         main()

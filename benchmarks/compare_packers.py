@@ -1,8 +1,9 @@
-"""Packing for compare.py: each format written once per corpus, timed, and cached in benchmarks/.work.
+"""Packing for compare.py (and bench_read.py): each format written once per corpus, timed, and cached.
 
-Each packer runs in a child process (``compare.py _pack KEY CORPUS OUT``), so
-its imports and memory stay out of the measuring process.  Only the standard
-library is imported at module level.
+Each packer runs in a child process (``compare_packers.py KEY CORPUS OUT``),
+so its imports and memory stay out of the measuring process; it is timed as
+that whole process.  The packed folders and their times are kept in
+benchmarks/.work/compare-N-sS/ for later runs.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import json
 import math
 import random
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from compare_settings import CPUS, REPO, RESIZE, RUN_TIMEOUT_S, SHARDS, Unavailable, pil_decode
+from compare_settings import RESIZE, SHARDS, pil_decode
 from corpus_cache import read_list
+from harness import dir_bytes, run_child
+from settings import CPUS, REPO, RUN_TIMEOUT_S, WORK, Unavailable
 
-def packed_count(path: Path) -> int:
-    return json.loads((path / "recpack.json").read_text())["num_records"] if (path / "recpack.json").exists() \
-        else sum(1 for _ in path.glob("*"))
+
+def work_folder(images: int, seed: int) -> Path:
+    """Where the formats packed from one corpus are kept."""
+    return WORK / f"compare-{images}-s{seed}"
 
 
 def shuffled_items(corpus: Path) -> list[tuple[Path, int]]:
@@ -102,10 +104,6 @@ PACKERS = {
 }
 
 
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def ensure_packed(key: str, corpus: Path, work: Path, repack: bool) -> dict:
     """Pack once (timed in a child process); later runs reuse the folder and the recorded time."""
     out, record_file = work / f"data-{key}", work / "packs.json"
@@ -119,28 +117,18 @@ def ensure_packed(key: str, corpus: Path, work: Path, repack: bool) -> dict:
     else:
         if key != "streaming":  # MDSWriter insists on creating its folder itself
             out.mkdir(parents=True)
-        cmd = [sys.executable, str(Path(__file__).with_name("compare.py")), "_pack", key, str(corpus), str(out)]
+        cmd = [sys.executable, __file__, key, str(corpus), str(out)]
     print(f"  packing {key} ...", flush=True)
-    log = work / f"pack-{key}.log"
-    start = time.perf_counter()
-    with open(log, "w") as sink:
-        try:
-            returncode = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
-                                        timeout=RUN_TIMEOUT_S).returncode
-        except subprocess.TimeoutExpired:
-            print(f"timed out after {RUN_TIMEOUT_S} s", file=sink)
-            returncode = -1
-    seconds = time.perf_counter() - start
-    if returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+    done = run_child(cmd, work / f"pack-{key}", cwd=REPO, timeout=RUN_TIMEOUT_S)
+    if not done.ok:
         shutil.rmtree(out, ignore_errors=True)
-        return {"status": "failed", "note": f"packing failed: {tail[0][:300]} (log: {log})"}
-    records[key] = {"status": "ok", "seconds": seconds, "bytes": dir_bytes(out), "note": note}
+        return {"status": "failed", "note": f"packing failed: {done.error_tail()}"}
+    records[key] = {"status": "ok", "seconds": done.wall, "bytes": dir_bytes(out), "note": note}
     record_file.write_text(json.dumps(records, indent=1))
     return records[key]
 
 
-def pack_main(key: str, corpus: str, out: str) -> int:
+def main(key: str, corpus: str, out: str) -> int:
     try:
         PACKERS[key][0](Path(corpus), Path(out))
     except Unavailable as error:
@@ -148,3 +136,6 @@ def pack_main(key: str, corpus: str, out: str) -> int:
         return 3
     return 0
 
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:4]))

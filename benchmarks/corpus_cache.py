@@ -1,7 +1,8 @@
 """The benchmark corpus: generated once into benchmarks/.work/corpus-N-sS and shared by every benchmark.
 
-bench_pack.py, compare.py and their child processes all read the same folder,
-so its shape lives here.  Standard library only: the MXNet venv imports it too.
+bench_pack.py, compare.py, bench_read.py and their child processes all read
+the same folder, so its shape lives here.  Standard library only: the MXNet
+venv imports it too.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import fcntl
 import subprocess
 import sys
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-WORK = HERE / ".work"
+from settings import HERE, WORK
+
 CLASSES = 100
 # make_corpus.py cuts scikit-image's sample photos, which tools/setup.sh installs
 # into recpack's own venv and the peers' venvs do not have.
@@ -37,6 +40,36 @@ def is_complete(root: Path, images: int) -> bool:
         return False
     items = read_list(list_file)
     return len(items) == images and len({label for _, label in items}) == min(CLASSES, images)
+
+
+@dataclass
+class Corpus:
+    """A generated corpus: its folder and its list (relative path, label), in list order."""
+
+    root: Path
+    items: list[tuple[str, int]]
+
+    @property
+    def list_file(self) -> Path:
+        return self.root / "list.txt"
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.root / path for path, _ in self.items]
+
+    @cached_property
+    def total_bytes(self) -> int:
+        return listed_bytes(self.root, self.items)
+
+
+def load_corpus(images: int, seed: int) -> Corpus:
+    """The corpus of ``images`` JPEGs made with ``seed``, generated first if need be."""
+    root = ensure_corpus(images, seed)
+    return Corpus(root, read_list(root / "list.txt"))
 
 
 def ensure_corpus(images: int, seed: int) -> Path:

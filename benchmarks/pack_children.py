@@ -1,4 +1,4 @@
-"""What bench_pack.py runs in its child processes: the decode ceilings and the peer writers.
+"""What bench_pack.py runs in its child processes: the ceilings and the peer writers.
 
 Each entry point is one subprocess, so that a contender's imports, memory and
 timing are its own; each prints one JSON line with the seconds of its timed
@@ -6,27 +6,29 @@ span.  Only the standard library is imported at module level: this file also
 runs inside benchmarks/.venv-mxnet (the MXNet peer), which has none of our
 packages, and the peers import their own library inside their function.
 
+    python pack_children.py _cat LIST
     python pack_children.py _decode LIST {1|8|resize} WORKERS
-    python pack_children.py _peer NAME LIST OUT
+    python pack_children.py _peer LIST NAME OUT
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from ceilings import cat_files, decode_on_all_cores, turbojpeg_decode
 from corpus_cache import read_list
+from settings import CPUS
 
 RESIZE = 256  # recpack --resize (shorter side) and FFCV's max_resolution (longer side)
 RECPACK_QUALITY = 95  # recpack pack's --quality default (`recpack pack --help`): what --resize re-encodes at
 FFCV_JPEG_QUALITY = 90  # RGBImageField's default
-CPUS = os.cpu_count() or 1
+FFCV_QUOTED_IMAGES_PER_S = 320.0  # quoted in the issue for this machine: the fallback when FFCV is not importable
 
 
-def _bare_resize(jpeg):
+def bare_resize():
     """decode + resize + encode as --resize RESIZE needs them, and nothing else: the --resize ceiling.
 
     The library calls recpack makes, alone: for YCbCr JPEGs (nearly all) one
@@ -38,8 +40,10 @@ def _bare_resize(jpeg):
     after its decode check).
     """
     from PIL import Image
-
     from recpack.jpeg._libjpeg import decode_whole, encode, shrink
+    from turbojpeg import TurboJPEG
+
+    jpeg = TurboJPEG()
 
     def run(blob: bytes) -> None:
         width, height, _, _ = jpeg.decode_header(blob)
@@ -60,23 +64,15 @@ def _bare_resize(jpeg):
     return run
 
 
-def _decode_worker(blobs_paths, mode: str, barrier, queue) -> None:
-    from turbojpeg import TurboJPEG
+def _paths(list_file: str) -> list[Path]:
+    root = Path(list_file).parent
+    return [root / path for path, _ in read_list(Path(list_file))]
 
-    jpeg = TurboJPEG()
-    work = _bare_resize(jpeg) if mode == "resize" else (lambda blob: jpeg.decode(blob, scaling_factor=(1, int(mode))))
-    blobs = []
-    for path in blobs_paths:
-        with open(path, "rb") as handle:
-            blobs.append(handle.read())
-    barrier.wait()
-    start, failures = time.perf_counter(), 0
-    for blob in blobs:
-        try:
-            work(blob)
-        except Exception:  # noqa: BLE001  (counted, like a packer would skip it)
-            failures += 1
-    queue.put((start, time.perf_counter(), len(blobs), failures))
+
+def child_cat(list_file: str) -> None:
+    """cat of every listed file, timed around the xargs + cat processes alone."""
+    seconds, nbytes = cat_files(_paths(list_file))
+    print(json.dumps({"seconds": seconds, "bytes": nbytes}))
 
 
 def child_decode(list_file: str, mode: str, workers: str) -> None:
@@ -84,23 +80,8 @@ def child_decode(list_file: str, mode: str, workers: str) -> None:
 
     Timed from the barrier to the last finish.
     """
-    import multiprocessing as mp
-
-    root = Path(list_file).parent
-    paths = [str(root / p) for p, _ in read_list(Path(list_file))]
-    n = int(workers)
-    context = mp.get_context("fork")
-    barrier, queue = context.Barrier(n), context.Queue()
-    procs = [context.Process(target=_decode_worker, args=(paths[i::n], mode, barrier, queue)) for i in range(n)]
-    for proc in procs:
-        proc.start()
-    results = [queue.get() for _ in procs]
-    for proc in procs:
-        proc.join()
-    start = min(r[0] for r in results)
-    end = max(r[1] for r in results)
-    print(json.dumps({"seconds": end - start, "images": sum(r[2] for r in results),
-                      "failures": sum(r[3] for r in results)}))
+    make_work = bare_resize if mode == "resize" else (lambda: turbojpeg_decode(int(mode)))
+    print(json.dumps(decode_on_all_cores(_paths(list_file), int(workers), make_work)))
 
 
 def _read(path: Path) -> bytes:
@@ -225,7 +206,7 @@ PEERS = {"mxnet": peer_mxnet, "tfrecord": peer_tfrecord, "lmdb": peer_lmdb,
 PEER_IMPORTS = {"ffcv": ("ffcv.writer", "ffcv.fields", "PIL.Image")}
 
 
-def child_peer(name: str, list_file: str, out: str) -> None:
+def child_peer(list_file: str, name: str, out: str) -> None:
     import importlib
 
     writer = PEERS[name]
@@ -240,7 +221,7 @@ def child_peer(name: str, list_file: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    entry = {"_decode": child_decode, "_peer": child_peer}.get(sys.argv[1] if len(sys.argv) > 1 else "")
+    entry = {"_cat": child_cat, "_decode": child_decode, "_peer": child_peer}.get(sys.argv[1] if len(sys.argv) > 1 else "")
     if entry is None:
         sys.exit(__doc__)
     entry(*sys.argv[2:])

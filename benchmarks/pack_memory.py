@@ -4,8 +4,9 @@ Builds lists of 100k and 1M lines over 1,000 tiny real-photo JPEGs (each line
 spells its path differently, ``dNNN/../small_XXXX.jpg``, so every key is
 unique), packs each with ``--check header`` into 64 shards, and samples the
 resident memory of the whole process tree (main process + workers) every
-50 ms.  Reports the peak summed RSS and PSS of the tree (forked workers share
-the list's pages: RSS counts them per process, PSS once) and the main process's RSS.
+50 ms (harness.run_child: recpack.measure.procstats).  Reports the peak
+summed RSS and PSS of the tree (forked workers share the list's pages: RSS
+counts them per process, PSS once) and the main process's RSS.
 
     python benchmarks/pack_memory.py [--lines 100000 1000000]
 """
@@ -13,19 +14,18 @@ the list's pages: RSS counts them per process, PSS once) and the main process's 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from harness import run_child
+from settings import REPO
+from settings import WORK as BENCH_WORK
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+sys.path.insert(0, str(REPO / "tools"))
 import corpus  # noqa: E402
-from recpack.measure.procstats import tree_memory  # noqa: E402
 
-WORK = Path(__file__).resolve().parent / ".work" / "memory"
+WORK = BENCH_WORK / "memory"
 
 
 def make_list(lines: int) -> Path:
@@ -43,28 +43,12 @@ def make_list(lines: int) -> Path:
     return listing
 
 
-def peak_memory(command: list[str]) -> tuple[float, float, float, float]:
-    """(peak summed RSS and PSS of the process tree, peak RSS of the main process, wall seconds); MB."""
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    tree_rss = tree_pss = main_rss = 0
-    while process.poll() is None:
-        rss, pss = tree_memory(process.pid)
-        main = _rss(process.pid)
-        tree_rss, tree_pss, main_rss = max(tree_rss, rss), max(tree_pss, pss), max(main_rss, main)
-        time.sleep(0.05)
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed with {process.returncode}")
-    return tree_rss / 1e6, tree_pss / 1e6, main_rss / 1e6, time.monotonic() - started
-
-
-def _rss(pid: int) -> int:
-    """RSS of one process in bytes (0 once it has exited)."""
-    try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
+def peak_memory(command: list[str], log: Path) -> tuple[float, float, float, float]:
+    """(peak summed RSS and PSS of the process tree, peak RSS of the main process in MB; wall seconds)."""
+    done = run_child(command, log, sample_every=0.05)
+    if not done.ok:
+        raise SystemExit(f"{' '.join(command)} failed: {done.error_tail()}")
+    return done.peak_rss / 1e6, done.peak_pss / 1e6, done.peak_root_rss / 1e6, done.wall
 
 
 def main() -> None:
@@ -80,7 +64,8 @@ def main() -> None:
         out = WORK / f"out-{lines}"
         shutil.rmtree(out, ignore_errors=True)
         tree, proportional, main_process, wall = peak_memory(
-            recpack + ["pack", str(listing), str(out), "--shards", "64", "--check", "header", "--quiet"]
+            recpack + ["pack", str(listing), str(out), "--shards", "64", "--check", "header", "--quiet"],
+            WORK / f"pack-{lines}",
         )
         print(f"| {lines:,} | {tree:.0f} | {proportional:.0f} | {main_process:.0f} | {wall:.1f} | {lines / wall:,.0f} |",
               flush=True)
