@@ -12,6 +12,7 @@ turns them into labels once the pass is over.
 
 from __future__ import annotations
 
+import io
 import os
 import tarfile
 import tempfile
@@ -39,11 +40,22 @@ def _stem(name: str) -> str:
 
 @dataclass(frozen=True)
 class Member:
-    """One image in an archive, as streamed."""
+    """One image in an archive, as met: its bytes, or where they lie in an uncompressed archive file."""
 
     key: str  # archive/.../member path: what ``recpack get`` looks up
     class_name: str
-    data: bytes
+    data: bytes | None = None  # a compressed stream's member, already read, or
+    location: tuple[str, int, int] | None = None  # (archive file, offset, size): read by whoever prepares it
+
+
+def read_located(location: tuple[str, int, int]) -> bytes:
+    """The bytes of a member located in an uncompressed archive file."""
+    path, offset, size = location
+    with open(path, "rb", buffering=0) as handle:
+        data = os.pread(handle.fileno(), size, offset)
+    if len(data) != size:
+        raise RecpackError(f"{path}: ends inside the member at byte {offset}")
+    return data
 
 
 def archives_in(path: str) -> list[str]:
@@ -69,44 +81,97 @@ def _is_image(name: str) -> bool:
     return not base.startswith(".") and PurePosixPath(base).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _members(stream: IO[bytes], label: str, top_class: str | None) -> Iterator[Member]:
-    """Image members of one tar stream, inner tars streamed in their place."""
+READ_AHEAD_BYTES = 64 << 20  # of an uncompressed archive, asked for ahead of the members handed out
+
+
+class _ReadAhead:
+    """Keeps the kernel reading an archive file ``READ_AHEAD_BYTES`` ahead of the last member met.
+
+    Why: only members' headers are read here, 512 bytes every ~110 KB, which the kernel
+    does not take for a sequential read; their data is read later by the workers.  Asking
+    for the next 64 MB at once turns both into large sequential disk reads, served from
+    the page cache when they come.
+    """
+
+    def __init__(self, fd: int):
+        self.fd, self.asked = fd, 0
+
+    def reached(self, position: int) -> None:
+        if hasattr(os, "posix_fadvise") and position + READ_AHEAD_BYTES // 2 > self.asked:
+            os.posix_fadvise(self.fd, self.asked, READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED)
+            self.asked += READ_AHEAD_BYTES
+
+
+def _class_of(name: str, label: str, top_class: str | None) -> str:
+    class_name = PurePosixPath(name).parent.name or top_class
+    if class_name is None:
+        raise RecpackError(f"{label}: member {name} has no class (put images in class folders, or one tar per class)")
+    return class_name
+
+
+def _members(fileobj: IO[bytes], label: str, top_class: str | None, file: tuple[str, int, _ReadAhead] | None
+             ) -> Iterator[Member]:
+    """Image members of one tar, inner tars in their place.
+
+    ``file`` is (path, offset of ``fileobj`` in it, read-ahead) while the chain of tars
+    down to here is uncompressed: members are then located, not read; a compressed tar
+    is streamed and its members read here.
+    """
+    mode = "r:" if file is not None else "r|*"
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+        with tarfile.open(fileobj=fileobj, mode=mode) as archive:
             for info in archive:
                 if not info.isfile():
                     continue
                 name = info.name
+                if file is not None:
+                    file[2].reached(file[1] + info.offset_data)
                 if name.lower().endswith(ARCHIVE_SUFFIXES):
                     inner = archive.extractfile(info)
-                    yield from _members(inner, f"{label}/{name}", _stem(PurePosixPath(name).name))
+                    inner_file = None
+                    if file is not None and not _compressed(inner):
+                        inner_file = (file[0], file[1] + info.offset_data, file[2])
+                    yield from _members(inner, f"{label}/{name}", _stem(PurePosixPath(name).name), inner_file)
                     continue
                 if not _is_image(name):
                     continue
-                parent = PurePosixPath(name).parent.name
-                class_name = parent or top_class
-                if class_name is None:
-                    raise RecpackError(f"{label}: member {name} has no class (put images in class folders, "
-                                       "or one tar per class)")
-                yield Member(f"{label}/{name}", class_name, archive.extractfile(info).read())
+                class_name = _class_of(name, label, top_class)
+                if file is not None:
+                    yield Member(f"{label}/{name}", class_name, location=(file[0], file[1] + info.offset_data, info.size))
+                else:
+                    yield Member(f"{label}/{name}", class_name, data=archive.extractfile(info).read())
     except (tarfile.TarError, EOFError, OSError) as error:
         if isinstance(error, OSError) and error.errno is not None:
             raise
         raise RecpackError(f"{label}: damaged or not a tar archive ({error})") from None
 
 
+def _compressed(fileobj: IO[bytes]) -> bool:
+    """Whether a tar file starts with a compression magic (gzip, bzip2, xz) rather than a tar header."""
+    start = fileobj.read(6)
+    fileobj.seek(0)
+    return start[:2] == b"\x1f\x8b" or start[:3] == b"BZh" or start[:6] == b"\xfd7zXZ\x00"
+
+
 def stream_members(archives: list[str]) -> Iterator[Member]:
-    """Every image member of the archives, in archive order, each archive read once sequentially.
+    """Every image member of the archives, in archive order, each archive read once front to back.
 
     A top-level archive named for a class (a folder of per-class tars) lends its name
     to members at its top; members of a single archive need class folders or inner tars.
     """
     per_class = len(archives) > 1
     for path in archives:
-        with open(path, "rb", buffering=8 << 20) as handle:
+        # unbuffered: the header walk seeks past every member, and a buffered reader would refill its
+        # whole buffer after each seek; a compressed stream gets a large buffer instead
+        with open(path, "rb", buffering=0) as raw:
             if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            yield from _members(handle, os.path.basename(path), _stem(os.path.basename(path)) if per_class else None)
+                os.posix_fadvise(raw.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            top_class = _stem(os.path.basename(path)) if per_class else None
+            if _compressed(raw):
+                yield from _members(io.BufferedReader(raw, 8 << 20), os.path.basename(path), top_class, None)
+            else:
+                file = (os.path.abspath(path), 0, _ReadAhead(raw.fileno()))
+                yield from _members(raw, os.path.basename(path), top_class, file)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 from ..errors import BadImageError, PackError
 from ..format import manifest as mf
 from . import resume, spill
-from .archive import ArchiveSource, stream_members
+from .archive import ArchiveSource, read_located, stream_members
 from .layout import inode_order
 from .plan import PackOptions, shuffle_keys
 from .prepare import Inputs, PrepareOptions, prepare
@@ -39,7 +39,13 @@ class ScatterItem:
     class_id: int = -1  # an archive member's class, numbered as met
     path: str | None = None  # a file to read, or
     mask: str | None = None
-    data: bytes | None = None  # an archive member's bytes, already read
+    data: bytes | None = None  # an archive member's bytes, already read, or
+    location: tuple[str, int, int] | None = None  # where they lie in an uncompressed archive
+
+    @property
+    def size(self) -> int:
+        """Bytes a worker will be handed or read (0 for a file: not known without a stat)."""
+        return len(self.data) if self.data is not None else self.location[2] if self.location else 0
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,10 @@ def scatter_task(task: ScatterTask) -> tuple[dict[int, int], list[tuple[int, str
     pieces: dict[int, list[bytes]] = defaultdict(list)
     bad, bytes_in = [], 0
     for item, key, bucket in zip(task.items, keys.tolist(), buckets):
-        inputs = None if item.data is None else Inputs(item.data)
         try:
+            inputs = Inputs(item.data) if item.data is not None else None
+            if item.location is not None:
+                inputs = Inputs(read_located(item.location))
             prepared = prepare(item.path or item.key, item.mask, task.prepare, inputs)
         except BadImageError as error:
             if task.strict:
@@ -110,14 +118,15 @@ def _archive_items(source: ArchiveSource, classes: list[str]) -> Iterator[Scatte
         if member.class_name not in numbers:
             numbers[member.class_name] = len(classes)
             classes.append(member.class_name)
-        yield ScatterItem(index, index + 1, member.key, (), numbers[member.class_name], data=member.data)
+        yield ScatterItem(index, index + 1, member.key, (), numbers[member.class_name], data=member.data,
+                          location=member.location)
 
 
 def _tasks(items: Iterable[ScatterItem], make, by_bytes: bool) -> Iterator[ScatterTask]:
     chunk, size = [], 0
     for item in items:
         chunk.append(item)
-        size += len(item.data) if item.data is not None else 0
+        size += item.size
         if (size >= ARCHIVE_TASK_BYTES) if by_bytes else (len(chunk) >= LIST_TASK_ITEMS):
             yield make(chunk)
             chunk, size = [], 0
