@@ -26,7 +26,7 @@ venv=${1:-$repo/benchmarks/.venv-peers}
 python=${PYTHON:-python3}
 ready_check='
 import importlib.metadata as m
-import torch, torchvision, webdataset, streaming, litdata, tfrecord, recpack, turbojpeg, PIL, psutil, matplotlib
+import torch, torchvision, webdataset, streaming, litdata, tfrecord, recpack, turbojpeg, PIL, matplotlib
 assert torch.__version__.split("+")[0] == "2.14.1", torch.__version__
 assert torchvision.__version__.split("+")[0] == "0.29.1", torchvision.__version__
 '
@@ -50,7 +50,7 @@ started=$SECONDS
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
-"${pip[@]}" webdataset mosaicml-streaming litdata tfrecord psutil matplotlib \
+"${pip[@]}" webdataset mosaicml-streaming litdata tfrecord matplotlib \
     numpy "PyTurboJPEG>=1.8,<2" "lmdb>=1.4" "crc32c>=2.3" "tqdm>=4.60"
 "${pip[@]}" --no-deps -e "$repo"
 

@@ -7,7 +7,6 @@ Both are reported, so neither flatters nor punishes worker processes.
 
 from __future__ import annotations
 
-import mmap
 import os
 import resource
 import threading
@@ -37,17 +36,18 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as handle:
-        return int(handle.read().split()[1]) * mmap.PAGESIZE
+def _rss_pss(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of one process, both from one read of smaps_rollup.
 
-
-def _pss(pid: int) -> int:
+    One read, so that the two are of the same instant (statm's RSS comes from
+    counters that can lag the page tables smaps walks).
+    """
+    found = {}
     with open(f"/proc/{pid}/smaps_rollup") as handle:
         for line in handle:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            if line.startswith(("Rss:", "Pss:")):
+                found[line[:3]] = int(line.split()[1]) * 1024
+    return found["Rss"], found["Pss"]
 
 
 def _tree_sample(pid: int) -> tuple[int, int, int]:
@@ -55,8 +55,8 @@ def _tree_sample(pid: int) -> tuple[int, int, int]:
     rss = pss = root_rss = 0
     for member in process_tree(pid):
         try:
-            member_rss, member_pss = _rss(member), _pss(member)
-        except (OSError, ValueError, IndexError):
+            member_rss, member_pss = _rss_pss(member)
+        except (OSError, ValueError, IndexError, KeyError):
             continue  # a process that just exited
         rss, pss = rss + member_rss, pss + member_pss
         if member == pid:
