@@ -69,6 +69,18 @@ def pil_train_transform():
     return T.Compose([T.RandomResizedCrop(SIZE), T.RandomHorizontalFlip(), T.PILToTensor()])
 
 
+def decoding(base: type) -> type:
+    """A subclass of ``base`` (a streaming dataset of {image bytes, label}) that yields decoded, transformed items."""
+    transform = pil_train_transform()
+
+    class Decoded(base):
+        def __getitem__(self, index):
+            sample = super().__getitem__(index)
+            return transform(pil_decode(sample["image"])), sample["label"]
+
+    return Decoded
+
+
 def tvio_load(path: str):
     """File -> uint8 CHW tensor via torchvision.io (libjpeg-turbo), forcing RGB for grayscale files."""
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
@@ -153,15 +165,8 @@ def read_streaming(path: Path, workers: int):
     from streaming.base.util import clean_stale_shared_memory
     from torch.utils.data import DataLoader
 
-    transform = pil_train_transform()
-
-    class Decoded(StreamingDataset):
-        def __getitem__(self, index):
-            sample = super().__getitem__(index)
-            return transform(pil_decode(sample["image"])), sample["label"]
-
     clean_stale_shared_memory()
-    dataset = Decoded(local=str(path), shuffle=True, shuffle_seed=0, batch_size=BATCH)
+    dataset = decoding(StreamingDataset)(local=str(path), shuffle=True, shuffle_seed=0, batch_size=BATCH)
     return DataLoader(dataset, batch_size=BATCH, num_workers=workers)
 
 
@@ -169,14 +174,7 @@ def read_litdata(path: Path, workers: int):
     """litdata's optimized chunks, read with its own StreamingDataLoader."""
     from litdata import StreamingDataLoader, StreamingDataset
 
-    transform = pil_train_transform()
-
-    class Decoded(StreamingDataset):
-        def __getitem__(self, index):
-            sample = super().__getitem__(index)
-            return transform(pil_decode(sample["image"])), sample["label"]
-
-    dataset = Decoded(str(path), shuffle=True, seed=0)
+    dataset = decoding(StreamingDataset)(str(path), shuffle=True, seed=0)
     return StreamingDataLoader(dataset, batch_size=BATCH, num_workers=workers)
 
 
