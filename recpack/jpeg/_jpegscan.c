@@ -39,10 +39,16 @@
  *   transform of 0 or 1, quantisation tables defined for every component,
  *   no DNL.  The rule behind every refusal: whatever the walk accepts,
  *   libjpeg must accept without a warning (tests/test_jpegscan.py checks it
- *   over thousands of damaged files).
+ *   over thousands of damaged files, and the fuzz target fuzz/jpegscan_scan_is_clean.c over millions).
+ *
+ * Both are plain C over the file's bytes (scan_clean(), splice()); the Python bindings at the end only
+ * convert arguments and results, and compiled with RECPACK_WITHOUT_PYTHON the file has none: fuzz/ links
+ * it into libFuzzer targets (tools/fuzz.sh).
  */
+#ifndef RECPACK_WITHOUT_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -642,6 +648,17 @@ static int splice(const uint8_t *data, size_t size, uint8_t **result, size_t *re
     return 1;
 }
 
+/* scan_is_clean's answer. */
+static int scan_clean(const uint8_t *data, size_t size) {
+    jpeg_file file;
+    return parse(data, size, &file) && walk_scan(&file, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------------------
+ * The Python bindings, with the GIL released around the work.
+ */
+#ifndef RECPACK_WITHOUT_PYTHON
+
 static PyObject *gray_to_color(PyObject *self, PyObject *args) {
     Py_buffer input;
     uint8_t *out = NULL;
@@ -664,13 +681,12 @@ static PyObject *gray_to_color(PyObject *self, PyObject *args) {
 
 static PyObject *scan_is_clean(PyObject *self, PyObject *args) {
     Py_buffer input;
-    jpeg_file file;
     int clean;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &input))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    clean = parse((const uint8_t *)input.buf, (size_t)input.len, &file) && walk_scan(&file, NULL);
+    clean = scan_clean((const uint8_t *)input.buf, (size_t)input.len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&input);
     return PyBool_FromLong(clean);
@@ -687,3 +703,5 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_jpegscan", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__jpegscan(void) { return PyModule_Create(&module); }
+
+#endif /* RECPACK_WITHOUT_PYTHON */

@@ -24,9 +24,16 @@
  *   resample_plane(...) exposes its plane resize for tests.
  * decode_whole(data, eighths), encode(pixels, ...): pack --resize's decode and encode for the rest.
  * gray_to_color(data) -> bytes: the packer's lossless grayscale conversion (see below).
+ *
+ * Each operation is a plain C function over the file's bytes and its parameters (decode_region and
+ * decode_whole in two calls, so that the caller allocates the pixels in between), and the Python
+ * bindings at the end only convert arguments and results.  Compiled with RECPACK_WITHOUT_PYTHON, the
+ * file has no bindings: fuzz/ links the operations into libFuzzer targets (tools/fuzz.sh).
  */
+#ifndef RECPACK_WITHOUT_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +42,12 @@
 #include <jerror.h> /* message codes, to tell warnings apart */
 
 #include "_resample.h"
+
+/* ------------------------------------------------------------------------------------------------------
+ * The operations, without Python: each takes the file's bytes (or pixels) and its parameters, and
+ * fails by returning -1 with the reason in an error_state's message (empty when libjpeg left none).
+ * The bindings at the end call them with the GIL released; fuzz/ links them without Python.
+ */
 
 struct error_state {
     struct jpeg_error_mgr manager;
@@ -80,11 +93,20 @@ static struct jpeg_error_mgr *errors_to(struct error_state *state, void (*emit)(
     return manager;
 }
 
-/* Start decompressing input: create cinfo, point it at the bytes, read the headers.  Errors longjmp, so
+/* Record why an operation fails, unless something already did (the first failure is the one to tell). */
+static int fail_with(struct error_state *state, const char *why) {
+    if (state->message[0] == '\0') {
+        strncpy(state->message, why, JMSG_LENGTH_MAX - 1);
+        state->message[JMSG_LENGTH_MAX - 1] = '\0';
+    }
+    return -1;
+}
+
+/* Start decompressing data: create cinfo, point it at the bytes, read the headers.  Errors longjmp, so
  * call it under setjmp. */
-static void read_header(struct jpeg_decompress_struct *cinfo, const Py_buffer *input) {
+static void read_header(struct jpeg_decompress_struct *cinfo, const unsigned char *data, size_t size) {
     jpeg_create_decompress(cinfo);
-    jpeg_mem_src(cinfo, (const unsigned char *)input->buf, (unsigned long)input->len);
+    jpeg_mem_src(cinfo, data, (unsigned long)size);
     jpeg_read_header(cinfo, TRUE);
 }
 
@@ -107,122 +129,62 @@ static const char *read_rows(struct jpeg_decompress_struct *cinfo, unsigned char
     return NULL;
 }
 
-/* How every operation ends: its input released; then result, or, given a failure, NULL with ValueError
- * saying it (libjpeg's message, or ours), or fallback when libjpeg left none.  Takes result's reference. */
-static PyObject *finish(Py_buffer *input, PyObject *result, const char *failure, const char *fallback) {
-    PyBuffer_Release(input);
-    if (failure == NULL)
-        return result;
-    Py_XDECREF(result);
-    PyErr_SetString(PyExc_ValueError, failure[0] ? failure : fallback);
-    return NULL;
+/* A decode in two calls, so that the caller can allocate the pixels between them (as a Python object,
+ * with the GIL held): decode_region's and decode_whole's.  decoding_end() always follows, whatever the
+ * calls returned. */
+struct decoding {
+    struct jpeg_decompress_struct cinfo;
+    struct error_state error;
+};
+
+static void decoding_begin(struct decoding *decoding, void (*emit)(j_common_ptr, int)) {
+    memset(&decoding->cinfo, 0, sizeof decoding->cinfo); /* destroying it is safe from here on */
+    decoding->cinfo.err = errors_to(&decoding->error, emit);
 }
 
-static PyObject *decode_region(PyObject *self, PyObject *args) {
-    Py_buffer input;
-    unsigned int left, top, width, height, eighths;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*IIIII", &input, &left, &top, &width, &height, &eighths))
-        return NULL;
+static void decoding_end(struct decoding *decoding) { jpeg_destroy_decompress(&decoding->cinfo); }
+
+/* The part of the scaled image that decode_region delivers. */
+struct region {
+    JDIMENSION x, y, width, height;
+};
+
+/* decode_region's first call: headers, scale, the crop's columns, the rows above it skipped; region says
+ * what the second call will deliver (region->width x region->height RGBX pixels). */
+static int region_start(struct decoding *decoding, const unsigned char *data, size_t size, unsigned int left,
+                        unsigned int top, unsigned int width, unsigned int height, unsigned int eighths,
+                        struct region *region) {
+    struct jpeg_decompress_struct *cinfo = &decoding->cinfo;
+    decoding_begin(decoding, on_message);
     if (eighths < 1 || eighths > 16)
-        return finish(&input, NULL, "eighths must be between 1 and 16", NULL);
-
-    struct jpeg_decompress_struct cinfo;
-    struct error_state error;
-    PyObject *pixels = NULL;
-    const char *failure = NULL;
-    JDIMENSION x = left, w = width;
-    unsigned char *out = NULL;
-
-    cinfo.err = errors_to(&error, on_message);
-
-    Py_BEGIN_ALLOW_THREADS
-    if (setjmp(error.jump)) {
-        failure = error.message;
-    } else {
-        read_header(&cinfo, &input);
-        if (cinfo.num_components != 1 && cinfo.num_components != 3) {
-            failure = "not a grayscale or YCbCr/RGB JPEG";
-        } else {
-            cinfo.scale_num = eighths;
-            cinfo.scale_denom = 8;
-            cinfo.out_color_space = JCS_EXT_RGBX;
-            cinfo.dct_method = JDCT_ISLOW;
-            jpeg_start_decompress(&cinfo);
-            if (left >= cinfo.output_width || top >= cinfo.output_height || width == 0 || height == 0) {
-                failure = "crop region outside the image";
-            } else {
-                if (left + w > cinfo.output_width) w = cinfo.output_width - left;
-                if (top + height > cinfo.output_height) height = cinfo.output_height - top;
-                if (x > 0 || w < cinfo.output_width) jpeg_crop_scanline(&cinfo, &x, &w);
-                if (top > 0) jpeg_skip_scanlines(&cinfo, top);
-            }
-        }
-    }
-    Py_END_ALLOW_THREADS
-
-    if (failure == NULL) {
-        pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)w * height * 4);
-        if (pixels == NULL) {
-            jpeg_destroy_decompress(&cinfo);
-            return finish(&input, NULL, NULL, NULL); /* MemoryError */
-        }
-        out = (unsigned char *)PyByteArray_AS_STRING(pixels);
-        Py_BEGIN_ALLOW_THREADS
-        if (setjmp(error.jump))
-            failure = error.message;
-        else
-            failure = read_rows(&cinfo, out, (size_t)w * 4, height);
-        Py_END_ALLOW_THREADS
-    }
-    jpeg_destroy_decompress(&cinfo); /* also abandons the rows below the crop */
-    if (failure == NULL)
-        pixels = Py_BuildValue("(NIIII)", pixels, (unsigned int)x, top, (unsigned int)w, height);
-    return finish(&input, pixels, failure, "corrupt JPEG");
+        return fail_with(&decoding->error, "eighths must be between 1 and 16");
+    if (setjmp(decoding->error.jump))
+        return fail_with(&decoding->error, "");
+    read_header(cinfo, data, size);
+    if (cinfo->num_components != 1 && cinfo->num_components != 3)
+        return fail_with(&decoding->error, "not a grayscale or YCbCr/RGB JPEG");
+    cinfo->scale_num = eighths;
+    cinfo->scale_denom = 8;
+    cinfo->out_color_space = JCS_EXT_RGBX;
+    cinfo->dct_method = JDCT_ISLOW;
+    jpeg_start_decompress(cinfo);
+    if (left >= cinfo->output_width || top >= cinfo->output_height || width == 0 || height == 0)
+        return fail_with(&decoding->error, "crop region outside the image");
+    region->x = left, region->y = top, region->width = width, region->height = height;
+    if (left + width > cinfo->output_width) region->width = cinfo->output_width - left;
+    if (top + height > cinfo->output_height) region->height = cinfo->output_height - top;
+    if (region->x > 0 || region->width < cinfo->output_width) jpeg_crop_scanline(cinfo, &region->x, &region->width);
+    if (top > 0) jpeg_skip_scanlines(cinfo, top);
+    return 0;
 }
 
-/* check(data) -> None: entropy-decode every scan of a JPEG, or raise ValueError naming the damage.
- *
- * Decodability is decided by the entropy decoder (Huffman codes, restart
- * markers, data running out); the inverse DCT and colour conversion cannot
- * fail, so they are skipped: grey output at 1/8 scale, every row but the last
- * passed to jpeg_skip_scanlines(), which parses the coded data without
- * reconstructing it.
- */
-static PyObject *check(PyObject *self, PyObject *args) {
-    Py_buffer input;
-    struct jpeg_decompress_struct cinfo;
-    struct error_state error;
-    int failed = 0;
-    JSAMPROW volatile row = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*", &input))
-        return NULL;
-    cinfo.err = errors_to(&error, on_warning_fail);
-    Py_BEGIN_ALLOW_THREADS
-    if (setjmp(error.jump)) {
-        failed = 1;
-    } else {
-        read_header(&cinfo, &input);
-        cinfo.scale_num = 1;
-        cinfo.scale_denom = 8;
-        cinfo.out_color_space = JCS_GRAYSCALE;
-        jpeg_start_decompress(&cinfo);
-        /* skipping to the very end would skip the parse too: stop one row short, then read it */
-        jpeg_skip_scanlines(&cinfo, cinfo.output_height - 1);
-        row = malloc(cinfo.output_width);
-        if (row == NULL) {
-            strcpy(error.message, "out of memory");
-        } else {
-            jpeg_read_scanlines(&cinfo, &row, 1);
-            jpeg_finish_decompress(&cinfo);
-        }
-        failed = error.message[0] != '\0';
-    }
-    Py_END_ALLOW_THREADS
-    free(row);
-    jpeg_destroy_decompress(&cinfo);
-    return finish(&input, Py_NewRef(Py_None), failed ? error.message : NULL, "corrupt JPEG");
+/* decode_region's second call: the region's rows into out (region->width * 4 bytes each). */
+static int region_read(struct decoding *decoding, const struct region *region, unsigned char *out) {
+    const char *short_by;
+    if (setjmp(decoding->error.jump))
+        return fail_with(&decoding->error, "");
+    short_by = read_rows(&decoding->cinfo, out, (size_t)region->width * 4, region->height);
+    return short_by != NULL ? fail_with(&decoding->error, short_by) : 0; /* the rows below stay undecoded */
 }
 
 /* decode_whole(data, eighths) -> (pixels, width, height): pack --resize's decode for JPEGs that shrink()
@@ -234,62 +196,77 @@ static PyObject *check(PyObject *self, PyObject *args) {
  * same bytes out, and pack --resize 8% faster through them alone (whole
  * process, wall and CPU time alike: 3,000 corpus images, 2 workers).
  */
-static PyObject *decode_whole(PyObject *self, PyObject *args) {
-    Py_buffer input;
-    unsigned int eighths;
-    struct jpeg_decompress_struct cinfo;
-    struct error_state error;
-    volatile int made = 0, failed = 0;
-    PyObject *pixels = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*I", &input, &eighths))
-        return NULL;
+static int whole_start(struct decoding *decoding, const unsigned char *data, size_t size, unsigned int eighths,
+                       JDIMENSION *width, JDIMENSION *height) {
+    struct jpeg_decompress_struct *cinfo = &decoding->cinfo;
+    decoding_begin(decoding, on_warning_fail);
     if (eighths < 1 || eighths > 16)
-        return finish(&input, NULL, "eighths must be between 1 and 16", NULL);
-    cinfo.err = errors_to(&error, on_warning_fail);
-    Py_BEGIN_ALLOW_THREADS
-    if (setjmp(error.jump)) {
+        return fail_with(&decoding->error, "eighths must be between 1 and 16");
+    if (setjmp(decoding->error.jump))
+        return fail_with(&decoding->error, "");
+    read_header(cinfo, data, size);
+    if (cinfo->num_components != 1 && cinfo->num_components != 3)
+        return fail_with(&decoding->error, "not a grayscale or YCbCr/RGB JPEG");
+    cinfo->scale_num = eighths;
+    cinfo->scale_denom = 8;
+    cinfo->out_color_space = JCS_EXT_RGBX;
+    cinfo->dct_method = JDCT_ISLOW;
+    jpeg_start_decompress(cinfo);
+    *width = cinfo->output_width;
+    *height = cinfo->output_height;
+    return warned(cinfo) ? -1 : 0;
+}
+
+/* decode_whole's second call: every row into out (width * 4 bytes each), then on to the end of the image. */
+static int whole_read(struct decoding *decoding, unsigned char *out) {
+    struct jpeg_decompress_struct *cinfo = &decoding->cinfo;
+    const char *short_by;
+    if (setjmp(decoding->error.jump))
+        return fail_with(&decoding->error, "");
+    short_by = read_rows(cinfo, out, (size_t)cinfo->output_width * 4, cinfo->output_height);
+    if (short_by != NULL)
+        return fail_with(&decoding->error, short_by);
+    if (!warned(cinfo))
+        jpeg_finish_decompress(cinfo); /* reads on to the end: damage after the last row fails too */
+    return warned(cinfo) ? -1 : 0;
+}
+
+/* check(data) -> None: entropy-decode every scan of a JPEG, or raise ValueError naming the damage.
+ *
+ * Decodability is decided by the entropy decoder (Huffman codes, restart
+ * markers, data running out); the inverse DCT and colour conversion cannot
+ * fail, so they are skipped: grey output at 1/8 scale, every row but the last
+ * passed to jpeg_skip_scanlines(), which parses the coded data without
+ * reconstructing it.
+ */
+static int check_jpeg(const unsigned char *data, size_t size, struct error_state *error) {
+    struct jpeg_decompress_struct cinfo;
+    JSAMPROW volatile row = NULL;
+    volatile int failed = 0;
+    memset(&cinfo, 0, sizeof cinfo);
+    cinfo.err = errors_to(error, on_warning_fail);
+    if (setjmp(error->jump)) {
         failed = 1;
     } else {
-        made = 1; /* jpeg_create_decompress zeroes cinfo first: destroying it is safe from here on */
-        read_header(&cinfo, &input);
-        if (cinfo.num_components != 1 && cinfo.num_components != 3) {
-            strcpy(error.message, "not a grayscale or YCbCr/RGB JPEG");
+        read_header(&cinfo, data, size);
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = 8;
+        cinfo.out_color_space = JCS_GRAYSCALE;
+        jpeg_start_decompress(&cinfo);
+        /* skipping to the very end would skip the parse too: stop one row short, then read it */
+        jpeg_skip_scanlines(&cinfo, cinfo.output_height - 1);
+        row = malloc(cinfo.output_width);
+        if (row == NULL) {
+            fail_with(error, "out of memory");
         } else {
-            cinfo.scale_num = eighths;
-            cinfo.scale_denom = 8;
-            cinfo.out_color_space = JCS_EXT_RGBX;
-            cinfo.dct_method = JDCT_ISLOW;
-            jpeg_start_decompress(&cinfo);
+            jpeg_read_scanlines(&cinfo, (JSAMPARRAY)&row, 1);
+            jpeg_finish_decompress(&cinfo);
         }
-        failed = error.message[0] != '\0';
+        failed = error->message[0] != '\0';
     }
-    Py_END_ALLOW_THREADS
-    if (!failed) {
-        pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)cinfo.output_width * cinfo.output_height * 4);
-        if (pixels == NULL) {
-            jpeg_destroy_decompress(&cinfo);
-            return finish(&input, NULL, NULL, NULL); /* MemoryError */
-        }
-        unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(pixels);
-        Py_BEGIN_ALLOW_THREADS
-        if (setjmp(error.jump)) {
-            failed = 1;
-        } else {
-            const char *short_by = read_rows(&cinfo, out, (size_t)cinfo.output_width * 4, cinfo.output_height);
-            if (short_by != NULL && error.message[0] == '\0')
-                strcpy(error.message, short_by);
-            if (error.message[0] == '\0')
-                jpeg_finish_decompress(&cinfo); /* reads on to the end: damage after the last row fails too */
-            failed = error.message[0] != '\0';
-        }
-        Py_END_ALLOW_THREADS
-    }
-    if (!failed)
-        pixels = Py_BuildValue("(NII)", pixels, (unsigned int)cinfo.output_width, (unsigned int)cinfo.output_height);
-    if (made)
-        jpeg_destroy_decompress(&cinfo);
-    return finish(&input, pixels, failed ? error.message : NULL, "corrupt JPEG");
+    free(row);
+    jpeg_destroy_decompress(&cinfo);
+    return failed ? -1 : 0;
 }
 
 /* The settings of every JPEG recpack encodes: 4:2:0 YCbCr at quality, DCT as tjCompress2 chooses it.
@@ -307,30 +284,23 @@ static void set_encoding(struct jpeg_compress_struct *cinfo, int quality) {
  * its fast forward DCT below quality 96, which it found costs next to
  * nothing in accuracy.  Pillow hands over its own pixel layout.
  */
-static PyObject *encode(PyObject *self, PyObject *args) {
-    Py_buffer input;
-    unsigned int width, height, channels;
-    int quality;
+static int encode_pixels(const unsigned char *pixels, size_t size, unsigned int width, unsigned int height,
+                         unsigned int channels, int quality, unsigned char **jpeg, unsigned long *jpeg_size,
+                         struct error_state *error) {
     struct jpeg_compress_struct cinfo;
-    struct error_state error;
     unsigned char *volatile out = NULL;
     unsigned long out_size = 0;
-    volatile int made = 0, failed = 0;
-    PyObject *result = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*IIIi", &input, &width, &height, &channels, &quality))
-        return NULL;
+    volatile int failed = 0;
+    error->message[0] = '\0';
     if ((channels != 3 && channels != 4) || width == 0 || height == 0 || quality < 1 || quality > 100 ||
-        (size_t)input.len < (size_t)width * height * channels)
-        return finish(&input, NULL, "encode needs 3 or 4 channels, a non-empty size, quality 1-100 and that many pixels",
-                      NULL);
-    cinfo.err = errors_to(&error, on_message);
-    Py_BEGIN_ALLOW_THREADS
-    if (setjmp(error.jump)) {
+        size < (size_t)width * height * channels)
+        return fail_with(error, "encode needs 3 or 4 channels, a non-empty size, quality 1-100 and that many pixels");
+    memset(&cinfo, 0, sizeof cinfo);
+    cinfo.err = errors_to(error, on_message);
+    if (setjmp(error->jump)) {
         failed = 1;
     } else {
         jpeg_create_compress(&cinfo);
-        made = 1;
         jpeg_mem_dest(&cinfo, (unsigned char **)&out, &out_size);
         cinfo.image_width = width;
         cinfo.image_height = height;
@@ -339,18 +309,18 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         set_encoding(&cinfo, quality);
         jpeg_start_compress(&cinfo, TRUE);
         while (cinfo.next_scanline < height) {
-            JSAMPROW row = (unsigned char *)input.buf + (size_t)cinfo.next_scanline * width * channels;
+            JSAMPROW row = (unsigned char *)pixels + (size_t)cinfo.next_scanline * width * channels;
             jpeg_write_scanlines(&cinfo, &row, 1);
         }
         jpeg_finish_compress(&cinfo);
     }
-    Py_END_ALLOW_THREADS
-    if (made)
-        jpeg_destroy_compress(&cinfo);
-    if (!failed)
-        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
-    free(out);
-    return finish(&input, result, failed ? error.message : NULL, "JPEG encoding failed");
+    jpeg_destroy_compress(&cinfo);
+    if (failed) {
+        free(out);
+        return -1;
+    }
+    *jpeg = out, *jpeg_size = out_size;
+    return 0;
 }
 
 /* shrink(data, eighths, width, height, quality) -> bytes, or None: pack --resize without leaving YCbCr.
@@ -511,32 +481,28 @@ static void write_planes(struct jpeg_compress_struct *cinfo, const struct planes
     jpeg_finish_compress(cinfo);
 }
 
-static PyObject *shrink(PyObject *self, PyObject *args) {
-    Py_buffer input;
-    unsigned int eighths, width, height;
-    int quality;
+static int shrink_jpeg(const unsigned char *data, size_t size, unsigned int eighths, unsigned int width,
+                       unsigned int height, int quality, unsigned char **jpeg, unsigned long *jpeg_size,
+                       int *taken_out, struct error_state *error) {
     struct jpeg_decompress_struct src;
     struct jpeg_compress_struct dst;
-    struct error_state error;
     struct planes in = {0}, out = {0};
     unsigned char *volatile encoded = NULL;
     unsigned long encoded_size = 0;
-    volatile int src_made = 0, dst_made = 0, failed = 0, taken = 1;
-    PyObject *result = NULL;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*IIIi", &input, &eighths, &width, &height, &quality))
-        return NULL;
+    volatile int failed = 0, taken = 1;
+    error->message[0] = '\0';
+    *taken_out = 0;
     if (eighths < 1 || eighths > 16 || width == 0 || height == 0 || width > JPEG_MAX_DIMENSION ||
         height > JPEG_MAX_DIMENSION || quality < 1 || quality > 100)
-        return finish(&input, NULL, "shrink needs eighths 1-16, a size a JPEG can have and quality 1-100", NULL);
-    src.err = dst.err = errors_to(&error, on_warning_fail);
-    Py_BEGIN_ALLOW_THREADS
+        return fail_with(error, "shrink needs eighths 1-16, a size a JPEG can have and quality 1-100");
+    memset(&src, 0, sizeof src); /* destroying them is safe from here on */
+    memset(&dst, 0, sizeof dst);
+    src.err = dst.err = errors_to(error, on_warning_fail);
     /* three steps, so that the planes are allocated where no longjmp can lose them */
-    if (setjmp(error.jump)) {
+    if (setjmp(error->jump)) {
         failed = 1;
     } else {
-        src_made = 1; /* as in decode_whole */
-        read_header(&src, &input);
+        read_header(&src, data, size);
         taken = planes_taken(&src);
         if (taken) {
             src.scale_num = eighths;
@@ -545,42 +511,245 @@ static PyObject *shrink(PyObject *self, PyObject *args) {
             src.dct_method = JDCT_ISLOW;
             jpeg_start_decompress(&src);
         }
-        failed = error.message[0] != '\0';
+        failed = error->message[0] != '\0';
     }
-    if (!failed && taken && (allocate_decoded(&src, &in) != 0 || allocate_shrunk(&out, width, height) != 0)) {
-        strcpy(error.message, "out of memory");
-        failed = 1;
-    }
+    if (!failed && taken && (allocate_decoded(&src, &in) != 0 || allocate_shrunk(&out, width, height) != 0))
+        failed = fail_with(error, "out of memory");
     if (!failed && taken) {
-        if (setjmp(error.jump)) {
+        if (setjmp(error->jump)) {
             failed = 1;
         } else {
             const char *short_by = read_planes(&src, &in);
-            if (short_by != NULL && error.message[0] == '\0')
-                strcpy(error.message, short_by);
-            if (error.message[0] == '\0' && shrink_planes(&src, &in, &out) != 0)
-                strcpy(error.message, "out of memory");
-            if (error.message[0] == '\0')
+            if (short_by != NULL)
+                fail_with(error, short_by);
+            if (error->message[0] == '\0' && shrink_planes(&src, &in, &out) != 0)
+                fail_with(error, "out of memory");
+            if (error->message[0] == '\0')
                 jpeg_finish_decompress(&src); /* reads on to the end: damage after the last row fails too */
-            if (error.message[0] == '\0') {
+            if (error->message[0] == '\0') {
                 jpeg_create_compress(&dst);
-                dst_made = 1;
                 jpeg_mem_dest(&dst, (unsigned char **)&encoded, &encoded_size);
                 write_planes(&dst, &out, quality);
             }
-            failed = error.message[0] != '\0';
+            failed = error->message[0] != '\0';
         }
     }
-    Py_END_ALLOW_THREADS
-    if (dst_made)
-        jpeg_destroy_compress(&dst);
-    if (src_made)
-        jpeg_destroy_decompress(&src);
+    jpeg_destroy_compress(&dst);
+    jpeg_destroy_decompress(&src);
     free(in.memory);
     free(out.memory);
+    if (failed) {
+        free(encoded);
+        return -1;
+    }
+    *jpeg = encoded, *jpeg_size = encoded_size, *taken_out = taken;
+    return 0;
+}
+
+/* The sizes resample_plane() takes from Python: ones a JPEG can have, and size bytes holding the input. */
+static int resample_sizes_ok(unsigned int width, unsigned int height, unsigned int out_width,
+                             unsigned int out_height, size_t size) {
+    return width != 0 && height != 0 && out_width != 0 && out_height != 0 && width <= JPEG_MAX_DIMENSION &&
+           height <= JPEG_MAX_DIMENSION && out_width <= JPEG_MAX_DIMENSION && out_height <= JPEG_MAX_DIMENSION &&
+           size >= (size_t)width * height;
+}
+
+/* gray_to_color(data) -> bytes: a grayscale JPEG as a 3-component (YCbCr 4:4:4) one, losslessly.
+ *
+ * The grey image's DCT coefficients become the luma plane unchanged, and both
+ * chroma planes are all-zero coefficients, i.e. flat 128: exactly the colours
+ * of the grey image, with no decode, no re-quantisation and no second
+ * generation loss.  Only entropy coding runs (like jpegtran), so this is also
+ * the decode check: damaged data fails as in check().  Chroma is not
+ * subsampled because the luma blocks are reused as they are (a 2x2 luma
+ * sampling would need padding blocks); flat chroma costs 4 bits per block
+ * with the standard tables.  Metadata is not copied, as for every converted
+ * image.  The packer tries _jpegscan.c's splice first, which does the same
+ * for clean baseline files at half the cost; this handles the rest
+ * (progressive and arithmetic files, and whatever the splice refuses).
+ */
+static int gray_to_color_jpeg(const unsigned char *data, size_t size, unsigned char **jpeg,
+                              unsigned long *jpeg_size, struct error_state *error) {
+    struct jpeg_decompress_struct src;
+    struct jpeg_compress_struct dst;
+    unsigned char *volatile out = NULL;
+    unsigned long out_size = 0;
+    volatile int failed = 0;
+    memset(&src, 0, sizeof src); /* destroying them is safe from here on */
+    memset(&dst, 0, sizeof dst);
+    src.err = dst.err = errors_to(error, on_warning_fail);
+    if (setjmp(error->jump)) {
+        failed = 1;
+    } else {
+        read_header(&src, data, size);
+        if (src.num_components != 1) {
+            fail_with(error, "not a grayscale JPEG");
+        } else {
+            jvirt_barray_ptr *luma = jpeg_read_coefficients(&src);
+            jvirt_barray_ptr planes[3];
+            JDIMENSION blocks_wide = src.comp_info[0].width_in_blocks;
+            JDIMENSION blocks_high = src.comp_info[0].height_in_blocks;
+            int c;
+            jpeg_create_compress(&dst);
+            jpeg_mem_dest(&dst, (unsigned char **)&out, &out_size);
+            jpeg_copy_critical_parameters(&src, &dst); /* size, luma quantisation table */
+            jpeg_set_colorspace(&dst, JCS_YCbCr);
+            for (c = 0; c < 3; c++) {
+                dst.comp_info[c].h_samp_factor = dst.comp_info[c].v_samp_factor = 1;
+                dst.comp_info[c].quant_tbl_no = 0; /* zeros quantise alike under any table */
+            }
+            dst.optimize_coding = FALSE;
+            planes[0] = luma[0];
+            for (c = 1; c < 3; c++)
+                planes[c] = (*dst.mem->request_virt_barray)((j_common_ptr)&dst, JPOOL_IMAGE, TRUE, blocks_wide,
+                                                            blocks_high, 1);
+            jpeg_write_coefficients(&dst, planes); /* realizes the zeroed chroma planes */
+            jpeg_finish_compress(&dst);
+            jpeg_finish_decompress(&src);
+        }
+        failed = error->message[0] != '\0';
+    }
+    jpeg_destroy_compress(&dst);
+    jpeg_destroy_decompress(&src);
+    if (failed) {
+        free(out);
+        return -1;
+    }
+    *jpeg = out, *jpeg_size = out_size;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------
+ * The Python bindings: arguments in, the GIL released around the work, one way to fail.
+ */
+#ifndef RECPACK_WITHOUT_PYTHON
+
+/* How every operation ends: its input released; then result, or, given a failure, NULL with ValueError
+ * saying it (libjpeg's message, or ours), or fallback when libjpeg left none.  Takes result's reference. */
+static PyObject *finish(Py_buffer *input, PyObject *result, const char *failure, const char *fallback) {
+    PyBuffer_Release(input);
+    if (failure == NULL)
+        return result;
+    Py_XDECREF(result);
+    PyErr_SetString(PyExc_ValueError, failure[0] ? failure : fallback);
+    return NULL;
+}
+
+/* A JPEG an operation wrote (malloc'd) as bytes, freed. */
+static PyObject *take_bytes(unsigned char *jpeg, unsigned long size) {
+    PyObject *result = PyBytes_FromStringAndSize((const char *)jpeg, (Py_ssize_t)size);
+    free(jpeg);
+    return result;
+}
+
+static PyObject *decode_region(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int left, top, width, height, eighths;
+    struct decoding decoding;
+    struct region region;
+    PyObject *pixels = NULL;
+    int failed;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIIII", &input, &left, &top, &width, &height, &eighths))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    failed = region_start(&decoding, input.buf, (size_t)input.len, left, top, width, height, eighths, &region);
+    Py_END_ALLOW_THREADS
+    if (!failed) {
+        pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)region.width * region.height * 4);
+        if (pixels == NULL) {
+            decoding_end(&decoding);
+            return finish(&input, NULL, NULL, NULL); /* MemoryError */
+        }
+        unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(pixels);
+        Py_BEGIN_ALLOW_THREADS
+        failed = region_read(&decoding, &region, out);
+        Py_END_ALLOW_THREADS
+    }
+    decoding_end(&decoding); /* also abandons the rows below the crop */
     if (!failed)
-        result = taken ? PyBytes_FromStringAndSize((const char *)encoded, (Py_ssize_t)encoded_size) : Py_NewRef(Py_None);
-    free(encoded);
+        pixels = Py_BuildValue("(NIIII)", pixels, (unsigned int)region.x, (unsigned int)region.y,
+                               (unsigned int)region.width, (unsigned int)region.height);
+    return finish(&input, pixels, failed ? decoding.error.message : NULL, "corrupt JPEG");
+}
+
+static PyObject *check(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    struct error_state error;
+    int failed;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*", &input))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    failed = check_jpeg(input.buf, (size_t)input.len, &error);
+    Py_END_ALLOW_THREADS
+    return finish(&input, Py_NewRef(Py_None), failed ? error.message : NULL, "corrupt JPEG");
+}
+
+static PyObject *decode_whole(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int eighths;
+    struct decoding decoding;
+    JDIMENSION width = 0, height = 0;
+    PyObject *pixels = NULL;
+    int failed;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*I", &input, &eighths))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    failed = whole_start(&decoding, input.buf, (size_t)input.len, eighths, &width, &height);
+    Py_END_ALLOW_THREADS
+    if (!failed) {
+        pixels = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)width * height * 4);
+        if (pixels == NULL) {
+            decoding_end(&decoding);
+            return finish(&input, NULL, NULL, NULL); /* MemoryError */
+        }
+        unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(pixels);
+        Py_BEGIN_ALLOW_THREADS
+        failed = whole_read(&decoding, out);
+        Py_END_ALLOW_THREADS
+    }
+    decoding_end(&decoding);
+    if (!failed)
+        pixels = Py_BuildValue("(NII)", pixels, (unsigned int)width, (unsigned int)height);
+    return finish(&input, pixels, failed ? decoding.error.message : NULL, "corrupt JPEG");
+}
+
+static PyObject *encode(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int width, height, channels;
+    int quality, failed;
+    struct error_state error;
+    unsigned char *jpeg = NULL;
+    unsigned long jpeg_size = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIIi", &input, &width, &height, &channels, &quality))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    failed = encode_pixels(input.buf, (size_t)input.len, width, height, channels, quality, &jpeg, &jpeg_size, &error);
+    Py_END_ALLOW_THREADS
+    return finish(&input, failed ? NULL : take_bytes(jpeg, jpeg_size), failed ? error.message : NULL,
+                  "JPEG encoding failed");
+}
+
+static PyObject *shrink(PyObject *self, PyObject *args) {
+    Py_buffer input;
+    unsigned int eighths, width, height;
+    int quality, failed, taken;
+    struct error_state error;
+    unsigned char *jpeg = NULL;
+    unsigned long jpeg_size = 0;
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIIi", &input, &eighths, &width, &height, &quality))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    failed = shrink_jpeg(input.buf, (size_t)input.len, eighths, width, height, quality, &jpeg, &jpeg_size, &taken,
+                         &error);
+    Py_END_ALLOW_THREADS
+    if (!failed)
+        result = taken ? take_bytes(jpeg, jpeg_size) : Py_NewRef(Py_None);
     return finish(&input, result, failed ? error.message : NULL, "corrupt JPEG");
 }
 
@@ -594,9 +763,7 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "y*IIII", &input, &width, &height, &out_width, &out_height))
         return NULL;
-    if (width == 0 || height == 0 || out_width == 0 || out_height == 0 || width > JPEG_MAX_DIMENSION ||
-        height > JPEG_MAX_DIMENSION || out_width > JPEG_MAX_DIMENSION || out_height > JPEG_MAX_DIMENSION ||
-        (size_t)input.len < (size_t)width * height)
+    if (!resample_sizes_ok(width, height, out_width, out_height, (size_t)input.len))
         return finish(&input, NULL, "resample_plane needs sizes a JPEG can have and width x height pixels", NULL);
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out_width * out_height);
     if (result == NULL)
@@ -615,76 +782,19 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* gray_to_color(data) -> bytes: a grayscale JPEG as a 3-component (YCbCr 4:4:4) one, losslessly.
- *
- * The grey image's DCT coefficients become the luma plane unchanged, and both
- * chroma planes are all-zero coefficients, i.e. flat 128: exactly the colours
- * of the grey image, with no decode, no re-quantisation and no second
- * generation loss.  Only entropy coding runs (like jpegtran), so this is also
- * the decode check: damaged data fails as in check().  Chroma is not
- * subsampled because the luma blocks are reused as they are (a 2x2 luma
- * sampling would need padding blocks); flat chroma costs 4 bits per block
- * with the standard tables.  Metadata is not copied, as for every converted
- * image.  The packer tries _jpegscan.c's splice first, which does the same
- * for clean baseline files at half the cost; this handles the rest
- * (progressive and arithmetic files, and whatever the splice refuses).
- */
 static PyObject *gray_to_color(PyObject *self, PyObject *args) {
     Py_buffer input;
-    struct jpeg_decompress_struct src;
-    struct jpeg_compress_struct dst;
     struct error_state error;
-    unsigned char *volatile out = NULL;
-    unsigned long out_size = 0;
-    volatile int src_made = 0, dst_made = 0, failed = 0;
-    PyObject *result = NULL;
+    unsigned char *jpeg = NULL;
+    unsigned long jpeg_size = 0;
+    int failed;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &input))
         return NULL;
-    src.err = dst.err = errors_to(&error, on_warning_fail);
     Py_BEGIN_ALLOW_THREADS
-    if (setjmp(error.jump)) {
-        failed = 1;
-    } else {
-        src_made = 1; /* as in decode_whole */
-        read_header(&src, &input);
-        if (src.num_components != 1) {
-            strcpy(error.message, "not a grayscale JPEG");
-        } else {
-            jvirt_barray_ptr *luma = jpeg_read_coefficients(&src);
-            jvirt_barray_ptr planes[3];
-            JDIMENSION blocks_wide = src.comp_info[0].width_in_blocks;
-            JDIMENSION blocks_high = src.comp_info[0].height_in_blocks;
-            int c;
-            jpeg_create_compress(&dst);
-            dst_made = 1;
-            jpeg_mem_dest(&dst, (unsigned char **)&out, &out_size);
-            jpeg_copy_critical_parameters(&src, &dst); /* size, luma quantisation table */
-            jpeg_set_colorspace(&dst, JCS_YCbCr);
-            for (c = 0; c < 3; c++) {
-                dst.comp_info[c].h_samp_factor = dst.comp_info[c].v_samp_factor = 1;
-                dst.comp_info[c].quant_tbl_no = 0; /* zeros quantise alike under any table */
-            }
-            dst.optimize_coding = FALSE;
-            planes[0] = luma[0];
-            for (c = 1; c < 3; c++)
-                planes[c] = (*dst.mem->request_virt_barray)((j_common_ptr)&dst, JPOOL_IMAGE, TRUE, blocks_wide,
-                                                            blocks_high, 1);
-            jpeg_write_coefficients(&dst, planes); /* realizes the zeroed chroma planes */
-            jpeg_finish_compress(&dst);
-            jpeg_finish_decompress(&src);
-        }
-        failed = error.message[0] != '\0';
-    }
+    failed = gray_to_color_jpeg(input.buf, (size_t)input.len, &jpeg, &jpeg_size, &error);
     Py_END_ALLOW_THREADS
-    if (dst_made)
-        jpeg_destroy_compress(&dst);
-    if (src_made)
-        jpeg_destroy_decompress(&src);
-    if (!failed)
-        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
-    free(out);
-    return finish(&input, result, failed ? error.message : NULL, "corrupt JPEG");
+    return finish(&input, failed ? NULL : take_bytes(jpeg, jpeg_size), failed ? error.message : NULL, "corrupt JPEG");
 }
 
 static PyMethodDef methods[] = {
@@ -705,3 +815,5 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_libjpeg", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__libjpeg(void) { return PyModule_Create(&module); }
+
+#endif /* RECPACK_WITHOUT_PYTHON */
