@@ -7,6 +7,10 @@ pack's decode check, so each must fail on every damage that check fails on.
 """
 
 import io
+import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from PIL import Image
 from turbojpeg import TJPF_RGB, TJPF_RGBX, TJSAMP_420, TJSAMP_440, TurboJPEG
 
 from recpack.jpeg._libjpeg import check as check_jpeg
-from recpack.jpeg._libjpeg import decode_whole, encode, resample_plane, shrink
+from recpack.jpeg._libjpeg import decode_region, decode_whole, encode, gray_to_color, resample_plane, shrink
 from recpack.jpeg.scales import dct_eighths
 from recpack.errors import BadImageError
 from recpack.pack.prepare import PrepareOptions, prepare_image
@@ -27,6 +31,14 @@ def _photo(photo_dir, size=None, quality=90, mode="RGB", subsampling=2):
     encoded = io.BytesIO()
     image.save(encoded, "JPEG", quality=quality, subsampling=subsampling)
     return encoded.getvalue()
+
+
+# The inputs of the fuzzers' findings (tools/fuzz.sh), kept beside the targets that found them.
+REGRESSIONS = Path(__file__).resolve().parent.parent / "recpack" / "jpeg" / "fuzz" / "regressions"
+
+
+def _regression(target, name):
+    return (REGRESSIONS / target / name).read_bytes()
 
 
 def _pixels(jpeg):
@@ -197,3 +209,67 @@ def test_a_chroma_sample_past_an_odd_edge_is_the_last_pixels_colour(size):
     shrunk = _pixels(shrink(encoded.getvalue(), 8, *size, 95))
     through_rgb = _pixels(_through_rgb(encoded.getvalue(), 8, size, 95))
     assert np.abs(shrunk[:, -1] - through_rgb[:, -1]).max() <= 8  # it was 35 off, centred on the edge
+
+
+# Found by fuzzing (tools/fuzz.sh): each input, through the Python API, fails cleanly or comes out right.
+
+def test_a_crop_box_whose_right_edge_wraps_around_is_clipped_to_the_image(photo_dir):
+    """left + width past 2**32 wrapped to a small number: the region was taken as whole, 4294967294 wide."""
+    jpeg = _photo(photo_dir, (64, 48))
+    pixels, x, y, width, height = decode_region(jpeg, 3, 1, 2**32 - 3, 4, 1)  # 1/8 scale: 8 x 6
+    assert (x, y, width, height) == (2, 1, 6, 4) and len(pixels) == 6 * 4 * 4
+    assert decode_region(jpeg, 3, 1, 5, 4, 1) == (pixels, x, y, width, height)
+    with pytest.raises(ValueError, match="crop region outside the image"):
+        decode_region(jpeg, 2**32 - 1, 0, 2, 2, 8)
+    finding = _regression("libjpeg_decode_region", "width_wraps_around")  # its parameters, then its JPEG
+    assert decode_region(finding[17:], *struct.unpack(">IIIIB", finding[:17]))[1:] == (2, 1, 6, 4)
+
+
+def test_gray_to_color_refuses_coefficients_the_standard_tables_cannot_code():
+    """libjpeg decodes a 14-bit AC coefficient of an 8-bit file silently, and its encoder wrote a corrupt file."""
+    grey = _regression("libjpeg_gray_to_color", "coefficient_out_of_range")
+    check_jpeg(grey)  # libjpeg reads it without a word
+    with pytest.raises(ValueError, match="DCT coefficient out of range"):
+        gray_to_color(grey)
+
+
+def _claiming(jpeg, width, height):
+    """The same bytes with a frame header claiming width x height: a few hundred bytes for a huge image."""
+    claim = bytearray(jpeg)
+    sof = max(claim.find(b"\xff\xc0"), claim.find(b"\xff\xc2"))
+    claim[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(claim)
+
+
+def _flat(mode, **save):
+    encoded = io.BytesIO()
+    Image.new(mode, (16, 16), 100).save(encoded, "JPEG", **save)
+    return encoded.getvalue()
+
+
+@pytest.mark.parametrize(("operation", "mode", "progressive"), [
+    (check_jpeg, "RGB", True),  # 12.6 GB and 77 s, for "premature end of data segment"
+    (gray_to_color, "L", False),  # 8.4 GB and 80 s
+    (gray_to_color, "L", True),
+    (lambda data: decode_whole(data, 8), "RGB", True),
+])
+def test_a_few_bytes_claiming_65500_squared_pixels_are_too_large_at_once(operation, mode, progressive):
+    """libjpeg's whole-image coefficient buffers are bounded (1.25 GB): what needs more is refused before it is read."""
+    with pytest.raises(ValueError, match=r"^too large: needs over 1280 MB$"):
+        operation(_claiming(_flat(mode, progressive=progressive), 65500, 65500))
+    bomb = _regression("libjpeg_check", "coefficient_buffers_of_8_gb")  # the fuzzer's: 1,337 bytes
+    with pytest.raises(ValueError, match="too large"):
+        check_jpeg(bomb)
+
+
+def test_the_first_failing_warning_ends_the_work(tmp_path):
+    """A 16000 x 16000 claim within the memory bound: libjpeg used to decode on (1.5 GB, 4 s) after the data ran out."""
+    claim = tmp_path / "claim.jpg"
+    claim.write_bytes(_claiming(_flat("L", progressive=True), 16000, 16000))
+    script = ("import resource, sys\nfrom recpack.jpeg._libjpeg import gray_to_color\n"
+              "try:\n    gray_to_color(open(sys.argv[1], 'rb').read())\nexcept ValueError as error:\n    print(error)\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    message, megabytes = subprocess.run([sys.executable, "-c", script, claim], capture_output=True, text=True,
+                                        check=True).stdout.splitlines()
+    assert message == "Corrupt JPEG data: premature end of data segment"
+    assert int(megabytes) < 300  # the interpreter, numpy: ~60 MB; the coefficients would be 512 MB

@@ -55,9 +55,27 @@ struct error_state {
     char message[JMSG_LENGTH_MAX];
 };
 
+/* The most memory libjpeg may take for one image, through each decompress or compress object: what its
+ * whole-image coefficient buffers (2 bytes a sample) need, for progressive files, for the check of any
+ * file with several scans and for gray_to_color's transcode.  1 GiB holds a 4:4:4 colour image of 179
+ * million pixels, the size past which Pillow refuses to decode anything (twice its MAX_IMAGE_PIXELS) and
+ * pack --resize refuses JPEGs; 1.25 GiB leaves room for the rest.  Without it a few hundred bytes claiming
+ * 65500 x 65500 pixels took 12 GB and over a minute before failing (fuzzing found it).  The fuzz build
+ * sets less, to stay fast. */
+#ifndef RECPACK_MAX_MEMORY
+#define RECPACK_MAX_MEMORY ((long)1280 << 20)
+#endif
+
+static void say_too_large(struct error_state *state) {
+    snprintf(state->message, JMSG_LENGTH_MAX, "too large: needs over %ld MB", (long)(RECPACK_MAX_MEMORY >> 20));
+}
+
 static void on_error(j_common_ptr cinfo) {
     struct error_state *state = (struct error_state *)cinfo->err;
-    (*cinfo->err->format_message)(cinfo, state->message);
+    if (cinfo->err->msg_code == JERR_NO_BACKING_STORE) /* what running out of RECPACK_MAX_MEMORY raises */
+        say_too_large(state);
+    else
+        (*cinfo->err->format_message)(cinfo, state->message);
     longjmp(state->jump, 1);
 }
 
@@ -77,11 +95,12 @@ static int skipped_bytes_are_harmless(const struct jpeg_error_mgr *manager) {
 }
 
 /* For check() and the operations that stand in for it (decode_whole, shrink, gray_to_color): the first
- * warning (recoverable corruption) becomes the failure, unless it is harmless skipped bytes. */
+ * warning (recoverable corruption) is the failure, unless it is harmless skipped bytes, and it ends the
+ * work at once, as an error does: reading on would only cost time, which a file claiming a huge size with
+ * a few bytes of data made long (a minute, in jpeg_read_coefficients and jpeg_skip_scanlines). */
 static void on_warning_fail(j_common_ptr cinfo, int level) {
-    struct error_state *state = (struct error_state *)cinfo->err;
-    if (level < 0 && !skipped_bytes_are_harmless(cinfo->err) && state->message[0] == '\0')
-        (*cinfo->err->format_message)(cinfo, state->message);
+    if (level < 0 && !skipped_bytes_are_harmless(cinfo->err))
+        on_error(cinfo);
 }
 
 /* An error manager that longjmps to state->jump on errors and hands warnings to emit. */
@@ -106,22 +125,17 @@ static int fail_with(struct error_state *state, const char *why) {
  * call it under setjmp. */
 static void read_header(struct jpeg_decompress_struct *cinfo, const unsigned char *data, size_t size) {
     jpeg_create_decompress(cinfo);
+    cinfo->mem->max_memory_to_use = RECPACK_MAX_MEMORY;
     jpeg_mem_src(cinfo, data, (unsigned long)size);
     jpeg_read_header(cinfo, TRUE);
 }
 
-/* Whether a warning has already failed this decode (see on_warning_fail): reading on would only cost
- * time, which a file claiming a huge size with a few bytes of data would make long. */
-static int warned(const struct jpeg_decompress_struct *cinfo) {
-    return ((const struct error_state *)cinfo->err)->message[0] != '\0';
-}
-
-/* Reads the next count output rows into out, stride bytes apart, stopping early after a failing
- * warning: NULL, or why it stopped short.  Errors longjmp, so call it under setjmp. */
+/* Reads the next count output rows into out, stride bytes apart: NULL, or why it stopped short.  Errors
+ * (and failing warnings) longjmp, so call it under setjmp. */
 static const char *read_rows(struct jpeg_decompress_struct *cinfo, unsigned char *out, size_t stride,
                              JDIMENSION count) {
     JDIMENSION rows;
-    for (rows = 0; rows < count && !warned(cinfo); rows++) {
+    for (rows = 0; rows < count; rows++) {
         JSAMPROW row = out + (size_t)rows * stride;
         if (jpeg_read_scanlines(cinfo, &row, 1) != 1)
             return "image data ended early";
@@ -170,9 +184,10 @@ static int region_start(struct decoding *decoding, const unsigned char *data, si
     jpeg_start_decompress(cinfo);
     if (left >= cinfo->output_width || top >= cinfo->output_height || width == 0 || height == 0)
         return fail_with(&decoding->error, "crop region outside the image");
-    region->x = left, region->y = top, region->width = width, region->height = height;
-    if (left + width > cinfo->output_width) region->width = cinfo->output_width - left;
-    if (top + height > cinfo->output_height) region->height = cinfo->output_height - top;
+    /* clipped to the image; left + width could wrap around (fuzzing found 3 + 4294967293 taken for 0) */
+    region->x = left, region->y = top;
+    region->width = width < cinfo->output_width - left ? width : cinfo->output_width - left;
+    region->height = height < cinfo->output_height - top ? height : cinfo->output_height - top;
     if (region->x > 0 || region->width < cinfo->output_width) jpeg_crop_scanline(cinfo, &region->x, &region->width);
     if (top > 0) jpeg_skip_scanlines(cinfo, top);
     return 0;
@@ -214,7 +229,7 @@ static int whole_start(struct decoding *decoding, const unsigned char *data, siz
     jpeg_start_decompress(cinfo);
     *width = cinfo->output_width;
     *height = cinfo->output_height;
-    return warned(cinfo) ? -1 : 0;
+    return 0;
 }
 
 /* decode_whole's second call: every row into out (width * 4 bytes each), then on to the end of the image. */
@@ -226,9 +241,8 @@ static int whole_read(struct decoding *decoding, unsigned char *out) {
     short_by = read_rows(cinfo, out, (size_t)cinfo->output_width * 4, cinfo->output_height);
     if (short_by != NULL)
         return fail_with(&decoding->error, short_by);
-    if (!warned(cinfo))
-        jpeg_finish_decompress(cinfo); /* reads on to the end: damage after the last row fails too */
-    return warned(cinfo) ? -1 : 0;
+    jpeg_finish_decompress(cinfo); /* reads on to the end: damage after the last row fails too */
+    return 0;
 }
 
 /* check(data) -> None: entropy-decode every scan of a JPEG, or raise ValueError naming the damage.
@@ -366,7 +380,8 @@ struct planes {
     JSAMPROW *row_pointers[3];
 };
 
-static int allocate_planes(struct planes *p, const unsigned int strides[3], const unsigned int rows[3]) {
+static int allocate_planes(struct planes *p, const unsigned int strides[3], const unsigned int rows[3],
+                           struct error_state *error) {
     size_t bytes = 0, pointers = 0;
     int c;
     unsigned int y;
@@ -374,9 +389,13 @@ static int allocate_planes(struct planes *p, const unsigned int strides[3], cons
         bytes += (size_t)strides[c] * rows[c];
         pointers += rows[c];
     }
+    if (bytes + pointers * sizeof(JSAMPROW) > (size_t)RECPACK_MAX_MEMORY) { /* as for libjpeg's own buffers */
+        say_too_large(error);
+        return -1;
+    }
     p->memory = malloc(bytes + pointers * sizeof(JSAMPROW));
     if (p->memory == NULL)
-        return -1;
+        return fail_with(error, "out of memory");
     JSAMPROW *next_pointer = (JSAMPROW *)p->memory;
     unsigned char *next_row = p->memory + pointers * sizeof(JSAMPROW);
     for (c = 0; c < 3; c++) {
@@ -391,8 +410,9 @@ static int allocate_planes(struct planes *p, const unsigned int strides[3], cons
     return 0;
 }
 
-/* Planes for what libjpeg will decode (whole iMCU rows, its padded widths); needs jpeg_start_decompress. */
-static int allocate_decoded(const struct jpeg_decompress_struct *cinfo, struct planes *in) {
+/* Planes for what libjpeg will decode (whole iMCU rows, its padded widths); needs jpeg_start_decompress.
+ * 0, or -1 with the failure in error. */
+static int allocate_decoded(const struct jpeg_decompress_struct *cinfo, struct planes *in, struct error_state *error) {
     unsigned int strides[3], rows[3];
     int c;
     for (c = 0; c < 3; c++) {
@@ -400,7 +420,7 @@ static int allocate_decoded(const struct jpeg_decompress_struct *cinfo, struct p
         strides[c] = component->width_in_blocks * SCALED_WIDTH(component);
         rows[c] = cinfo->total_iMCU_rows * component->v_samp_factor * SCALED_HEIGHT(component);
     }
-    if (allocate_planes(in, strides, rows) != 0)
+    if (allocate_planes(in, strides, rows, error) != 0)
         return -1;
     for (c = 0; c < 3; c++) {
         in->plane[c].width = cinfo->comp_info[c].downsampled_width;
@@ -409,12 +429,13 @@ static int allocate_decoded(const struct jpeg_decompress_struct *cinfo, struct p
     return 0;
 }
 
-/* 4:2:0 planes of width x height, padded to whole MCUs as the encoder reads them. */
-static int allocate_shrunk(struct planes *out, unsigned int width, unsigned int height) {
+/* 4:2:0 planes of width x height, padded to whole MCUs as the encoder reads them.  0, or -1 with the
+ * failure in error. */
+static int allocate_shrunk(struct planes *out, unsigned int width, unsigned int height, struct error_state *error) {
     unsigned int mcu_columns = (width + 15) / 16, mcu_rows = (height + 15) / 16, c;
     unsigned int strides[3] = {mcu_columns * 16, mcu_columns * 8, mcu_columns * 8};
     unsigned int rows[3] = {mcu_rows * 16, mcu_rows * 8, mcu_rows * 8};
-    if (allocate_planes(out, strides, rows) != 0)
+    if (allocate_planes(out, strides, rows, error) != 0)
         return -1;
     for (c = 0; c < 3; c++) {
         out->plane[c].width = c == 0 ? width : (width + 1) / 2;
@@ -423,12 +444,11 @@ static int allocate_shrunk(struct planes *out, unsigned int width, unsigned int 
     return 0;
 }
 
-/* Decode every iMCU row into in, stopping early after a failing warning; under setjmp.  NULL, or why it
- * stopped short. */
+/* Decode every iMCU row into in; under setjmp.  NULL, or why it stopped short. */
 static const char *read_planes(struct jpeg_decompress_struct *cinfo, const struct planes *in) {
     unsigned int step = cinfo->max_v_samp_factor * MIN_SCALED_HEIGHT(cinfo), imcu;
     int c;
-    for (imcu = 0; imcu < cinfo->total_iMCU_rows && !warned(cinfo); imcu++) {
+    for (imcu = 0; imcu < cinfo->total_iMCU_rows; imcu++) {
         JSAMPARRAY at[3];
         for (c = 0; c < 3; c++)
             at[c] = in->row_pointers[c] + (size_t)imcu * (in->rows[c] / cinfo->total_iMCU_rows);
@@ -513,8 +533,9 @@ static int shrink_jpeg(const unsigned char *data, size_t size, unsigned int eigh
         }
         failed = error->message[0] != '\0';
     }
-    if (!failed && taken && (allocate_decoded(&src, &in) != 0 || allocate_shrunk(&out, width, height) != 0))
-        failed = fail_with(error, "out of memory");
+    if (!failed && taken &&
+        (allocate_decoded(&src, &in, error) != 0 || allocate_shrunk(&out, width, height, error) != 0))
+        failed = 1;
     if (!failed && taken) {
         if (setjmp(error->jump)) {
             failed = 1;
@@ -568,6 +589,54 @@ static int resample_sizes_ok(unsigned int width, unsigned int height, unsigned i
  * for clean baseline files at half the cost; this handles the rest
  * (progressive and arithmetic files, and whatever the splice refuses).
  */
+/* Whether the standard Huffman tables, which gray_to_color writes with, can code every block of the grey
+ * image: DC differences (in raster order, from 0: the output has no restart markers) of at most 11 bits and
+ * AC coefficients of at most 10, as 8-bit data has.  libjpeg decodes larger ones without a word, and its
+ * encoder writes them as codes those tables lack: a corrupt file (fuzzing found it).  Errors longjmp, so
+ * call it under setjmp. */
+static int codable(struct jpeg_decompress_struct *src, jvirt_barray_ptr coefficients) {
+    const jpeg_component_info *component = &src->comp_info[0];
+    JDIMENSION row, column;
+    int k, previous = 0;
+    for (row = 0; row < component->height_in_blocks; row++) {
+        JBLOCKARRAY blocks = (*src->mem->access_virt_barray)((j_common_ptr)src, coefficients, row, 1, FALSE);
+        for (column = 0; column < component->width_in_blocks; column++) {
+            const JCOEF *block = blocks[0][column];
+            if (block[0] - previous < -2047 || block[0] - previous > 2047)
+                return 0;
+            previous = block[0];
+            for (k = 1; k < DCTSIZE2; k++)
+                if (block[k] < -1023 || block[k] > 1023)
+                    return 0;
+        }
+    }
+    return 1;
+}
+
+/* The grey image's coefficients as the luma plane of a YCbCr JPEG with all-zero chroma, into dst (created
+ * here, written to *out).  Errors longjmp, so call it under setjmp. */
+static void write_color(struct jpeg_decompress_struct *src, jvirt_barray_ptr luma, struct jpeg_compress_struct *dst,
+                        unsigned char **out, unsigned long *out_size) {
+    jvirt_barray_ptr planes[3];
+    JDIMENSION blocks_wide = src->comp_info[0].width_in_blocks, blocks_high = src->comp_info[0].height_in_blocks;
+    int c;
+    jpeg_create_compress(dst);
+    dst->mem->max_memory_to_use = RECPACK_MAX_MEMORY; /* the chroma planes: twice the grey coefficients */
+    jpeg_mem_dest(dst, out, out_size);
+    jpeg_copy_critical_parameters(src, dst); /* size, luma quantisation table */
+    jpeg_set_colorspace(dst, JCS_YCbCr);
+    for (c = 0; c < 3; c++) {
+        dst->comp_info[c].h_samp_factor = dst->comp_info[c].v_samp_factor = 1;
+        dst->comp_info[c].quant_tbl_no = 0; /* zeros quantise alike under any table */
+    }
+    dst->optimize_coding = FALSE;
+    planes[0] = luma;
+    for (c = 1; c < 3; c++)
+        planes[c] = (*dst->mem->request_virt_barray)((j_common_ptr)dst, JPOOL_IMAGE, TRUE, blocks_wide, blocks_high, 1);
+    jpeg_write_coefficients(dst, planes); /* realizes the zeroed chroma planes */
+    jpeg_finish_compress(dst);
+}
+
 static int gray_to_color_jpeg(const unsigned char *data, size_t size, unsigned char **jpeg,
                               unsigned long *jpeg_size, struct error_state *error) {
     struct jpeg_decompress_struct src;
@@ -586,26 +655,12 @@ static int gray_to_color_jpeg(const unsigned char *data, size_t size, unsigned c
             fail_with(error, "not a grayscale JPEG");
         } else {
             jvirt_barray_ptr *luma = jpeg_read_coefficients(&src);
-            jvirt_barray_ptr planes[3];
-            JDIMENSION blocks_wide = src.comp_info[0].width_in_blocks;
-            JDIMENSION blocks_high = src.comp_info[0].height_in_blocks;
-            int c;
-            jpeg_create_compress(&dst);
-            jpeg_mem_dest(&dst, (unsigned char **)&out, &out_size);
-            jpeg_copy_critical_parameters(&src, &dst); /* size, luma quantisation table */
-            jpeg_set_colorspace(&dst, JCS_YCbCr);
-            for (c = 0; c < 3; c++) {
-                dst.comp_info[c].h_samp_factor = dst.comp_info[c].v_samp_factor = 1;
-                dst.comp_info[c].quant_tbl_no = 0; /* zeros quantise alike under any table */
+            if (!codable(&src, luma[0])) {
+                fail_with(error, "DCT coefficient out of range for 8-bit data");
+            } else {
+                write_color(&src, luma[0], &dst, (unsigned char **)&out, &out_size);
+                jpeg_finish_decompress(&src);
             }
-            dst.optimize_coding = FALSE;
-            planes[0] = luma[0];
-            for (c = 1; c < 3; c++)
-                planes[c] = (*dst.mem->request_virt_barray)((j_common_ptr)&dst, JPOOL_IMAGE, TRUE, blocks_wide,
-                                                            blocks_high, 1);
-            jpeg_write_coefficients(&dst, planes); /* realizes the zeroed chroma planes */
-            jpeg_finish_compress(&dst);
-            jpeg_finish_decompress(&src);
         }
         failed = error->message[0] != '\0';
     }
