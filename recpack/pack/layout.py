@@ -87,3 +87,18 @@ def mean_file_bytes(paths: Sequence[str], sample: int = 64, seed: int = 0) -> fl
         except OSError:
             pass
     return float(np.mean(sizes)) if sizes else 0.0
+
+
+def on_spinning_disk(path: str) -> bool:
+    """Whether the file lies on a disk that says it rotates (sysfs ``queue/rotational``; False when unknown)."""
+    try:
+        device = os.stat(path).st_dev
+        block = os.path.realpath(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}")
+        for folder in (block, os.path.dirname(block)):  # a partition's queue is its disk's
+            flag = os.path.join(folder, "queue", "rotational")
+            if os.path.exists(flag):
+                with open(flag, encoding="ascii") as handle:
+                    return handle.read().strip() == "1"
+    except OSError:
+        pass
+    return False

@@ -28,7 +28,7 @@ from ..prefetch import ordered_map
 from . import resume, spill
 from .archive import ArchiveSource
 from .gather import gather, labels_for
-from .layout import cached_fraction, mean_file_bytes
+from .layout import cached_fraction, mean_file_bytes, on_spinning_disk
 from .scatter import load_result, save_result, scatter
 from .plan import PackOptions, ShardTask, fingerprint, plan_tasks, shard_spans
 from .prepare import Inputs, PrepareOptions, prepare, read_inputs, stored_as_is
@@ -194,14 +194,17 @@ COLD = 0.5  # a list whose sampled files are less cached than this is read in di
 
 
 def reads_in_disk_order(source: Source, options: PackOptions) -> bool:
-    """The order a list is read in: as asked, or (auto) disk order when its files are mostly not cached.
+    """The order a list is read in: as asked, or (auto) disk order for uncached files on a spinning disk.
 
-    Why: in list order every file of a cold list costs a seek (~110 files/s on a
-    spinning disk); in disk order they stream, and the spill's second read is
-    sequential too.  From the page cache, list order is cheaper: nothing is spilled.
+    Why: in list order every file of a cold list costs a seek on a spinning disk; in
+    inode order the head mostly moves forward.  Where seeks are free (flash) or the
+    files are cached, list order is cheaper: nothing is spilled.  (Under an I/O-count
+    throttle both orders cost one request per file: see the README's measurements.)
     """
     if options.order != "auto":
         return options.order == "disk"
+    if not on_spinning_disk(source.paths()[0]):
+        return False
     cached = cached_fraction(source.paths())
     return cached is not None and cached < COLD
 
