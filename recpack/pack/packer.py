@@ -178,7 +178,7 @@ def pack(source: Source | ArchiveSource, out_dir: str, options: PackOptions, sho
 
     Inputs are read in list order, or in disk order then spilled and written
     (``scatter``, ``gather``): the same bytes either way.  ``options.order="auto"``
-    reads archives and lists whose files are not in the page cache in disk order.
+    reads archives in disk order, and lists whose files are uncached on a spinning disk.
     """
     if isinstance(source, ArchiveSource):
         with resume.exclusive(out_dir):
@@ -190,7 +190,7 @@ def pack(source: Source | ArchiveSource, out_dir: str, options: PackOptions, sho
         return _pack_locked(source, out_dir, options, spans, show_progress)
 
 
-COLD = 0.5  # a list whose sampled files are less cached than this is read in disk order
+COLD = 0.5  # a list on a spinning disk whose sampled files are less cached than this is read in disk order
 
 
 def reads_in_disk_order(source: Source, options: PackOptions) -> bool:
@@ -243,7 +243,8 @@ def _pack_in_disk_order(source: Source | ArchiveSource, out_dir: str, options: P
         spill.check_room(spill_dir, out_dir, estimate)
         buckets = spill.bucket_count(estimate, options.spill_memory)
         scattered = scatter(source, spill_dir, buckets, options, show_progress)
-        sizes = spill.settle(spill_dir, buckets, drop_from_cache=estimate > _available_memory() // 2)
+        sizes = spill.settle(spill_dir, buckets, durable=options.fsync,
+                             drop_from_cache=estimate > _available_memory() // 2)
         save_result(out_dir, scattered, sizes)
     if sum(scattered.counts) < options.shards:
         raise PackError(f"--shards {options.shards} exceeds the number of images ({sum(scattered.counts)}) "

@@ -151,11 +151,12 @@ def _existing_parent(path: str) -> str:
     return path
 
 
-def settle(spill_dir: str, buckets: int, drop_from_cache: bool) -> list[int]:
-    """Make the bucket files durable (a resumed pack trusts them) and return their sizes.
+def settle(spill_dir: str, buckets: int, durable: bool, drop_from_cache: bool) -> list[int]:
+    """Make the bucket files durable (a resumed pack trusts them; with --no-fsync, not) and return their sizes.
 
     ``drop_from_cache`` evicts them once written: a spill larger than memory would not
-    stay cached anyway, and evicting it keeps the page cache for everything else.
+    stay cached anyway, and evicting it keeps the page cache for everything else
+    (only written-back pages can go: with ``durable`` off, some stay).
     """
     sizes = []
     for bucket in range(buckets):
@@ -165,7 +166,8 @@ def settle(spill_dir: str, buckets: int, drop_from_cache: bool) -> list[int]:
             continue
         fd = os.open(path, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
             if drop_from_cache and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             sizes.append(os.fstat(fd).st_size)
