@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(HERE))
 
 from corpus_cache import ensure_corpus  # noqa: E402
 from prefault import prefault  # noqa: E402
+from rounds import median, per_round_ratios, schedule  # noqa: E402
 
 CORES = os.cpu_count() or 1
 RESIZE = (240, 320)
@@ -119,14 +119,13 @@ def main() -> None:
                       "torchvision decode_jpeg + v2.Resize 240x320": lambda: torchvision_resize(pool, datas)}
         names = list(contenders)
         rates: dict[str, list[float]] = {name: [] for name in names}
-        for round_index in range(args.rounds):
-            order = names[round_index % len(names):] + names[: round_index % len(names)]
-            for name in order:
-                started = time.perf_counter()
-                count = contenders[name]()
-                rates[name].append(count / (time.perf_counter() - started))
-                assert count == len(datas), (name, count)
-            print(f"round {round_index + 1}: " + ", ".join(f"{n} {rates[n][-1]:.0f}" for n in names), flush=True)
+        for round_index, name in schedule(names, args.rounds, rotate=True):
+            started = time.perf_counter()
+            count = contenders[name]()
+            rates[name].append(count / (time.perf_counter() - started))
+            assert count == len(datas), (name, count)
+            if all(len(values) == round_index + 1 for values in rates.values()):
+                print(f"round {round_index + 1}: " + ", ".join(f"{n} {rates[n][-1]:.0f}" for n in names), flush=True)
     write_report(args, rates, len(datas))
 
 
@@ -153,13 +152,13 @@ def write_report(args, rates: dict[str, list[float]], images: int) -> None:
         "|---|---:|---:|---|",
     ]
     for name, values in rates.items():
-        ratio = statistics.median(v / b for v, b in zip(values, bare_rates))
+        ratio = median(per_round_ratios(values, bare_rates))
         rounds = " / ".join(f"{v:.0f}" for v in values)
-        lines.append(f"| {name} | {statistics.median(values):,.0f} | {ratio:.2f}x | {rounds} |")
+        lines.append(f"| {name} | {median(values):,.0f} | {ratio:.2f}x | {rounds} |")
     tv = rates["torchvision decode_jpeg + v2.Resize 240x320"]
     ours = rates["resize 240x320"]
     lines += ["", f"recpack `resize 240x320` / torchvision decode_jpeg + v2.Resize: "
-              f"{statistics.median(o / t for o, t in zip(ours, tv)):.2f}x (median of per-round ratios).", ""]
+              f"{median(per_round_ratios(ours, tv)):.2f}x (median of per-round ratios).", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
