@@ -78,9 +78,9 @@ def run_child(cmd: list[str], log: Path, cwd: Path | None = None, timeout: float
                 timer.start()
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
-        if timer:
-            timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not signal or wait for it
+            if timer:
+                timer.cancel()
     return ChildRun(proc.returncode, wall, memory.peak_rss, memory.peak_pss, memory.peak_root_rss,
                     usage.ru_maxrss * 1024, last_json(log.with_suffix(".out").read_text()), expired.is_set(), log)
 
