@@ -7,6 +7,7 @@ list (UTF-8); a key listed twice keeps its last record.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from typing import Iterable
@@ -21,15 +22,43 @@ _MAP_SIZE = 1 << 40  # address space only: LMDB files grow with what is written
 
 
 def open_for_writing(dataset_dir: str) -> lmdb.Environment:
-    """An environment whose commits do not fsync: the packer calls ``env.sync(True)`` once at the end."""
-    return lmdb.open(os.path.join(dataset_dir, KEY_INDEX_NAME), map_size=_MAP_SIZE, subdir=True, sync=False)
+    """An environment whose commits do not fsync: ``close_for_writing`` syncs once at the end."""
+    path = os.path.join(dataset_dir, KEY_INDEX_NAME)
+    try:
+        return lmdb.open(path, map_size=_MAP_SIZE, subdir=True, sync=False)
+    except lmdb.Error as error:
+        detail = " ".join(str(error).split()).removeprefix(f"{path}: ")
+        raise OSError(errno.EIO, detail, path) from None
 
 
 def add(env: lmdb.Environment, shard: int, entries: Iterable[tuple[str, int, int]]) -> None:
-    """Store (key, record in shard, offset) entries of one shard in a single transaction."""
+    """Store (key, record in shard, offset) entries of one shard in a single transaction.
+
+    A failed write (a full disk) is an OSError naming the index, as any other file's would be.
+    """
     items = ((key.encode("utf-8"), _VALUE.pack(shard, record, offset)) for key, record, offset in entries)
-    with env.begin(write=True) as txn:
-        txn.cursor().putmulti(items)
+    try:
+        with env.begin(write=True) as txn:
+            txn.cursor().putmulti(items)
+    except lmdb.Error as error:
+        raise _write_failed(env, error) from None
+
+
+def close_for_writing(env: lmdb.Environment, durable: bool) -> None:
+    """Close an index opened by ``open_for_writing``, first flushing it to stable storage if ``durable``."""
+    try:
+        if durable:
+            env.sync(True)
+    except lmdb.Error as error:
+        raise _write_failed(env, error) from None
+    finally:
+        env.close()
+
+
+def _write_failed(env: lmdb.Environment, error: lmdb.Error) -> OSError:
+    path = env.path()
+    detail = " ".join(str(error).split()).removeprefix(f"{path}: ")
+    return OSError(errno.EIO, detail, path)
 
 
 def expected(manifest: Manifest) -> bool:

@@ -6,6 +6,7 @@ It is written last and atomically, so its presence means the dataset is complete
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -94,12 +95,35 @@ def shard_to_json(shard: ShardFiles) -> dict[str, Any]:
 
 
 def _file_from_json(data: dict[str, Any]) -> FileInfo:
-    return FileInfo(str(data["name"]), int(data["bytes"]), int(data["crc32c"], 16))
+    crc = data["crc32c"]
+    if not isinstance(crc, str) or not 1 <= len(crc) <= 8 or not all(c in "0123456789abcdefABCDEF" for c in crc):
+        raise ValueError(f"crc32c {crc!r} is not 8 hex digits")
+    return FileInfo(_text(data["name"], "name"), _count(data["bytes"], "bytes"), int(crc, 16))
 
 
 def shard_from_json(entry: dict[str, Any]) -> ShardFiles:
     """A shard entry back; KeyError, TypeError or ValueError when it is malformed."""
-    return ShardFiles(str(entry["name"]), int(entry["records"]), *(_file_from_json(entry["files"][kind]) for kind in _KINDS))
+    return ShardFiles(_text(entry["name"], "name"), _count(entry["records"], "records"),
+                      *(_file_from_json(entry["files"][kind]) for kind in _KINDS))
+
+
+def _count(value: Any, what: str) -> int:
+    """A JSON whole number of at least 0 (not a bool, a float or a string that would convert)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} is {value!r}, not a whole number of at least 0")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} is {value!r}, not a name")
+    return value
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind):
+        raise ValueError(f"{what} is {value!r}")
+    return value
 
 
 _KINDS = ("rec", "idx", "rpi")
@@ -112,15 +136,18 @@ def from_json(data: dict[str, Any], where: str) -> Manifest:
     if data.get("version") != FORMAT_VERSION:
         raise ManifestError(f"{where}: format version {data.get('version')} is not supported (this recpack reads {FORMAT_VERSION})")
     try:
-        shards = tuple(shard_from_json(entry) for entry in data["shards"])
+        shards = tuple(shard_from_json(entry) for entry in _typed(data["shards"], list, "shards"))
+        classes = _typed(data.get("classes"), (list, type(None)), "classes")
         manifest = Manifest(
             shards,
-            int(data.get("label_width", 1)),
-            bool(data.get("has_masks", False)),
-            tuple(data["classes"]) if data.get("classes") is not None else None,
-            dict(data.get("created") or {}),
-            data.get("stats"),
+            _count(data.get("label_width", 1), "label_width"),
+            _typed(data.get("has_masks", False), bool, "has_masks"),
+            tuple(_text(name, "a class") for name in classes) if classes is not None else None,
+            dict(_typed(data.get("created") or {}, dict, "created")),
+            _typed(data.get("stats"), (dict, type(None)), "stats"),
         )
+        if manifest.label_width < 1:
+            raise ValueError("label_width is 0: every record has a label")
     except (KeyError, TypeError, ValueError) as error:
         raise ManifestError(f"{where}: malformed ({type(error).__name__}: {error})") from None
     if manifest.num_records != data.get("num_records") or manifest.num_shards != data.get("num_shards"):
@@ -155,8 +182,8 @@ def load(dataset_dir: str) -> Manifest:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise ManifestError(f"{path}: unreadable ({error})") from None
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: arrays nested thousands deep
+        raise ManifestError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
     return from_json(data, path)
 
 
@@ -166,13 +193,18 @@ def write_json_atomic(path: str, data: Any, durable: bool = True) -> None:
     ``durable`` also fsyncs the file and its folder, so that it survives a power cut.
     """
     temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.write("\n")
-        handle.flush()
-        if durable:
-            os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.write("\n")
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:  # a full disk: no half-written file left behind, and the error names the file
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise _naming(error, path) from None
     if durable:
         directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         try:
@@ -212,6 +244,14 @@ def file_crc32c(path: str, chunk: int = 8 << 20) -> tuple[int, int]:
 
 def write_file(path: str, data: bytes, name: str | None = None) -> FileInfo:
     """Write a small file at once (an index) and describe it; ``name`` (default: the path's) goes into the FileInfo."""
-    with open(path, "wb") as handle:
-        handle.write(data)
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    except OSError as error:
+        raise _naming(error, path) from None
     return FileInfo(name or os.path.basename(path), len(data), crc32c.crc32c(data))
+
+
+def _naming(error: OSError, path: str) -> OSError:
+    """The error with the file's name: a failed write() (a full disk) carries none."""
+    return error if error.filename else OSError(error.errno, error.strerror or str(error), path)

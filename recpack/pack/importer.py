@@ -71,11 +71,12 @@ def import_rec(rec_paths: list[str], out_dir: str, show_progress: bool = True) -
         with tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {os.path.basename(rec_path)}",
                   disable=not show_progress or size < SCAN_PROGRESS_FROM_BYTES) as bar:
             scan, idx = scan_with_idx(rec_path, bar.update)
+        # the .rpi first: from then on, until the manifest, readers see an interrupted recpack write
+        rpi_info = mf.write_file(os.path.join(out_dir, stem + RECORD_INDEX_SUFFIX), rpi_bytes(scan.rows))
         if idx is not None:
             idx_info = mf.FileInfo(relative(idx), *mf.file_crc32c(idx))
         else:
             idx_info = mf.write_file(os.path.join(out_dir, stem + IDX_SUFFIX), idx_bytes(scan.rows["offset"]))
-        rpi_info = mf.write_file(os.path.join(out_dir, stem + RECORD_INDEX_SUFFIX), rpi_bytes(scan.rows))
         rec_info = mf.FileInfo(relative(rec_path), scan.bytes, scan.crc32c)
         shards.append(mf.ShardFiles(stem, len(scan.rows), rec_info, idx_info, rpi_info))
         width = max(width, scan.label_width)

@@ -8,12 +8,13 @@ the folder a dataset.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from .._version import __version__
 from ..errors import PackError
@@ -63,24 +64,34 @@ class ShardLedger:
     def add(self, note: dict[str, Any], keys: list[tuple[str, int, int]]) -> None:
         """Record one finished shard; ``keys``: (source key, record in shard, offset) of its records."""
         files = mf.shard_from_json(note["files"])
-        self._env = self._env or keyindex.open_for_writing(self.out_dir)  # opened late: after the workers fork
-        keyindex.add(self._env, note["index"], keys)
-        resume.note_done(self.out_dir, files.stem, note)
+        with writing(self.out_dir):
+            self._env = self._env or keyindex.open_for_writing(self.out_dir)  # opened late: after the workers fork
+            keyindex.add(self._env, note["index"], keys)
+            resume.note_done(self.out_dir, files.stem, note)
         self.notes[note["index"]] = note
         if self.fsync:
             self._flushed.append(self._flusher.submit(fsync_paths, shard_paths(self.out_dir, files)))
 
     def __exit__(self, kind, value, traceback) -> None:
-        try:
-            if self._env is not None:
-                if self.fsync:
-                    self._env.sync(True)
-                self._env.close()
-        finally:
-            self._flusher.shutdown(wait=True)
-        if kind is None:
-            for future in self._flushed:
-                future.result()
+        with writing(self.out_dir):
+            try:
+                if self._env is not None:
+                    keyindex.close_for_writing(self._env, durable=self.fsync)
+            finally:
+                self._flusher.shutdown(wait=True)
+            if kind is None:
+                for future in self._flushed:
+                    future.result()
+
+
+@contextlib.contextmanager
+def writing(out_dir: str) -> Iterator[None]:
+    """The output side failing (a full disk, an I/O error) as one PackError naming the file and the way on."""
+    try:
+        yield
+    except OSError as error:
+        raise PackError(f"{error.filename or out_dir}: cannot write ({error.strerror or error}); "
+                        "the shards finished so far are kept: fix this and rerun the same command") from None
 
 
 def _write_report(out_dir: str, rows: list) -> int:
@@ -99,6 +110,13 @@ def publish(out_dir: str, notes: dict[int, dict], options: PackOptions, source: 
     ``extra_bad`` are bad inputs no shard's note holds (a pack that read in disk order
     met them before it knew their shard).
     """
+    with writing(out_dir):
+        return _publish(out_dir, notes, options, source, classes, started, resumed, processed, bytes_read, extra_bad)
+
+
+def _publish(out_dir: str, notes: dict[int, dict], options: PackOptions, source: dict[str, Any],
+             classes: tuple[str, ...] | None, started: float, resumed: int, processed: int, bytes_read: int,
+             extra_bad: list) -> PackResult:
     ordered = [notes[index] for index in range(options.shards)]
     skipped = _write_report(out_dir, [row for note in ordered for row in note["bad"]] + list(extra_bad))
     shards = tuple(mf.shard_from_json(note["files"]) for note in ordered)

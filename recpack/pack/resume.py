@@ -88,6 +88,7 @@ def start_or_resume(out_dir: str, print_hash: str, overwrite: bool) -> dict[int,
     """Prepare ``out_dir`` (existing, and locked by ``exclusive``); return the notes of finished shards to keep."""
     if os.path.exists(os.path.join(out_dir, mf.MANIFEST_NAME)):
         if not overwrite:
+            finish(out_dir)  # the notes of a pack killed just after it published, if any: no pack holds them now
             raise PackError(f"{out_dir}: already holds a complete dataset; pass --overwrite to replace it")
         clean_output(out_dir)
     work = os.path.join(out_dir, WORK_DIR)

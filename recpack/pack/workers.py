@@ -12,14 +12,16 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from PIL import Image
 from tqdm import tqdm
 
+from ..errors import PackError
 from .writer import StagingBuffers
 
 Task = TypeVar("Task")
@@ -69,14 +71,6 @@ def staging_buffers() -> StagingBuffers | None:
     return _buffers
 
 
-def _bounded(tasks: Iterable[Task], slots: threading.Semaphore, stop: threading.Event) -> Iterator[Task]:
-    for task in tasks:
-        slots.acquire()  # the pool's feeder thread waits here while ``in_flight`` tasks are out
-        if stop.is_set():
-            return
-        yield task
-
-
 def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int, total: int | None,
         show_progress: bool, desc: str = "pack", in_flight: int | None = None) -> Iterator[Outcome]:
     """Run tasks on a process pool; yield each outcome, in this process, as its task finishes.
@@ -87,38 +81,74 @@ def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int
     progress bar (None: unknown).  On Linux the workers are forked, before this
     process has any thread or LMDB handle (the caller opens the key index after the
     first outcome).
+
+    A worker that dies (the OOM killer, a kill -9) ends the pack with a PackError at
+    once: ``concurrent.futures`` notices a lost worker, where ``multiprocessing.Pool``
+    would replace it and wait forever for its task.  Any other way out (an error
+    here or in a task, Ctrl-C, the caller stopping early) kills the workers rather
+    than let each finish the shard it is writing.
     """
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     images, nbytes = context.Value("q", 0), context.Value("q", 0)
-    slots, stop = threading.Semaphore(in_flight or 2 * workers), threading.Event()
-    with context.Pool(workers, initializer=_init_worker, initargs=(images, nbytes, os.getpid())) as pool:
-        try:
-            yield from _outcomes(pool.imap_unordered(function, _bounded(tasks, slots, stop)), slots, images, nbytes,
-                                 total, show_progress, desc)
-        finally:  # free the feeder thread, which the pool joins on the way out
-            stop.set()
-            slots.release(1 << 20)
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(images, nbytes, os.getpid()))
+    try:
+        yield from _outcomes(pool, function, iter(tasks), in_flight or 2 * workers, images, nbytes, total,
+                             show_progress, desc, before)
+    except BaseException:
+        for process in set(multiprocessing.active_children()) - before:
+            process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _outcomes(results, slots: threading.Semaphore, images, nbytes, total: int | None, show_progress: bool,
-              desc: str) -> Iterator:
-    """Each outcome as it arrives, freeing its task's slot; the progress bar refreshed meanwhile."""
+def _outcomes(pool: ProcessPoolExecutor, function: Callable, tasks: Iterator, in_flight: int, images, nbytes,
+              total: int | None, show_progress: bool, desc: str, before: set) -> Iterator:
+    """Each outcome as it arrives, handing out tasks as slots free up; the progress bar refreshed meanwhile."""
     started = time.monotonic()
+    pending: set[Future] = set()
+    workers: set = set()  # the pool's processes, to tell how one died
     with tqdm(total=total, unit="img", desc=desc, disable=not show_progress, dynamic_ncols=True) as bar:
 
         def refresh() -> None:
-            bar.update(images.value - bar.n)
+            # read without the counters' locks: a worker killed while holding one must not stall the pack
+            bar.update(images.get_obj().value - bar.n)
             elapsed = max(time.monotonic() - started, 1e-9)
-            bar.set_postfix_str(f"{nbytes.value / elapsed / 1e6:.0f} MB/s", refresh=False)
+            bar.set_postfix_str(f"{nbytes.get_obj().value / elapsed / 1e6:.0f} MB/s", refresh=False)
 
         while True:
-            try:
-                outcome = results.next(timeout=0.2)
-            except multiprocessing.TimeoutError:
-                refresh()
-                continue
-            except StopIteration:
+            while len(pending) < in_flight and (task := next(tasks, None)) is not None:
+                pending.add(pool.submit(function, task))
+                del task
+            workers |= set(multiprocessing.active_children()) - before
+            if not pending:
                 break
-            slots.release()
-            yield outcome
+            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                pending.discard(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    raise PackError(f"a worker process died ({_how_one_died(workers)}); "
+                                    "the shards finished so far are kept: rerun the same command") from None
+                yield outcome
             refresh()
+
+
+def _how_one_died(workers: set) -> str:
+    """The exit of the worker that broke the pool (the pool then stops the others with SIGTERM).
+
+    The pool's own thread reaps them as it goes: their exit codes are read once it has.
+    """
+    deadline = time.monotonic() + 2
+    while any(process.exitcode is None for process in workers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    codes = [process.exitcode for process in workers if process.exitcode is not None]
+    code = next((c for c in codes if c != -signal.SIGTERM), codes[0] if codes else None)
+    if code is None:
+        return "cause unknown"
+    if code < 0:
+        return f"killed by signal {-code}" + (": out of memory, or kill -9" if code == -signal.SIGKILL else "")
+    return f"exit status {code}"
