@@ -13,7 +13,8 @@
 #      If the source cannot be fetched, or with --system-libjpeg, the targets link the system libjpeg, which
 #      neither guides the fuzzer nor is checked;
 #   3. builds each target (clang -fsanitize=fuzzer,address,undefined, UB fatal) when its sources changed;
-#   4. writes seed corpora from the test photos (tools/fuzz/seeds.py, with .venv's Python);
+#   4. writes seed corpora from the test photos (tools/fuzz/seeds.py, with .venv's Python, and the
+#      instrumented build's cjpeg for arithmetic coding and odd sampling factors);
 #   5. runs each target for its share of the time on .fuzz/corpus/TARGET (kept and grown across runs)
 #      plus the seeds and the inputs of past findings (recpack/jpeg/fuzz/regressions/TARGET), with the
 #      JPEG dictionary recpack/jpeg/fuzz/jpeg.dict.
@@ -27,6 +28,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
 source tools/lib.sh
+
+# The whole script is one block, read before it runs: editing the file meanwhile cannot change a run.
+{
 
 seconds=60 only="" system_libjpeg=0 list=0
 while [ $# -gt 0 ]; do
@@ -88,10 +92,13 @@ build_libjpeg() {
         -DENABLE_SHARED=0 -DWITH_SIMD=0 -DWITH_TURBOJPEG=0 -DWITH_JAVA=0 >"$work/logs/libjpeg-cmake.log" 2>&1 &&
         make -C "$jpeg_build" -j"$(nproc)" jpeg-static >"$work/logs/libjpeg-make.log" 2>&1
 }
-jpeg_flags=() jpeg_libs=(-ljpeg)
+jpeg_flags=() jpeg_libs=(-ljpeg) seed_options=()
 if [ "$system_libjpeg" = 0 ]; then
     if [ -f "$jpeg_build/libjpeg.a" ] || build_libjpeg; then
         jpeg_flags=(-I"$jpeg_build" -I"$jpeg_src") jpeg_libs=("$jpeg_build/libjpeg.a")
+        # its cjpeg writes the seeds Pillow cannot (arithmetic coding, odd sampling factors)
+        [ -x "$jpeg_build/cjpeg-static" ] || make -C "$jpeg_build" cjpeg-static >"$work/logs/cjpeg-make.log" 2>&1 || true
+        [ -x "$jpeg_build/cjpeg-static" ] && seed_options=(--cjpeg "$jpeg_build/cjpeg-static")
     else
         echo "fuzz: could not fetch or build libjpeg-turbo's source (logs in $work/libjpeg-turbo);" \
              "fuzzing against the system libjpeg, which neither guides the fuzzer nor is checked" >&2
@@ -119,7 +126,8 @@ for target in "${targets[@]}"; do build_target "$target"; done
 # 4. Seeds from the test photos.
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
-"$python" tools/fuzz/seeds.py "$work/seeds"
+rm -rf "$work/seeds" # this run's seeds only, so that a renamed seed does not linger
+"$python" tools/fuzz/seeds.py "$work/seeds" "${seed_options[@]}"
 
 # 5. The runs.
 share=$(( seconds / ${#targets[@]} ))
@@ -159,3 +167,5 @@ if [ ${#failed[@]} -gt 0 ]; then
     exit 1
 fi
 echo "fuzz: ${#targets[@]} targets, no findings" >&2
+exit 0
+}

@@ -4,14 +4,18 @@ Each target gets small files of every kind its C code meets or refuses: baseline
 4:2:0, 4:4:0 and 4:1:1, progressive and optimised ones, grey ones, restart intervals, partial MCUs and
 1x1 images, CMYK, RGB-coded (Adobe transform 0), EXIF, a truncated file and a few that are not JPEGs,
 each behind the parameter bytes its target reads first (the layouts are in the targets' comments).
+Given libjpeg-turbo's cjpeg (tools/fuzz.sh builds it), also what Pillow cannot write: arithmetic coding,
+RGB colour space, sampling factors such as 3x1 or 2x2,2x1,1x1.
 
-    python tools/fuzz/seeds.py OUT      # writes OUT/<target>/<seed>; run by tools/fuzz.sh
+    python tools/fuzz/seeds.py OUT [--cjpeg PATH]    # writes OUT/<target>/<seed>; run by tools/fuzz.sh
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import struct
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,7 +49,35 @@ def _adobe_rgb(jpeg: bytes) -> bytes:
     return jpeg[:2] + adobe + jpeg[4 + int.from_bytes(jpeg[4:6], "big"):]
 
 
-def files(work: Path) -> dict[str, bytes]:
+CJPEG_OPTIONS = {  # seed name -> cjpeg options, for the colour photo (grey ones convert it)
+    "arith_420": ["-arithmetic"],
+    "arith_progressive": ["-arithmetic", "-progressive"],
+    "arith_restarts": ["-arithmetic", "-restart", "2B"],
+    "grey_arith": ["-grayscale", "-arithmetic"],
+    "grey_progressive_restarts": ["-grayscale", "-progressive", "-restart", "1"],
+    "rgb_colour_space": ["-rgb"],
+    "sampling_3x1": ["-sample", "3x1,1x1,1x1"],
+    "sampling_2x2_2x1": ["-sample", "2x2,2x1,1x1"],
+    "sampling_1x4": ["-sample", "1x4,1x1,1x1", "-progressive"],
+    "grey_sampling_2x2": ["-grayscale", "-sample", "2x2"],
+}
+
+
+def _cjpeg(cjpeg: Path, image: Image.Image, work: Path) -> dict[str, bytes]:
+    """Seeds only libjpeg's own encoder writes; {} if it fails."""
+    source = work / "photo.ppm"
+    image.save(source)
+    seeds = {}
+    for name, options in CJPEG_OPTIONS.items():
+        result = subprocess.run([str(cjpeg), "-quality", "85", *options, str(source)], capture_output=True)
+        if result.returncode == 0 and result.stdout[:2] == b"\xff\xd8":
+            seeds[name] = result.stdout
+        else:
+            print(f"seeds: cjpeg {' '.join(options)} failed: {result.stderr.decode(errors='replace')}", file=sys.stderr)
+    return seeds
+
+
+def files(work: Path, cjpeg: Path | None = None) -> dict[str, bytes]:
     """Name -> bytes of every seed file (before parameters)."""
     photos = [Image.open(path).convert("RGB") for path in corpus.make_small_jpegs(work / "photos", 3, (64, 48))]
     hostile = corpus.make_hostile_files(work / "hostile")
@@ -80,6 +112,8 @@ def files(work: Path) -> dict[str, bytes]:
         data = _turbo(other, name)
         if data is not None:
             seeds[f"turbo_{name[7:]}"] = data
+    if cjpeg is not None:
+        seeds.update(_cjpeg(cjpeg, other, work))
     return seeds
 
 
@@ -125,9 +159,13 @@ def target_seeds(files: dict[str, bytes]) -> dict[str, dict[str, bytes]]:
 
 
 def main(argv=None) -> int:
-    out = Path((argv or sys.argv[1:])[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--cjpeg", type=Path, help="libjpeg-turbo's cjpeg, for the seeds Pillow cannot write")
+    args = parser.parse_args(argv)
+    out = args.out
     with tempfile.TemporaryDirectory() as work:
-        seeds = target_seeds(files(Path(work)))
+        seeds = target_seeds(files(Path(work), args.cjpeg))
     for target, inputs in seeds.items():
         folder = out / target
         folder.mkdir(parents=True, exist_ok=True)
