@@ -8,6 +8,8 @@ The house, each floor importing only those below it (``tests/test_layers.py`` en
                       reading (opening any dataset, epoch plans, decoding, RecordDataset)
                       -- neither imports the other; only read/dataset.py imports torch
     jpeg/             JPEG bytes: the one header reader, DCT scales, the C extensions
+    storage/          where bytes live: local paths and fsspec URLs (s3://, gs://, http(s)://)
+                      behind one small protocol, with retries and an optional bounded cache
     format/           the on-disk contract, specified once
     errors.py, prefetch.py    the exception tree; the bounded ordered thread map
 

@@ -10,6 +10,7 @@ traceback and exits non-zero.
     |   +-- ManifestError            the manifest is unreadable or inconsistent
     |   +-- CorruptRecordError       framing or checksum of one record is wrong
     +-- PackError                packing stopped (e.g. --strict and a bad input)
+    +-- StorageError             a URL recpack cannot serve, or a store that failed past its retries
 """
 
 from __future__ import annotations
@@ -66,3 +67,8 @@ class CorruptRecordError(DatasetError):
 
 class PackError(RecpackError):
     pass
+
+
+class StorageError(RecpackError):
+    """A URL recpack cannot serve (unknown scheme, missing backend), or a read or write that failed
+    after its retries; the message names the URL without credentials (``storage.urls.shown``)."""

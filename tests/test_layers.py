@@ -1,9 +1,10 @@
 """The house's import rule, checked on the source: each floor imports only the floors below it.
 
     cli, __main__, __init__          may import anything of recpack
-    measure                          format, jpeg, pack, read, the ground floor
-    pack | read                      format, jpeg, the ground floor -- and never each other
-    jpeg                             format, the ground floor
+    measure                          format, storage, jpeg, pack, read, the ground floor
+    pack | read                      format, storage, jpeg, the ground floor -- and never each other
+    jpeg                             format, storage, the ground floor
+    storage                          format, the ground floor
     format                           the ground floor; of other libraries only numpy, crc32c, lmdb
     errors, prefetch, _version       (the ground floor) nothing of recpack
 
@@ -20,10 +21,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "recpack"
 GROUND = {"errors", "prefetch", "_version"}
 ALLOWED = {
     "format": {"format"} | GROUND,
-    "jpeg": {"jpeg", "format"} | GROUND,
-    "pack": {"pack", "jpeg", "format"} | GROUND,
-    "read": {"read", "jpeg", "format"} | GROUND,
-    "measure": {"measure", "read", "pack", "jpeg", "format"} | GROUND,
+    "storage": {"storage", "format"} | GROUND,
+    "jpeg": {"jpeg", "storage", "format"} | GROUND,
+    "pack": {"pack", "jpeg", "storage", "format"} | GROUND,
+    "read": {"read", "jpeg", "storage", "format"} | GROUND,
+    "measure": {"measure", "read", "pack", "jpeg", "storage", "format"} | GROUND,
     **{name: set() for name in GROUND},
 }
 FORMAT_THIRD_PARTY = {"numpy", "crc32c", "lmdb"}
@@ -105,6 +107,13 @@ def test_no_import_cycles():
     for node in graph:
         if node not in state:
             visit(node, [])
+
+
+def test_storage_sits_above_format_and_below_the_rest():
+    """format never imports storage (the contract is storage-free); storage imports nothing above it."""
+    assert "storage" not in ALLOWED["format"]
+    assert ALLOWED["storage"] == {"storage", "format"} | GROUND
+    assert all("storage" in ALLOWED[floor_] for floor_ in ("jpeg", "pack", "read", "measure"))
 
 
 def test_the_rule_sees_a_crossing_when_there_is_one(tmp_path, monkeypatch):
