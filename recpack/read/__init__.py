@@ -1,4 +1,4 @@
 """Reading: any dataset (``opening``) -> epoch plans (``planning``, pure) -> records (``shard_reader``)
--> decoded batches (``decode``, ``batches``) -> ``dataset.RecordDataset``, the one module that imports
-torch; ``verify`` checks every byte.  Never imports anything of ``recpack.pack``.
+-> decoded batches (``geometry``, ``detection``: pure; ``decode``, ``batches``) -> ``dataset.RecordDataset``,
+the one module that imports torch; ``verify`` checks every byte.  Never imports anything of ``recpack.pack``.
 """
