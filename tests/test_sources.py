@@ -148,7 +148,7 @@ def test_lines_must_agree_on_having_a_mask(tmp_path, lines, message):
 def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("\ufeffa.jpg\t1\n", encoding="utf-8")
-    assert read_list(str(listing)).keys == ["a.jpg"]
+    assert list(read_list(str(listing)).keys) == ["a.jpg"]
 
 
 def test_an_empty_class_folder_is_an_error_not_a_label(tmp_path):

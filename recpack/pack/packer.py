@@ -147,7 +147,7 @@ def _write_items(task: ShardTask) -> ShardOutcome:
     tally = _ShardTally()
     in_place = _reads_in_line(task.prepare)
     pending_images, reported_bytes, last_report = 0, 0, time.monotonic()
-    with ShardWriter(task.out_dir, task.stem, staging_buffers()) as writer:
+    with ShardWriter(task.out_dir, task.stem, staging_buffers(), task.attempt) as writer:
         for item, inputs in zip(task.items, _inputs(task.items, task.prepare)):
             written = _write_in_place(writer, item, task.prepare) if in_place else None
             if written is not None:

@@ -177,16 +177,21 @@ def _write_all(fd: int, data: memoryview, offset: int) -> None:
 class ShardWriter:
     """Appends records to one shard; a context manager that publishes only on success."""
 
-    def __init__(self, directory: str, stem: str, buffers: StagingBuffers | None = None):
+    def __init__(self, directory: str, stem: str, buffers: StagingBuffers | None = None, attempt: str | None = None):
+        """``attempt`` (a token) goes into the temporary names, ``shard-00007.<attempt>.rec.tmp``, for when two
+        attempts at one shard may run at once (a retried or duplicated shard-range task): each writes its own
+        files, and as both write the same bytes, whichever renames last leaves the same shard."""
         self.directory, self.stem = directory, stem
         self._buffers = buffers or StagingBuffers()
         self._final = {suffix: os.path.join(directory, stem + suffix) for suffix in SHARD_SUFFIXES}
+        middle = f".{attempt}" if attempt else ""
+        self._temporary = {suffix: os.path.join(directory, f"{stem}{middle}{suffix}.tmp") for suffix in SHARD_SUFFIXES}
         self._rows: list[tuple] = []  # schema.index_row tuples
         self._rec: _RecordFile | None = None
         self.files: ShardFiles | None = None
 
     def __enter__(self) -> "ShardWriter":
-        self._rec = _RecordFile(self._final[REC_SUFFIX] + ".tmp", self._buffers)
+        self._rec = _RecordFile(self._temporary[REC_SUFFIX], self._buffers)
         return self
 
     def write(self, record: Payload) -> int:
@@ -248,19 +253,19 @@ class ShardWriter:
         rows = np.array(self._rows, dtype=RECORD_INDEX_DTYPE)
         self._rec.finish()
         name = lambda suffix: os.path.basename(self._final[suffix])  # noqa: E731  (the final name, not the .tmp)
-        idx_info = write_file(self._final[IDX_SUFFIX] + ".tmp", idx_bytes(rows["offset"]), name(IDX_SUFFIX))
-        rpi_info = write_file(self._final[RECORD_INDEX_SUFFIX] + ".tmp", rpi_bytes(rows), name(RECORD_INDEX_SUFFIX))
+        idx_info = write_file(self._temporary[IDX_SUFFIX], idx_bytes(rows["offset"]), name(IDX_SUFFIX))
+        rpi_info = write_file(self._temporary[RECORD_INDEX_SUFFIX], rpi_bytes(rows), name(RECORD_INDEX_SUFFIX))
         rec_info = FileInfo(name(REC_SUFFIX), self._rec.size, self._rec.crc)
-        for path in self._final.values():
-            os.replace(path + ".tmp", path)
+        for suffix, path in self._final.items():
+            os.replace(self._temporary[suffix], path)
         self.files = ShardFiles(self.stem, len(rows), rec_info, idx_info, rpi_info)
 
     def _discard(self) -> None:
         if self._rec is not None:
             self._rec.close()
-        for path in self._final.values():
+        for path in self._temporary.values():
             try:
-                os.unlink(path + ".tmp")
+                os.unlink(path)
             except FileNotFoundError:
                 pass
 

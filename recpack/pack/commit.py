@@ -1,0 +1,165 @@
+"""``recpack commit OUT``: publish a dataset whose shards were written by shard-range tasks.
+
+The one step that makes the folder a dataset, run once after every task ended.
+It requires every shard of the plan, each with its note and with files of the
+sizes and CRC32Cs the note gives (read back in full: a shard torn on its way
+through a network filesystem is caught here, not by a training job); it refuses,
+in one line naming them, shards that are missing or damaged.  Then it removes
+what failed attempts left (``*.tmp`` files), builds the key index from the plan
+and the shards' record indexes, and publishes as ``recpack pack`` does (report,
+``dataset.idx``, fsync, the manifest last).  Until then readers refuse OUT.
+
+Committing twice is harmless: the second finds the dataset complete and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..errors import PackError
+from ..format import keyindex
+from ..format import manifest as mf
+from ..format.index_files import RECORD_INDEX_SUFFIX, load_rpi
+from . import resume
+from .plan import shard_stem
+from .publish import PackResult, publish, writing
+from .shard_range import DONE, FAILED, note_path, read_note
+from .stored_plan import StoredPlan
+
+
+@dataclass(frozen=True)
+class ShardSurvey:
+    """Every shard of a plan sorted by state: finished (its note), missing, damaged; failures' reasons."""
+
+    notes: dict[int, dict]
+    missing: list[int]
+    damaged: list[int]
+    reasons: dict[int, str]  # a missing shard's last failed attempt, from its failure note
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.damaged
+
+
+def survey(out_dir: str, plan: StoredPlan, threads: int | None = None) -> ShardSurvey:
+    """Check each shard's note and files (sizes, then checksums read in full, on ``threads`` threads)."""
+    notes: dict[int, dict] = {}
+    missing, damaged, reasons = [], [], {}
+
+    def check(index: int) -> str:
+        note = read_note(note_path(out_dir, index, DONE))
+        try:
+            files = mf.shard_from_json(note["files"]) if note is not None and note["index"] == index else None
+        except (KeyError, TypeError, ValueError):
+            files = None
+        if files is None or not all(os.path.isfile(os.path.join(out_dir, info.name)) for info in files.files):
+            return "missing"
+        if not resume.shard_intact(out_dir, files):
+            return "damaged"
+        notes[index] = note
+        return "ok"
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:  # CRC32C releases the GIL
+        states = list(pool.map(check, range(plan.shards)))
+    for index, state in enumerate(states):
+        if state == "missing":
+            missing.append(index)
+            failure = read_note(note_path(out_dir, index, FAILED))
+            if failure and isinstance(failure.get("error"), str):
+                reasons[index] = failure["error"]
+        elif state == "damaged":
+            damaged.append(index)
+    return ShardSurvey(notes, missing, damaged, reasons)
+
+
+def spans_text(indices: list[int]) -> str:
+    """Shard numbers as ranges for a person: ``3, 7-9, 12``."""
+    parts, run = [], []
+    for index in sorted(indices):
+        if run and index == run[-1] + 1:
+            run.append(index)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [index]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(parts)
+
+
+def incomplete_message(out_dir: str, shards: int, found: ShardSurvey) -> str:
+    """One line: which shards are missing or damaged, the first failure's reason, and what to run."""
+    parts = []
+    if found.missing:
+        parts.append(f"{len(found.missing)} of {shards} shards missing ({spans_text(found.missing)})")
+    if found.damaged:
+        parts.append(f"{len(found.damaged)} damaged, their files differ from their notes ({spans_text(found.damaged)})")
+    first = min(found.missing + found.damaged)
+    reason = ""
+    if found.reasons:
+        index = min(found.reasons)
+        reason = f"; shard {index} failed: {found.reasons[index]}"
+    return (f"{out_dir}: not committed: {' and '.join(parts)}{reason}; rerun their ranges "
+            f"(e.g. recpack pack {out_dir} --shard-range {first}:{first + 1}), then commit again")
+
+
+def commit(out_dir: str, fsync: bool = True) -> PackResult:
+    """Publish OUT once every shard of its plan is there and intact; PackError naming the shards otherwise."""
+    started = time.monotonic()
+    with resume.exclusive(out_dir):
+        if _already_committed(out_dir):
+            manifest = mf.load(out_dir)
+            return PackResult(manifest.num_records, manifest.num_shards, manifest.created.get("skipped", 0),
+                              manifest.created.get("reencoded", 0), 0, sum(s.rec.bytes for s in manifest.shards),
+                              time.monotonic() - started, manifest.num_shards, 0)
+        plan = StoredPlan.open(out_dir)
+        found = survey(out_dir, plan)
+        if not found.complete:
+            raise PackError(incomplete_message(out_dir, plan.shards, found))
+        with writing(out_dir):
+            _remove_leftovers(out_dir)
+            _build_key_index(out_dir, plan, found.notes, fsync)
+        header = plan.header
+        processed = sum(stop - start for start, stop in (plan.span(i) for i in range(plan.shards)))
+        return publish(out_dir, found.notes, plan.options(fsync), {"description": header["description"],
+                       "root": header["root"]}, plan.classes, started, 0, processed,
+                       sum(note["bytes_in"] for note in found.notes.values()))
+
+
+def _already_committed(out_dir: str) -> bool:
+    """A manifest and no plan: an earlier commit (or pack) published this folder."""
+    has_manifest = os.path.exists(os.path.join(out_dir, mf.MANIFEST_NAME))
+    return has_manifest and not os.path.exists(os.path.join(out_dir, resume.WORK_DIR))
+
+
+def _remove_leftovers(out_dir: str) -> None:
+    """The temporary files of attempts that died (shards, notes) and any key index of an earlier try."""
+    work = os.path.join(out_dir, resume.WORK_DIR)
+    for folder in (out_dir, work):
+        for name in os.listdir(folder):
+            if name.endswith(".tmp") and (folder == work or name.startswith("shard-")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+    shutil.rmtree(os.path.join(out_dir, mf.KEY_INDEX_NAME), ignore_errors=True)
+
+
+def _build_key_index(out_dir: str, plan: StoredPlan, notes: dict[int, dict], fsync: bool) -> None:
+    """Key -> (shard, record, offset) for every record: the plan's keys minus the shard's bad inputs, in order."""
+    env = keyindex.open_for_writing(out_dir)
+    try:
+        for index in range(plan.shards):
+            bad_lines = {row[0] for row in notes[index]["bad"]}
+            items = [item for item in plan.items(*plan.span(index)) if item.line not in bad_lines]
+            offsets = load_rpi(os.path.join(out_dir, shard_stem(index) + RECORD_INDEX_SUFFIX))["offset"].tolist()
+            if len(offsets) != len(items):
+                raise PackError(f"{os.path.join(out_dir, shard_stem(index))}: {len(offsets)} records, but the plan "
+                                f"and the shard's note give {len(items)}; rerun its range and commit again")
+            keyindex.add(env, index, ((item.key, record, offset) for record, (item, offset)
+                                      in enumerate(zip(items, offsets))))
+    finally:
+        keyindex.close_for_writing(env, durable=fsync)
