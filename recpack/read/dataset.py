@@ -3,13 +3,14 @@
 The stages, each a function below, composed in ``RecordDataset.__iter__``:
 
     plan      which groups of records this rank and worker own this epoch (``planning``)
-    read      one positioned read per run of consecutive records, a group ahead, CRC-checked
+    read      each run of consecutive records mapped and read whole, CRC-checked, by reader threads
+              a bounded number of bytes ahead of use (``readahead``)
     decode    thread pool: DCT-scaled decode + crop + resize + flip into a batch buffer
     collate   ready (B, 3, H, W) uint8 tensors, or single samples for DataLoader's collate
 
-Memory is bounded by the read-ahead (at most three groups of
-``shuffle_buffer`` records per process) and the decode depth, never by the
-dataset's size.
+Memory is bounded by the read-ahead (``ReadOptions.readahead_mb`` per process,
+256 MB by default; see ``readahead`` for the rule) and the decode depth, never
+by the dataset's size.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import RecpackError
-from ..prefetch import ordered_map
 from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
 from .decode import Augment
 from .detection import Detection, padded
 from .opening import open_shards
 from .options import Partition, ReadOptions
-from .planning import EpochPlan, read_runs, round_robin_consumed, worker_groups
-from .shard_reader import Record, ShardReader, read_records
+from .planning import EpochPlan, round_robin_consumed, worker_groups
+from .readahead import read_groups
+from .shard_reader import Record, ShardReader
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,13 +70,6 @@ class _Shards:
 
     readers: list[ShardReader]
     sizes: list[int]
-
-
-def _read_group(shards: _Shards, plan: EpochPlan, group: int, verify: bool) -> list[Record]:
-    """All records of one group, read run by run in file order, returned in the group's shuffled order."""
-    shard_ids, record_ids = plan.group_records(group)
-    fetched = read_records(shards.readers, read_runs(shard_ids, record_ids), verify)
-    return [fetched[shard, index] for shard, index in zip(shard_ids.tolist(), record_ids.tolist())]
 
 
 def _shared_uint8(shape: tuple[int, ...]) -> np.ndarray:
@@ -358,14 +352,11 @@ class RecordDataset(IterableDataset):
             del batch
 
     def _records(self, plan: EpochPlan, groups: list[int], readers: int) -> Iterator[Record]:
-        """The records of ``groups`` in order, read ahead on ``readers`` background threads.
-
-        One process reading alone uses two readers (three groups in flight), so
-        the disk always has the next group's reads queued; each of several
-        DataLoader workers uses one (two groups), which together queue as much.
-        """
-        read = lambda group: _read_group(self._shards, plan, group, self.read.verify)  # noqa: E731
-        for group, records in zip(groups, ordered_map(read, groups, threads=readers, depth=readers + 1)):
+        """The records of ``groups`` in order, read ahead on ``readers`` threads (``readahead``'s rule)."""
+        options = self.read
+        read = read_groups(plan, self._shards.readers, groups, verify=options.verify, threads=readers,
+                           ceiling=options.readahead_mb * 10**6, lead=options.readahead_s)
+        for group, records in zip(groups, read):
             skip = self._resume.get(group, 0) * self._resume_unit
             end = len(records)
             if self.drop_last and self.batch_size:

@@ -18,6 +18,10 @@ class ReadOptions:
     # batch buffer per worker instead of two, at the same speed
     decode_depth: int | None = None
     verify: bool = True  # check each record's CRC32C before use
+    # read-ahead (``readahead``): the records of the next groups are read this many seconds of the
+    # measured pace ahead of their use, and never more than this many MB per process
+    readahead_s: float = 1.0
+    readahead_mb: int = 256
 
 
 @dataclass(frozen=True)
