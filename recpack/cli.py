@@ -14,6 +14,7 @@ import sys
 from ._version import __version__
 from .errors import RecpackError
 from .format import manifest as mf
+from .storage.urls import location
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -22,6 +23,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from .pack.plan import PackOptions
     from .pack.prepare import PrepareOptions
 
+    out = location(args.out, write=True)  # before any work: a URL recpack cannot write is one line, no folder
     source = open_input(args.source, args.root)
     options = PackOptions(
         shards=args.shards,
@@ -35,10 +37,15 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         spill_dir=args.spill_dir,
         spill_memory=args.spill_memory << 20,
     )
-    result = pack(source, args.out, options, show_progress=not args.quiet)
+    if out.is_remote:
+        from .pack.upload import pack_to_url
+
+        result, _ = pack_to_url(source, out, options, args.staging, show_progress=not args.quiet)
+    else:
+        result = pack(source, out.root, options, show_progress=not args.quiet)
     rate = result.processed / max(result.seconds, 1e-9)
     print(
-        f"packed {_count(result.records, 'image')} into {_count(result.shards, 'shard')} in {args.out} "
+        f"packed {_count(result.records, 'image')} into {_count(result.shards, 'shard')} in {out} "
         f"({result.bytes_out / 1e6:.1f} MB) in {result.seconds:.1f} s: {rate:.0f} images/s, "
         f"{result.bytes_in / 1e6 / max(result.seconds, 1e-9):.0f} MB/s read"
     )
@@ -52,7 +59,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
               "grayscale: colour added losslessly)")
     if result.skipped:
         print(f"skipped {_count(result.skipped, 'bad input')}: "
-              f"see {os.path.join(args.out, mf.REPORT_NAME)}")
+              f"see {out.join(mf.REPORT_NAME)}")
     return 0
 
 
@@ -74,9 +81,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _info_json(dataset: str) -> dict:
-    manifest = mf.load(dataset)
+    from .storage.datasets import load_manifest
+
+    where = location(dataset)
+    manifest = load_manifest(where)
     return {
-        "path": os.path.abspath(dataset),
+        "path": str(where) if where.is_remote else os.path.abspath(where.root),
         "num_records": manifest.num_records,
         "num_shards": manifest.num_shards,
         "bytes": sum(shard.rec.bytes for shard in manifest.shards),
@@ -120,6 +130,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    _local_only(args.dataset, "recpack stats writes its results into the manifest")
     from .measure.stats.run import StatsOptions, run
     from .measure.stats.summary import describe
 
@@ -145,12 +156,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .read.verify import verify_dataset
 
+    from .storage.datasets import load_manifest
+
     problems = list(verify_dataset(args.dataset, show_progress=not args.quiet))
     for problem in problems:
         print(f"recpack: corrupt: {problem}", file=sys.stderr)
     if problems:
         return 1
-    manifest = mf.load(args.dataset)
+    manifest = load_manifest(args.dataset)
     print(f"ok: {_count(manifest.num_records, 'record')} in {_count(manifest.num_shards, 'shard')}, every checksum matches")
     return 0
 
@@ -164,7 +177,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_only(dataset: str, why: str) -> None:
+    if location(dataset).is_remote:
+        raise RecpackError(f"{location(dataset)}: {why}, which needs the dataset in a local folder: copy it there first")
+
+
 def _cmd_get(args: argparse.Namespace) -> int:
+    _local_only(args.dataset, "recpack get reads the key index (an LMDB database)")
     from .format import keyindex
     from .read.opening import shard_reader
 
@@ -228,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack = commands.add_parser("pack", help="shuffle an image list once and write sharded RecordIO files")
     pack.add_argument("source", help="list file (path<TAB>label, 'path label', or im2rec .lst), ImageFolder directory, "
                       "tar archive (.tar, .tar.gz: class folders or per-class tars inside) or folder of tars")
-    pack.add_argument("out", help="output dataset folder")
+    pack.add_argument("out", help="output dataset folder, or a URL (s3://bucket/prefix, gs://...)")
     pack.add_argument("--shards", type=_positive, default=64, help="number of shards (default 64)")
     pack.add_argument("--workers", type=_positive, default=None, help="worker processes (default: all cores)")
     pack.add_argument("--seed", type=_non_negative, default=0, help="shuffle seed (default 0: reruns are byte-identical)")
@@ -250,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where disk order parks prepared records (default: inside OUT); another disk is faster")
     pack.add_argument("--spill-memory", type=_positive, default=1024, metavar="MB",
                       help="MB of spill mapped at a time when writing shards in disk order (default 1024)")
+    pack.add_argument("--staging", default=None, metavar="DIR",
+                      help="OUT is a URL: pack in a folder under DIR, then upload (default: the temporary folder)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
     pack.set_defaults(handler=_cmd_pack)
 

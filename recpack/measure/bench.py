@@ -26,6 +26,8 @@ from typing import Callable, Iterator
 
 from ..errors import RecpackError
 from ..format import manifest as mf
+from ..storage.datasets import load_manifest
+from ..storage.urls import location
 from . import iomodel
 from .pagecache import CacheState, make_cold, make_warm
 from .procstats import TreeMemory, cores, cpu_seconds
@@ -225,10 +227,11 @@ class Report:
 
 
 def dataset_summary(path: str) -> dict:
-    manifest = mf.load(path)
+    where = location(path)
+    manifest = load_manifest(where)
     total = sum(shard.rec.bytes for shard in manifest.shards)
     return {
-        "path": os.path.abspath(path),
+        "path": str(where) if where.is_remote else os.path.abspath(where.root),
         "records": manifest.num_records,
         "shards": manifest.num_shards,
         "bytes": total,
@@ -255,7 +258,8 @@ def listed_files(options: BenchOptions) -> list[str]:
 
 def run_stages(path: str, options: BenchOptions, report: Report) -> None:
     total = min(options.limit or report.dataset["records"], report.dataset["records"])
-    cold_paths = shard_paths(path)
+    remote = location(path).is_remote
+    cold_paths = None if remote else shard_paths(path)  # a URL's bytes are in no page cache of ours
     per_record = report.dataset["mean_record_bytes"]
     starts = {
         "raw": (lambda: raw_counts(path, options, verify=False), None),
@@ -263,7 +267,9 @@ def run_stages(path: str, options: BenchOptions, report: Report) -> None:
         "decode": (lambda: decode_counts(path, options), per_record),
         "loader": (lambda: loader_counts(path, options), per_record),
     }
-    if not options.cold and options.stages:
+    if remote:
+        report.notes.append("remote dataset: every stage reads from the store (the page cache holds none of it)")
+    elif not options.cold and options.stages:
         note = make_warm(cold_paths)
         report.notes.append(note or "warm cache: the shards were read into RAM first, so MB/s is the page cache's; "
                             "use --cold for the disk's")

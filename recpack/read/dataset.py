@@ -32,6 +32,8 @@ from ..errors import RecpackError
 from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
 from .decode import Augment
 from .detection import Detection, padded
+from ..storage.store import StorageOptions
+from ..storage.urls import is_url
 from .opening import open_shards
 from .options import Partition, ReadOptions
 from .planning import EpochPlan, round_robin_consumed, worker_groups
@@ -90,7 +92,9 @@ class RecordDataset(IterableDataset):
     """Stream a recpack dataset: shuffled, split across ranks and DataLoader workers, decoded in threads.
 
     ``path`` is a recpack dataset folder, or an MXNet ``.rec`` file or folder
-    of them without a manifest (indexed by a scan on construction, in memory).
+    of them without a manifest (indexed by a scan on construction, in memory),
+    or a recpack dataset's URL (``s3://bucket/prefix``, ``gs://``, ``https://``),
+    read by ranged requests as ``storage`` (``StorageOptions``) says.
 
     ``batch_size=B`` yields ready batches -- use ``DataLoader(ds, batch_size=None)``;
     ``batch_size=None`` yields single samples for ``DataLoader(ds, batch_size=B)``.
@@ -129,6 +133,7 @@ class RecordDataset(IterableDataset):
         partition: Partition = Partition(),
         detection: Detection | None = None,
         placements: bool = False,
+        storage: StorageOptions | None = None,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
@@ -136,7 +141,9 @@ class RecordDataset(IterableDataset):
             raise RecpackError("Augment(mode='full') keeps each image's own size, which no batch tensor holds: use "
                                "per-sample mode (batch_size=None) with a DataLoader that keeps a list (collate_fn=list)")
         self.path = path
-        self.manifest, readers = open_shards(path)  # a recpack folder, or .rec files scanned in memory
+        self.manifest, readers = open_shards(path, storage=storage)  # a folder, scanned .rec files, or a URL
+        # a remote dataset's reader threads are its requests in flight (``remote_reader``)
+        self._remote_reads = (storage or StorageOptions()).requests_in_flight if is_url(path) else None
         if self.manifest.num_records == 0:
             raise RecpackError(f"{path}: the dataset holds no records")
         self.batch_size, self.augment, self.seed, self.drop_last = batch_size, augment, seed, drop_last
@@ -318,7 +325,8 @@ class RecordDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         plan = self.plan()
         remaining = self._remaining_groups(self._units_per_group(plan, self._resume_unit))
-        records = self._records(plan, worker_groups(remaining, worker, workers), readers=1 if info else 2)
+        readers = self._remote_reads or (1 if info else 2)
+        records = self._records(plan, worker_groups(remaining, worker, workers), readers=readers)
         size = self.batch_size or CHUNK
         augment = self.augment or Augment()
         per_sample = self.batch_size is None and (self.transform is not None or augment.canvas is None)

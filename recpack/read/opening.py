@@ -1,4 +1,5 @@
-"""Open a dataset of any origin: a recpack folder, an MXNet ``.rec`` file, or a folder of them.
+"""Open a dataset of any origin: a recpack folder, an MXNet ``.rec`` file, or a folder of them;
+or a recpack dataset at a URL (``storage``), read through ``remote_reader``.
 
 A folder with ``recpack.json`` is opened through it.  Otherwise its ``.rec`` files are
 scanned now (one sequential read each, ``format.recscan``) and their index is kept in
@@ -15,13 +16,19 @@ from ..errors import DatasetError
 from ..format import manifest as mf
 from ..format.index_files import DATASET_INDEX_NAME, REC_SUFFIX
 from ..format.recscan import SCAN_PROGRESS_FROM_BYTES, scan_with_idx, shard_stems
+from ..storage.datasets import manifest_of
+from ..storage.store import StorageOptions, open_store
+from ..storage.urls import is_url, location
+from .remote_reader import RemoteShardReader
 from .shard_reader import ShardReader
 
 _IN_MEMORY = mf.FileInfo("", 0, 0)  # the idx/rpi entry of a shard scanned on open: no file exists
 
 
 def shard_reader(dataset_dir: str, shard: mf.ShardFiles) -> ShardReader:
-    """The reader of one shard a manifest lists (the one place that joins its names to the folder)."""
+    """The reader of one shard a manifest lists (the one place that joins its names to the folder or URL)."""
+    if is_url(dataset_dir):
+        return RemoteShardReader(open_store(dataset_dir), shard)
     join = os.path.join
     return ShardReader(join(dataset_dir, shard.rec.name), join(dataset_dir, shard.rpi.name), shard.stem)
 
@@ -61,8 +68,17 @@ def dali_inputs(dataset_dir: str) -> tuple[list[str], str]:
     return [os.path.join(dataset_dir, shard.rec.name) for shard in manifest.shards if shard.rec.bytes], index
 
 
-def open_shards(path: str) -> tuple[mf.Manifest, list[ShardReader]]:
-    """The manifest and one reader per shard; a clear error when ``path`` is neither kind of dataset."""
+def open_shards(path: str, storage: StorageOptions | None = None) -> tuple[mf.Manifest, list[ShardReader]]:
+    """The manifest and one reader per shard; a clear error when ``path`` is neither kind of dataset.
+
+    A URL must hold a recpack dataset (its manifest); ``storage`` says how it is read.
+    """
+    where = location(path)
+    if where.is_remote:
+        store = open_store(where, storage)
+        manifest = manifest_of(store)
+        return manifest, [RemoteShardReader(store, shard) for shard in manifest.shards]
+    path = where.root
     if os.path.isfile(path):
         rec_paths = [path]
     elif os.path.isdir(path) and not os.path.exists(os.path.join(path, mf.MANIFEST_NAME)):

@@ -19,6 +19,7 @@ block per window boundary until its second window is read.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import sys
@@ -94,7 +95,23 @@ class ShardReader:
 
     def _end_of(self, index: int) -> int:
         rows = self.rows
-        return int(rows[index + 1]["offset"]) if index + 1 < len(rows) else os.path.getsize(self.rec_path)
+        return int(rows[index + 1]["offset"]) if index + 1 < len(rows) else self.file_size()
+
+    # the file access a reader of another store replaces (``remote_reader``): the size, a stream, a range
+    def file_size(self) -> int:
+        return os.path.getsize(self.rec_path)
+
+    @contextlib.contextmanager
+    def _stream(self) -> Iterator[Any]:
+        """The .rec as an unbuffered file, advised sequential: what ``iter_records`` reads in chunks."""
+        with open(self.rec_path, "rb", buffering=0) as handle:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            yield handle
+
+    def _range(self, offset: int, size: int) -> bytes:
+        with open(self.rec_path, "rb", buffering=0) as handle:
+            return os.pread(handle.fileno(), size, offset)
 
     def run_bytes(self, first: int, stop: int) -> int:
         """Bytes of the file that records first..stop-1 take (framing included)."""
@@ -127,7 +144,11 @@ class ShardReader:
         mapped = mmap.mmap(self._descriptor(), end - start, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=start)
         if BLOCK_READS:
             _read_blocks(mapped)
-        data = memoryview(mapped)
+        return self.parse_run(memoryview(mapped), start, first, stop, verify)
+
+    def parse_run(self, data, start: int, first: int, stop: int, verify: bool) -> list[memoryview | CorruptRecordError]:
+        """Records first..stop-1 out of ``data``, the file's bytes from offset ``start`` on (``read_run``'s rule)."""
+        rows = self.rows
         run = rows[first:stop]  # plain lists: numpy scalar access per record costs more than the parse
         offsets, lengths, crcs = run["offset"].tolist(), run["length"].tolist(), run["crc32c"].tolist()
         results: list[memoryview | CorruptRecordError] = []
@@ -178,11 +199,9 @@ class ShardReader:
         if start >= stop:
             return
         offsets = np.asarray(rows["offset"], dtype=np.int64)
-        file_size = os.path.getsize(self.rec_path)
+        file_size = self.file_size()
         ends = np.append(offsets[1:], file_size)
-        with open(self.rec_path, "rb", buffering=0) as handle:
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        with self._stream() as handle:
             handle.seek(int(offsets[start]))
             data, base = b"", int(offsets[start])
             for index in range(start, stop):
@@ -214,9 +233,8 @@ class ShardReader:
         if not 0 <= index < len(rows):
             raise IndexError(f"{self.name}: record {index} out of range 0..{len(rows) - 1}")
         offset = int(rows[index]["offset"])
-        end = int(rows[index + 1]["offset"]) if index + 1 < len(rows) else os.path.getsize(self.rec_path)
-        with open(self.rec_path, "rb", buffering=0) as handle:
-            data = os.pread(handle.fileno(), end - offset, offset)
+        end = int(rows[index + 1]["offset"]) if index + 1 < len(rows) else self.file_size()
+        data = self._range(offset, end - offset)
         try:
             payload, _ = read_framed(data, 0, offset)
         except FramingError as error:

@@ -1,4 +1,8 @@
-"""``recpack verify``: check every file size, every checksum and the framing of every record."""
+"""``recpack verify``: check every file size, every checksum and the framing of every record.
+
+A dataset at a URL is checked the same way through its store (``storage``),
+except its key index, which only a local copy can open: there it must exist.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from typing import Iterator
 import crc32c
 from tqdm import tqdm
 
-from ..errors import CorruptRecordError, DatasetError
+from ..errors import CorruptRecordError, DatasetError, StorageError
 from ..format import keyindex
 from ..format import manifest as mf
-from ..format.index_files import DATASET_INDEX_NAME, dataset_idx_bytes, load_rpi, parse_idx
+from ..format.index_files import DATASET_INDEX_NAME, dataset_idx_bytes, parse_idx
+from ..storage.datasets import manifest_of
+from ..storage.store import Store, open_store
 from .opening import shard_reader
 
 
@@ -24,11 +30,11 @@ class Problem:
         return self.message
 
 
-def _small_file_problem(dataset_dir: str, info) -> str | None:
-    path = os.path.join(dataset_dir, info.name)
-    if not os.path.isfile(path):
+def _small_file_problem(store: Store, info) -> str | None:
+    if not store.exists(info.name):
         return f"{info.name}: missing file"
-    size, crc = mf.file_crc32c(path)
+    data = store.read(info.name)
+    size, crc = len(data), crc32c.crc32c(data)
     if size != info.bytes:
         return f"{info.name}: {size} bytes, the manifest says {info.bytes} (truncated or replaced)"
     if crc != info.crc32c:
@@ -38,25 +44,24 @@ def _small_file_problem(dataset_dir: str, info) -> str | None:
 
 def verify_shard(dataset_dir: str, shard: mf.ShardFiles, progress: tqdm | None = None) -> Problem | None:
     """The first problem found in one shard, or None when it is intact."""
+    store = open_store(dataset_dir)
     for info in (shard.idx, shard.rpi):
-        problem = _small_file_problem(dataset_dir, info)
+        problem = _small_file_problem(store, info)
         if problem:
             return Problem(problem)
-    rec_path = os.path.join(dataset_dir, shard.rec.name)
-    if not os.path.isfile(rec_path):
+    if not store.exists(shard.rec.name):
         return Problem(f"{shard.rec.name}: missing file")
-    size = os.path.getsize(rec_path)
+    size = store.size(shard.rec.name)
     if size != shard.rec.bytes:
         return Problem(f"{shard.rec.name}: {size} bytes, the manifest says {shard.rec.bytes} (truncated or replaced)")
     reader = shard_reader(dataset_dir, shard)
     try:
         if len(reader) != shard.records:
             return Problem(f"{shard.rpi.name}: {len(reader)} records, the manifest says {shard.records}")
-        with open(os.path.join(dataset_dir, shard.idx.name), encoding="ascii") as handle:
-            _, idx_offsets = parse_idx(handle.read())
+        _, idx_offsets = parse_idx(bytes(store.read(shard.idx.name)).decode("ascii"))
         if len(idx_offsets) != len(reader) or (idx_offsets != reader.rows["offset"]).any():
             return Problem(f"{shard.idx.name}: offsets disagree with {shard.rpi.name}")
-    except (DatasetError, ValueError) as error:
+    except (DatasetError, ValueError) as error:  # UnicodeDecodeError too: a ValueError
         return Problem(str(error))
     crc = 0
 
@@ -85,6 +90,11 @@ def verify_key_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
     records.  The entries are counted from LMDB's statistics, not read.
     """
     name = mf.KEY_INDEX_NAME
+    store = open_store(dataset_dir)
+    if store.location.is_remote:  # LMDB opens local files only: that it was uploaded is what can be checked
+        present = store.exists(f"{name}/data.mdb")
+        return Problem(f"{name}: missing (recpack get needs this key index)") if keyindex.expected(manifest) \
+            and not present else None
     if not os.path.exists(os.path.join(dataset_dir, name)):
         return Problem(f"{name}: missing (recpack get needs this key index)") if keyindex.expected(manifest) else None
     try:
@@ -102,24 +112,23 @@ def verify_dataset_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | N
 
     A dataset packed before recpack wrote it has none, which is no problem.
     """
-    path = os.path.join(dataset_dir, DATASET_INDEX_NAME)
-    if not os.path.exists(path):
+    store = open_store(dataset_dir)
+    if not store.exists(DATASET_INDEX_NAME):
         return None
     try:
-        offsets = [load_rpi(os.path.join(dataset_dir, shard.rpi.name))["offset"] for shard in manifest.shards]
-    except DatasetError:
+        offsets = [shard_reader(dataset_dir, shard).rows["offset"] for shard in manifest.shards]
+    except (DatasetError, StorageError):
         return None  # the shard's own check names its record index
     expected = dataset_idx_bytes(offsets, [shard.rec.bytes for shard in manifest.shards])
-    with open(path, "rb") as handle:
-        if handle.read() != expected:
-            return Problem(f"{DATASET_INDEX_NAME}: disagrees with the shards' offsets (damaged or stale: "
-                           "it must list every record of every shard, in manifest order)")
+    if bytes(store.read(DATASET_INDEX_NAME)) != expected:
+        return Problem(f"{DATASET_INDEX_NAME}: disagrees with the shards' offsets (damaged or stale: "
+                       "it must list every record of every shard, in manifest order)")
     return None
 
 
 def verify_dataset(dataset_dir: str, show_progress: bool = True) -> Iterator[Problem]:
     """Every problem in the dataset: no records at all, each damaged shard, the dataset index, the key index."""
-    manifest = mf.load(dataset_dir)
+    manifest = manifest_of(open_store(dataset_dir))
     if manifest.num_records == 0:  # what RecordDataset refuses; no recpack command writes one now
         yield Problem(f"{mf.MANIFEST_NAME}: the dataset holds no records")
     total = sum(shard.rec.bytes for shard in manifest.shards)

@@ -1,0 +1,181 @@
+"""Real servers for the storage tests, each on 127.0.0.1 with an ephemeral port, started and stopped by the tests.
+
+``S3Server``: moto in server mode, an S3-compatible endpoint; fake credentials
+go into the environment of the test process only (and its children).
+``RangeServer``: a folder over HTTP with byte ranges (``Range: bytes=a-b``, 206),
+and faults on request: a number of 503 answers first, a connection dropped in
+the middle of a body every n-th ranged answer.  It counts what it served.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import socket
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "recpacktestkeyid", "AWS_SECRET_ACCESS_KEY": "recpack-test-secret-value-0001",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class S3Server:
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+    def __enter__(self) -> "S3Server":
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.stop()
+
+    def environment(self) -> dict[str, str]:
+        """What a process needs to reach this server: the endpoint and fake credentials (the standard variables)."""
+        return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def upload_folder(self, folder: Path, bucket: str, prefix: str) -> str:
+        client = self.client()
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and path.name != "lock.mdb":
+                client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+        return f"s3://{bucket}/{prefix}"
+
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+class _Faults:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.unavailable = 0  # answer this many more requests with 503
+        self.drop_every = 0  # drop the connection halfway through every n-th ranged body (0: never)
+        self.ranged = 0
+        self.requests = 0
+        self.served_503 = 0
+        self.dropped = 0
+        self.bytes = 0
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    root: Path
+    faults: _Faults
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _file(self) -> Path | None:
+        path = (self.root / self.path.split("?")[0].lstrip("/")).resolve()
+        return path if path.is_file() and self.root in path.parents else None
+
+    def _refuse(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        faults = self.faults
+        with faults.lock:
+            faults.requests += 1
+            if faults.unavailable > 0:
+                faults.unavailable -= 1
+                faults.served_503 += 1
+                self._refuse(503)
+                return
+        path = self._file()
+        if path is None:
+            self._refuse(404)
+            return
+        size = path.stat().st_size
+        match = _RANGE.fullmatch(self.headers.get("Range", ""))
+        start, end = 0, size
+        if match:
+            start = int(match.group(1))
+            end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+            if start >= size:
+                self._refuse(416)
+                return
+        self.send_response(206 if match else 200)
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
+        if match:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        if not body:
+            return
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        drop = False
+        if match:
+            with faults.lock:
+                faults.ranged += 1
+                drop = faults.drop_every > 0 and faults.ranged % faults.drop_every == 0 and len(data) > 1
+                faults.dropped += drop
+        if drop:  # half the body, then the connection goes: the client sees a short, broken answer
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(data)
+        with faults.lock:
+            faults.bytes += len(data)
+
+
+class RangeServer:
+    """``with RangeServer(folder) as server: server.url`` serves ``folder`` at ``http://127.0.0.1:PORT``."""
+
+    def __init__(self, root: Path):
+        self.faults = _Faults()
+        handler = type("Handler", (_Handler,), {"root": Path(root).resolve(), "faults": self.faults})
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "RangeServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextmanager
+def environment(values: dict[str, str]):
+    """Set environment variables for the block, then put back what was there."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
