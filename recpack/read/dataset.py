@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import RecpackError
+from ..format.stats import normalization
 from .batches import CHUNK, Decoded, DecodeSpec, decode_batches, raw_batches
 from .decode import Augment
 from .detection import Detection, padded
@@ -167,9 +168,8 @@ class RecordDataset(IterableDataset):
     def _normalization(self, normalize) -> tuple[np.ndarray, np.ndarray] | None:
         if normalize is False or normalize is None:
             return None
-        if normalize is True:
-            stats = self.manifest.stats or {}
-            mean, std = stats.get("mean", IMAGENET_MEAN), stats.get("std", IMAGENET_STD)
+        if normalize is True:  # the dataset's own (recpack stats), on the 0-1 scale, else ImageNet's
+            mean, std = normalization(self.manifest.stats, self.path) or (IMAGENET_MEAN, IMAGENET_STD)
         else:
             mean, std = normalize
         return np.asarray(mean, np.float32) * 255, np.asarray(std, np.float32) * 255

@@ -130,7 +130,7 @@ def _pil_rgb(data) -> Image.Image:
         raise BadImageError(f"image does not decode ({error})") from None
 
 
-def _libjpeg_size(data) -> tuple[int, int] | None:
+def libjpeg_size(data) -> tuple[int, int] | None:
     """(width, height) of a grayscale or YCbCr/RGB JPEG, which ``_libjpeg`` decodes; None for what Pillow decodes.
 
     None: not a JPEG, or CMYK/YCCK.  The CRC already vouches for the whole
@@ -152,7 +152,7 @@ def decode_image(data, augment: Augment, rng: random.Random | None,
     axes, as RGBX so that Pillow wraps the pixels without a copy (Pillow
     keeps RGB images 4 bytes a pixel).
     """
-    size = _libjpeg_size(data)
+    size = libjpeg_size(data)
     if size is None:
         image = _pil_rgb(data)
         placement = augment.placement(*image.size, rng)
@@ -195,7 +195,7 @@ def decode_full(data) -> np.ndarray:
     For measuring every pixel (``recpack stats``): the same decoder choice and
     pixels as training sees, without the copy into RGB a canvas would cost.
     """
-    size = _libjpeg_size(data)
+    size = libjpeg_size(data)
     if size is None:
         image = _pil_rgb(data)
         return np.frombuffer(image.tobytes("raw", "RGBX"), np.uint8).reshape(image.height, image.width, 4)

@@ -1,154 +1,204 @@
-/* Per-image pixel arithmetic for `recpack stats`, with the GIL released: numpy's uint8 reductions cost
- * more than the JPEG decode they follow (measured: an axis-0 sum of RGBX pixels 1.4x the decode, the
- * sum of squares 2x), and a statistics pass must keep up with decoding on every core.
+/* Per-image pixel arithmetic for `recpack stats`, row by row, with the GIL released.
+ *
+ * Why C, and why rows: a statistics pass must keep up with full-size decoding on every core, and it
+ * must see every pixel (a mean could come from the DC coefficients, a standard deviation cannot).
+ * numpy's uint8 reductions cost more than the decode they follow (an axis-0 sum of RGBX pixels
+ * 1.4x the decode, the sum of squares 2x), and even in C three passes over a decoded 470 px image
+ * (880 KB of RGBX, past the L2 cache) cost a quarter of the decode in cache misses alone.  So
+ * measure_jpeg() never makes the whole image: libjpeg-turbo decodes STRIP_ROWS rows at a time into
+ * a small buffer, and each row is measured while it is in the L1 cache.  The decode's settings are
+ * those of recpack.jpeg._libjpeg.decode_region() at full size (RGBX, ISLOW DCT, libjpeg's default
+ * upsampling, warnings ignored), so the pixels are the ones the reader decodes.
  *
  * Every result is an exact integer, so partial results over any split of a dataset add up to the
- * same totals (recpack.measure.tally).
+ * same totals (recpack.measure.stats.tally).
  *
- * moments(pixels, pixel_bytes, channels) -> (sums, sums_of_squares, minima, maxima)
- *   Over interleaved pixels of pixel_bytes bytes (RGBX: 4, RGB: 3, a mask: 1), for the first
- *   channels bytes of each pixel.  The loops run over fixed lanes of LANES bytes (a multiple of
- *   every pixel size and of the SIMD width), so the compiler vectorizes them whatever the image.
- * histogram(pixels, pixel_bytes, channels, counts, step=1) -> None
+ * measure_jpeg(data, side, resized, histogram, step, max_pixels)
+ *     -> (width, height, (sums, sums_of_squares, minima, maxima))
+ *   For a grayscale or YCbCr/RGB JPEG; ValueError with libjpeg's message when it does not decode
+ *   (and nothing added anywhere), TypeError for arguments of the wrong kind.
+ * measure_rgbx(pixels, width, height, side, resized, histogram, step, undo=False)
+ *     -> (sums, sums_of_squares, minima, maxima)
+ *   The same over pixels decoded elsewhere (Pillow: CMYK JPEGs, PNGs).  undo takes the image's share
+ *   out of histogram and resized again, as measure_jpeg does after a decode that fails part way.
+ *   Both: per RGB channel, the sums of values and of squares, minima and maxima over every pixel;
+ *   every step-th pixel (row-major) counted into histogram (3 x 256 uint64); and, unless resized is
+ *   None, the image squashed to side x side by averaging each output pixel's box of input pixels (one
+ *   input pixel repeated where the image is smaller) and rounding, as a resize to 8 bits does, added
+ *   into resized (side x side x 4 uint16, X unused): it holds 257 images; the caller moves it to 64
+ *   bits by then.  (32 bits and fixed point would be finer and cost a tenth of the decode: twice
+ *   the memory to stream per image, for digits far below the noise of an average of images.)
+ * histogram(data, pixel_bytes, channels, counts, step=1) -> None
  *   Adds the count of each byte value per channel, over every step-th pixel, into counts
- *   (channels x 256 uint64).  Scattered increments cost more than the decode's share per pixel:
- *   the statistics take their pixel histograms from a sample of pixels, and masks all of theirs.
- * add_resized(pixels, width, height, pixel_bytes, side, total) -> None
- *   Squashes the image to side x side by averaging each output pixel's box of input pixels (one
- *   input pixel repeated where the image is smaller) and adds the first 3 channels into total
- *   (side x side x 3 uint64) in fixed point, 16 fractional bits: the average image of a dataset.
+ *   (channels x 256 uint64): masks' class pixels.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jpeglib.h>
 
-#define LANES 32 /* a multiple of the pixel sizes 1, 2, 4 and of the vector width */
-#define FIXED_ONE 65536.0           /* add_resized's fixed point */
+#define STRIP_ROWS 2 /* rows decoded at a time: measured while they are in the L1 cache */
 
+/* --- moments ----------------------------------------------------------------------------------- */
+
+/* Running sums.  The vector path keeps one lane per byte position of a 32-byte block (8 RGBX pixels;
+ * each position is always the same channel, as rows start on a pixel): 16-bit sums for at most 257
+ * blocks (257 x 255 < 2^16) and 32-bit squares for at most 65536 (65536 x 255^2 < 2^32), then added
+ * into 64-bit lanes.  Bytes outside whole blocks go straight into the per-channel totals. */
 struct moments {
+    uint16_t sum16[2][16]; /* even bytes (lane k: byte 2k), odd bytes (2k + 1) */
+    uint32_t squares32[4][8]; /* bytes 4k, 4k + 2, 4k + 1, 4k + 3 */
+    unsigned int sum_blocks, square_blocks;
+    unsigned char lane_low[32], lane_high[32];
+    uint64_t lane_sum[32], lane_squares[32];
     uint64_t sum[4], squares[4];
     unsigned char low[4], high[4];
 };
 
-static void fold_lane(struct moments *m, unsigned int channel, uint64_t sum, uint64_t squares, unsigned char low,
-                      unsigned char high) {
-    m->sum[channel] += sum;
-    m->squares[channel] += squares;
-    m->low[channel] = low < m->low[channel] ? low : m->low[channel];
-    m->high[channel] = high > m->high[channel] ? high : m->high[channel];
+static void moments_start(struct moments *m) {
+    memset(m, 0, sizeof *m);
+    memset(m->lane_low, 255, sizeof m->lane_low);
+    memset(m->low, 255, sizeof m->low);
 }
 
-/* Bytes start..n-1 one at a time: the tail, or all of them where there is no vector path. */
-static void add_moments_plain(const unsigned char *p, size_t start, size_t n, unsigned int pixel_bytes,
-                              struct moments *m) {
+static void flush_sums(struct moments *m) {
+    unsigned int k;
+    for (k = 0; k < 16; k++) {
+        m->lane_sum[2 * k] += m->sum16[0][k];
+        m->lane_sum[2 * k + 1] += m->sum16[1][k];
+    }
+    memset(m->sum16, 0, sizeof m->sum16);
+    m->sum_blocks = 0;
+}
+
+static void flush_squares(struct moments *m) {
+    unsigned int k;
+    for (k = 0; k < 8; k++) {
+        m->lane_squares[4 * k] += m->squares32[0][k];
+        m->lane_squares[4 * k + 2] += m->squares32[1][k];
+        m->lane_squares[4 * k + 1] += m->squares32[2][k];
+        m->lane_squares[4 * k + 3] += m->squares32[3][k];
+    }
+    memset(m->squares32, 0, sizeof m->squares32);
+    m->square_blocks = 0;
+}
+
+/* The totals per RGB channel, all lanes folded in. */
+static void moments_finish(struct moments *m) {
+    unsigned int k;
+    flush_sums(m);
+    flush_squares(m);
+    for (k = 0; k < 32; k++) {
+        unsigned int c = k % 4;
+        m->sum[c] += m->lane_sum[k];
+        m->squares[c] += m->lane_squares[k];
+        m->low[c] = m->lane_low[k] < m->low[c] ? m->lane_low[k] : m->low[c];
+        m->high[c] = m->lane_high[k] > m->high[c] ? m->lane_high[k] : m->high[c];
+    }
+}
+
+/* Bytes start..n-1 of a row one at a time: its tail, or all of it where there is no vector path. */
+static void row_moments_plain(const unsigned char *p, size_t start, size_t n, struct moments *m) {
     size_t i;
-    for (i = start; i < n; i++)
-        fold_lane(m, i % pixel_bytes, p[i], (uint64_t)p[i] * p[i], p[i], p[i]);
+    for (i = start; i < n; i++) {
+        unsigned int c = i % 4, v = p[i];
+        m->sum[c] += v;
+        m->squares[c] += v * v;
+        m->low[c] = v < m->low[c] ? v : m->low[c];
+        m->high[c] = v > m->high[c] ? v : m->high[c];
+    }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
 
-/* 32 bytes at a time with no shuffles: as 16-bit lanes, even bytes are v & 0xff and odd ones v >> 8;
- * their squares fit 16 bits, and as 32-bit lanes those split again into & 0xffff and >> 16.  So every
- * lane of every accumulator is one fixed byte position of the block (a multiple of any pixel size):
- * 16-bit sums for 257 blocks (257 x 255 < 2^16), 32-bit squares for 65536 (65536 x 255^2 < 2^32),
- * then into 64 bits by channel. */
-__attribute__((target("avx2"))) static size_t add_moments_avx2(const unsigned char *p, size_t n,
-                                                               unsigned int pixel_bytes, struct moments *m) {
+/* No shuffles: as 16-bit lanes, even bytes are v & 0xff and odd ones v >> 8; their squares fit 16
+ * bits, and as 32-bit lanes those split again into & 0xffff and >> 16. */
+__attribute__((target("avx2"))) static size_t row_moments_avx2(const unsigned char *p, size_t n, struct moments *m) {
     const __m256i bytes = _mm256_set1_epi16(0xff), words = _mm256_set1_epi32(0xffff);
     size_t blocks = n / 32, b = 0;
-    unsigned int k;
-    __m256i low = _mm256_set1_epi8((char)255), high = _mm256_setzero_si256();
-    uint16_t sums[2][16];
-    uint32_t squares[4][8];
-    unsigned char lows[32], highs[32];
+    __m256i low = _mm256_loadu_si256((const __m256i *)m->lane_low);
+    __m256i high = _mm256_loadu_si256((const __m256i *)m->lane_high);
     while (b < blocks) {
-        size_t squares_stop = blocks - b > 65536 ? b + 65536 : blocks;
-        __m256i q[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-        while (b < squares_stop) {
-            size_t sum_stop = squares_stop - b > 257 ? b + 257 : squares_stop;
-            __m256i even_sum = _mm256_setzero_si256(), odd_sum = _mm256_setzero_si256();
-            for (; b < sum_stop; b++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(p + b * 32));
-                __m256i even = _mm256_and_si256(v, bytes), odd = _mm256_srli_epi16(v, 8);
-                __m256i even_square = _mm256_mullo_epi16(even, even), odd_square = _mm256_mullo_epi16(odd, odd);
-                even_sum = _mm256_add_epi16(even_sum, even);
-                odd_sum = _mm256_add_epi16(odd_sum, odd);
-                q[0] = _mm256_add_epi32(q[0], _mm256_and_si256(even_square, words)); /* bytes 4k */
-                q[1] = _mm256_add_epi32(q[1], _mm256_srli_epi32(even_square, 16));  /* 4k + 2 */
-                q[2] = _mm256_add_epi32(q[2], _mm256_and_si256(odd_square, words));  /* 4k + 1 */
-                q[3] = _mm256_add_epi32(q[3], _mm256_srli_epi32(odd_square, 16));   /* 4k + 3 */
-                low = _mm256_min_epu8(low, v);
-                high = _mm256_max_epu8(high, v);
-            }
-            _mm256_storeu_si256((__m256i *)sums[0], even_sum); /* lane k: byte 2k */
-            _mm256_storeu_si256((__m256i *)sums[1], odd_sum);  /* lane k: byte 2k + 1 */
-            for (k = 0; k < 16; k++) {
-                m->sum[(2 * k) % pixel_bytes] += sums[0][k];
-                m->sum[(2 * k + 1) % pixel_bytes] += sums[1][k];
-            }
+        size_t stop = b + (257 - m->sum_blocks);
+        if (stop > b + (65536 - m->square_blocks))
+            stop = b + (65536 - m->square_blocks);
+        if (stop > blocks)
+            stop = blocks;
+        __m256i even_sum = _mm256_loadu_si256((const __m256i *)m->sum16[0]);
+        __m256i odd_sum = _mm256_loadu_si256((const __m256i *)m->sum16[1]);
+        __m256i q0 = _mm256_loadu_si256((const __m256i *)m->squares32[0]);
+        __m256i q1 = _mm256_loadu_si256((const __m256i *)m->squares32[1]);
+        __m256i q2 = _mm256_loadu_si256((const __m256i *)m->squares32[2]);
+        __m256i q3 = _mm256_loadu_si256((const __m256i *)m->squares32[3]);
+        m->sum_blocks += (unsigned int)(stop - b);
+        m->square_blocks += (unsigned int)(stop - b);
+        for (; b < stop; b++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + b * 32));
+            __m256i even = _mm256_and_si256(v, bytes), odd = _mm256_srli_epi16(v, 8);
+            __m256i even_square = _mm256_mullo_epi16(even, even), odd_square = _mm256_mullo_epi16(odd, odd);
+            even_sum = _mm256_add_epi16(even_sum, even);
+            odd_sum = _mm256_add_epi16(odd_sum, odd);
+            q0 = _mm256_add_epi32(q0, _mm256_and_si256(even_square, words));
+            q1 = _mm256_add_epi32(q1, _mm256_srli_epi32(even_square, 16));
+            q2 = _mm256_add_epi32(q2, _mm256_and_si256(odd_square, words));
+            q3 = _mm256_add_epi32(q3, _mm256_srli_epi32(odd_square, 16));
+            low = _mm256_min_epu8(low, v);
+            high = _mm256_max_epu8(high, v);
         }
-        for (k = 0; k < 4; k++)
-            _mm256_storeu_si256((__m256i *)squares[k], q[k]);
-        for (k = 0; k < 8; k++) {
-            m->squares[(4 * k) % pixel_bytes] += squares[0][k];
-            m->squares[(4 * k + 2) % pixel_bytes] += squares[1][k];
-            m->squares[(4 * k + 1) % pixel_bytes] += squares[2][k];
-            m->squares[(4 * k + 3) % pixel_bytes] += squares[3][k];
-        }
+        _mm256_storeu_si256((__m256i *)m->sum16[0], even_sum);
+        _mm256_storeu_si256((__m256i *)m->sum16[1], odd_sum);
+        _mm256_storeu_si256((__m256i *)m->squares32[0], q0);
+        _mm256_storeu_si256((__m256i *)m->squares32[1], q1);
+        _mm256_storeu_si256((__m256i *)m->squares32[2], q2);
+        _mm256_storeu_si256((__m256i *)m->squares32[3], q3);
+        if (m->sum_blocks == 257)
+            flush_sums(m);
+        if (m->square_blocks == 65536)
+            flush_squares(m);
     }
-    _mm256_storeu_si256((__m256i *)lows, low);
-    _mm256_storeu_si256((__m256i *)highs, high);
-    if (blocks > 0)
-        for (k = 0; k < 32; k++)
-            fold_lane(m, k % pixel_bytes, 0, 0, lows[k], highs[k]);
+    _mm256_storeu_si256((__m256i *)m->lane_low, low);
+    _mm256_storeu_si256((__m256i *)m->lane_high, high);
     return blocks * 32;
 }
 #endif
 
-/* pixel_bytes divides 32, so the vector blocks end on a whole pixel and the tail stays in step. */
-static void add_moments(const unsigned char *p, size_t n, unsigned int pixel_bytes, struct moments *m) {
+static void row_moments(const unsigned char *row, size_t n, int vector, struct moments *m) {
     size_t done = 0;
 #ifdef HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2"))
-        done = add_moments_avx2(p, n, pixel_bytes, m);
+    if (vector)
+        done = row_moments_avx2(row, n, m);
+#else
+    (void)vector;
 #endif
-    add_moments_plain(p, done, n, pixel_bytes, m);
+    row_moments_plain(row, done, n, m);
 }
 
-/* Every step-th pixel, in two sets of tables for alternate pixels: a run of equal values then does not
- * wait on one counter.  Chunks of 2^31 pixels: no table entry passes 2^31. */
-static int add_histogram(const unsigned char *p, size_t pixels, unsigned int pixel_bytes, unsigned int channels,
-                         size_t step, uint64_t *counts) {
-    uint32_t *tables = calloc(2 * 4 * 256, sizeof(uint32_t));
-    size_t i, start = 0, flip = 0;
-    unsigned int c, v;
-    if (tables == NULL)
-        return -1;
-    while (start < pixels) {
-        size_t end = pixels - start > ((size_t)1 << 31) ? start + ((size_t)1 << 31) : pixels;
-        for (i = start; i < end; i += step, flip ^= 1) {
-            const unsigned char *pixel = p + i * pixel_bytes;
-            uint32_t *table = tables + flip * 4 * 256;
-            for (c = 0; c < channels; c++)
-                table[c * 256 + pixel[c]]++;
-        }
-        for (c = 0; c < channels; c++)
-            for (v = 0; v < 256; v++) {
-                counts[c * 256 + v] += (uint64_t)tables[c * 256 + v] + tables[4 * 256 + c * 256 + v];
-                tables[c * 256 + v] = tables[4 * 256 + c * 256 + v] = 0;
-            }
-        start = i; /* where the step lands past this chunk */
-    }
-    free(tables);
-    return 0;
-}
+/* --- the average image ------------------------------------------------------------------------- */
 
-/* Box [first[k], first[k + 1]) of input positions for each of side outputs along an axis of length n. */
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+typedef uint16_t u16x4 __attribute__((vector_size(8)));
+typedef float f32x4 __attribute__((vector_size(16)));
+
+struct resize {
+    unsigned int side, width, next; /* next: the output row being summed */
+    int undo;                       /* take the rows out of total again (see measure_jpeg) */
+    unsigned int *row_first, *row_stop, *col_first, *col_stop;
+    float *column_scale;
+    uint32_t *columns; /* the next output row's box of input rows, summed per column and channel */
+    unsigned int whole; /* columns every box has (floor(width / side), at least 1) */
+    u32x4 *extra;       /* per output column: all ones where its box has one more */
+    uint16_t *total;   /* side x side x 4 */
+};
+
+/* Box [first[k], stop[k]) of input positions for each of side outputs along an axis of length n: the
+ * boxes tile the axis when n >= side, and are single positions, some repeated, when it is shorter. */
 static void boxes(unsigned int n, unsigned int side, unsigned int *first, unsigned int *stop) {
     unsigned int k;
     for (k = 0; k < side; k++) {
@@ -159,155 +209,396 @@ static void boxes(unsigned int n, unsigned int side, unsigned int *first, unsign
     }
 }
 
-/* Vertical first: each output row's box of input rows is summed column by column (a contiguous loop
- * over whole rows, which the compiler vectorizes), then each output pixel sums its columns of that row. */
-static int add_resized_to(const unsigned char *p, unsigned int width, unsigned int height, unsigned int pixel_bytes,
-                          unsigned int side, uint64_t *total) {
-    size_t row_bytes = (size_t)width * pixel_bytes, i;
-    unsigned int *bounds = malloc(sizeof(unsigned int) * 4 * side);
-    double *column_scale = malloc(sizeof(double) * side);
-    uint32_t *columns = malloc(sizeof(uint32_t) * row_bytes);
-    unsigned int ox, oy, y, x;
-    int failed = bounds == NULL || column_scale == NULL || columns == NULL;
-    if (!failed) {
-        unsigned int *row_first = bounds, *row_stop = bounds + side, *col_first = bounds + 2 * side,
-                     *col_stop = bounds + 3 * side;
-        boxes(height, side, row_first, row_stop);
-        boxes(width, side, col_first, col_stop);
-        for (ox = 0; ox < side; ox++)
-            column_scale[ox] = FIXED_ONE / (col_stop[ox] - col_first[ox]);
-        for (oy = 0; oy < side; oy++) {
-            const unsigned char *row = p + (size_t)row_first[oy] * row_bytes;
-            for (i = 0; i < row_bytes; i++)
-                columns[i] = row[i];
-            for (y = row_first[oy] + 1; y < row_stop[oy]; y++) {
-                row = p + (size_t)y * row_bytes;
-                for (i = 0; i < row_bytes; i++)
-                    columns[i] += row[i];
-            }
-            uint64_t *out = total + (size_t)oy * side * 3;
-            double row_scale = 1.0 / (row_stop[oy] - row_first[oy]);
-            for (ox = 0; ox < side; ox++, out += 3) {
-                const uint32_t *column = columns + (size_t)col_first[ox] * pixel_bytes;
-                uint64_t red = 0, green = 0, blue = 0;
-                for (x = col_first[ox]; x < col_stop[ox]; x++, column += pixel_bytes) {
-                    red += column[0];
-                    green += column[1];
-                    blue += column[2];
-                }
-                double scale = column_scale[ox] * row_scale;
-                out[0] += (uint64_t)(red * scale + 0.5);
-                out[1] += (uint64_t)(green * scale + 0.5);
-                out[2] += (uint64_t)(blue * scale + 0.5);
-            }
-        }
+static int resize_start(struct resize *r, unsigned int width, unsigned int height, unsigned int side, uint16_t *total) {
+    unsigned int k;
+    memset(r, 0, sizeof *r);
+    if (total == NULL)
+        return 0;
+    r->side = side;
+    r->width = width;
+    r->total = total;
+    r->row_first = malloc(sizeof(unsigned int) * 4 * side);
+    r->column_scale = malloc(sizeof(float) * side);
+    r->columns = calloc(4 * ((size_t)width + 1), sizeof(uint32_t)); /* + a spare column, never summed in */
+    r->extra = malloc(sizeof(u32x4) * side);
+    if (r->row_first == NULL || r->column_scale == NULL || r->columns == NULL || r->extra == NULL)
+        return -1;
+    r->row_stop = r->row_first + side;
+    r->col_first = r->row_first + 2 * side;
+    r->col_stop = r->row_first + 3 * side;
+    boxes(height, side, r->row_first, r->row_stop);
+    boxes(width, side, r->col_first, r->col_stop);
+    r->whole = width >= side ? width / side : 1;
+    for (k = 0; k < side; k++) {
+        unsigned int wide = r->col_stop[k] - r->col_first[k] > r->whole;
+        u32x4 mask = {-wide, -wide, -wide, -wide};
+        r->extra[k] = mask;
+        r->column_scale[k] = 1.0f / (float)(r->col_stop[k] - r->col_first[k]);
     }
-    free(bounds);
-    free(column_scale);
-    free(columns);
-    return failed ? -1 : 0;
+    return 0;
 }
 
-static int writable_uint64(Py_buffer *buffer, size_t count, const char *what) {
-    if (buffer->itemsize != 8 || (size_t)buffer->len != count * 8 || !PyBuffer_IsContiguous(buffer, 'C')) {
-        PyErr_Format(PyExc_ValueError, "%s must be a contiguous uint64 buffer of %zu items", what, count);
+static void resize_end(struct resize *r) {
+    free(r->row_first);
+    free(r->column_scale);
+    free(r->columns);
+    free(r->extra);
+}
+
+__attribute__((target_clones("avx2", "default")))
+static void widen_row(uint32_t *columns, const unsigned char *row, size_t n, int first) {
+    size_t i;
+    if (first)
+        for (i = 0; i < n; i++)
+            columns[i] = row[i];
+    else
+        for (i = 0; i < n; i++)
+            columns[i] += row[i];
+}
+
+/* Output row oy is summed.  Its boxes are floor(w/side) or one more columns wide (one, repeated,
+ * where the image is narrower): each box is the same number of whole columns plus one column masked
+ * in or out, so no loop's length varies from pixel to pixel (boxes 2 or 3 wide alternate
+ * unpredictably: a mispredicted branch per pixel).  Each sum is one 4-lane vector (RGBX); its mean,
+ * rounded as a resize to 8 bits rounds, is added into total. */
+__attribute__((target_clones("avx2", "default")))
+static void emit_row(const struct resize *r, unsigned int oy) {
+    uint16_t *restrict out = r->total + (size_t)oy * r->side * 4;
+    const uint32_t *restrict columns = r->columns;
+    const unsigned int *restrict first = r->col_first;
+    const u32x4 *restrict extra = r->extra;
+    const float *restrict scale = r->column_scale;
+    unsigned int ox, j, whole = r->whole, side = r->side;
+    int undo = r->undo;
+    float row_scale = 1.0f / (float)(r->row_stop[oy] - r->row_first[oy]);
+    for (ox = 0; ox < side; ox++, out += 4) {
+        const uint32_t *box = columns + (size_t)first[ox] * 4;
+        u32x4 cell, column;
+        u16x4 sum;
+        memcpy(&cell, box, sizeof cell);
+        for (j = 1; j < whole; j++) {
+            memcpy(&column, box + 4 * j, sizeof column);
+            cell += column;
+        }
+        memcpy(&column, box + 4 * whole, sizeof column); /* columns has a spare column past the last */
+        cell += column & extra[ox];
+        f32x4 mean = __builtin_convertvector((i32x4)cell, f32x4) * (scale[ox] * row_scale) + 0.5f;
+        u16x4 value = __builtin_convertvector(__builtin_convertvector(mean, i32x4), u16x4);
+        memcpy(&sum, out, sizeof sum);
+        sum = undo ? sum - value : sum + value; /* modulo 2^16: an undo is exact */
+        memcpy(out, &sum, sizeof sum);
+    }
+}
+
+/* Input row y arrives: it joins the box of every output row whose box holds it (rows come in order,
+ * so those are the next ones), and each box it completes is emitted. */
+static void resize_row(struct resize *r, const unsigned char *row, unsigned int y) {
+    while (r->next < r->side && r->row_first[r->next] <= y) {
+        widen_row(r->columns, row, (size_t)r->width * 4, y == r->row_first[r->next]);
+        if (y + 1 < r->row_stop[r->next])
+            break;
+        emit_row(r, r->next++);
+    }
+}
+
+/* --- one pass --------------------------------------------------------------------------------- */
+
+struct pass {
+    unsigned int width, height;
+    int vector;
+    uint64_t count; /* 1, or -1 (modulo 2^64) to take rows out of the histogram again */
+    struct moments moments;
+    struct resize resize;
+    uint64_t *histogram; /* 3 x 256 */
+    size_t step, next_sample; /* histogram: the next pixel to count, row-major */
+};
+
+static void measure_row(struct pass *pass, const unsigned char *row, unsigned int y) {
+    size_t row_start = (size_t)y * pass->width, x;
+    row_moments(row, (size_t)pass->width * 4, pass->vector, &pass->moments);
+    for (x = pass->next_sample - row_start; x < pass->width; x += pass->step) {
+        const unsigned char *pixel = row + x * 4;
+        pass->histogram[pixel[0]] += pass->count;
+        pass->histogram[256 + pixel[1]] += pass->count;
+        pass->histogram[512 + pixel[2]] += pass->count;
+    }
+    pass->next_sample = row_start + x;
+    if (pass->resize.total != NULL)
+        resize_row(&pass->resize, row, y);
+}
+
+static int pass_start(struct pass *pass, unsigned int width, unsigned int height, unsigned int side, uint16_t *resized,
+                      uint64_t *histogram, size_t step, int undo) {
+    pass->count = undo ? (uint64_t)-1 : 1;
+    pass->width = width;
+    pass->height = height;
+    pass->histogram = histogram;
+    pass->step = step;
+    pass->next_sample = 0;
+#ifdef HAVE_AVX2_PATH
+    pass->vector = __builtin_cpu_supports("avx2");
+#else
+    pass->vector = 0;
+#endif
+    moments_start(&pass->moments);
+    int failed = resize_start(&pass->resize, width, height, side, resized);
+    pass->resize.undo = undo;
+    return failed;
+}
+
+static PyObject *channel_tuple(const uint64_t *values) {
+    return Py_BuildValue("(KKK)", (unsigned long long)values[0], (unsigned long long)values[1],
+                         (unsigned long long)values[2]);
+}
+
+static PyObject *pass_result(struct pass *pass) {
+    struct moments *m = &pass->moments;
+    moments_finish(m);
+    uint64_t low[3] = {m->low[0], m->low[1], m->low[2]}, high[3] = {m->high[0], m->high[1], m->high[2]};
+    return Py_BuildValue("(NNNN)", channel_tuple(m->sum), channel_tuple(m->squares), channel_tuple(low),
+                         channel_tuple(high));
+}
+
+/* --- arguments ------------------------------------------------------------------------------- */
+
+static int writable(Py_buffer *buffer, Py_ssize_t itemsize, size_t count, const char *what) {
+    if (buffer->itemsize != itemsize || (size_t)buffer->len != count * itemsize || !PyBuffer_IsContiguous(buffer, 'C')) {
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous buffer of %zu %zd-byte items", what, count, itemsize);
         return -1;
     }
     return 0;
 }
 
-static PyObject *moments(PyObject *self, PyObject *args) {
-    Py_buffer input;
-    unsigned int pixel_bytes, channels, c;
-    struct moments m;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*II", &input, &pixel_bytes, &channels))
-        return NULL;
-    if ((pixel_bytes != 1 && pixel_bytes != 2 && pixel_bytes != 4) || channels < 1 || channels > pixel_bytes ||
-        input.len % pixel_bytes != 0 || input.len == 0) {
-        PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "moments needs whole pixels of 1, 2 or 4 bytes, at least one, and channels <= pixel_bytes");
-        return NULL;
+/* resized is None or a writable side x side x 4 uint16 buffer; histogram 3 x 256 uint64. */
+static int take_outputs(PyObject *resized_object, unsigned int side, Py_buffer *resized, PyObject *histogram_object,
+                        Py_buffer *histogram) {
+    resized->obj = NULL;
+    histogram->obj = NULL;
+    if (PyObject_GetBuffer(histogram_object, histogram, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (writable(histogram, 8, 3 * 256, "histogram") < 0)
+        return -1;
+    if (resized_object == Py_None)
+        return 0;
+    if (side == 0) {
+        PyErr_SetString(PyExc_TypeError, "side must be at least 1");
+        return -1;
     }
-    memset(&m, 0, sizeof m);
-    memset(m.low, 255, sizeof m.low);
-    Py_BEGIN_ALLOW_THREADS
-    add_moments(input.buf, (size_t)input.len, pixel_bytes, &m);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&input);
-    PyObject *parts[4] = {PyTuple_New(channels), PyTuple_New(channels), PyTuple_New(channels), PyTuple_New(channels)};
-    for (c = 0; c < 4; c++)
-        if (parts[c] == NULL)
-            goto fail;
-    for (c = 0; c < channels; c++) {
-        PyTuple_SET_ITEM(parts[0], c, PyLong_FromUnsignedLongLong(m.sum[c]));
-        PyTuple_SET_ITEM(parts[1], c, PyLong_FromUnsignedLongLong(m.squares[c]));
-        PyTuple_SET_ITEM(parts[2], c, PyLong_FromLong(m.low[c]));
-        PyTuple_SET_ITEM(parts[3], c, PyLong_FromLong(m.high[c]));
-    }
-    return Py_BuildValue("(NNNN)", parts[0], parts[1], parts[2], parts[3]);
-fail:
-    for (c = 0; c < 4; c++)
-        Py_XDECREF(parts[c]);
-    return NULL;
+    if (PyObject_GetBuffer(resized_object, resized, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    return writable(resized, 2, (size_t)side * side * 4, "resized");
 }
+
+static void release_outputs(Py_buffer *resized, Py_buffer *histogram) {
+    if (resized->obj != NULL)
+        PyBuffer_Release(resized);
+    if (histogram->obj != NULL)
+        PyBuffer_Release(histogram);
+}
+
+/* --- measure_rgbx ------------------------------------------------------------------------------ */
+
+static PyObject *measure_rgbx(PyObject *self, PyObject *args) {
+    Py_buffer input, resized, histogram;
+    unsigned int width, height, side, y;
+    Py_ssize_t step;
+    PyObject *resized_object, *histogram_object, *result = NULL;
+    struct pass pass;
+    int failed, undo = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IIIOOn|p", &input, &width, &height, &side, &resized_object, &histogram_object, &step,
+                          &undo))
+        return NULL;
+    if (take_outputs(resized_object, side, &resized, histogram_object, &histogram) < 0)
+        goto done;
+    if (width == 0 || height == 0 || step < 1 || (size_t)input.len != (size_t)width * height * 4) {
+        PyErr_SetString(PyExc_TypeError, "measure_rgbx needs width x height RGBX pixels and a step of at least 1");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    failed = pass_start(&pass, width, height, side, resized.obj ? resized.buf : NULL, histogram.buf, (size_t)step, undo);
+    if (!failed)
+        for (y = 0; y < height; y++)
+            measure_row(&pass, (const unsigned char *)input.buf + (size_t)y * width * 4, y);
+    resize_end(&pass.resize);
+    Py_END_ALLOW_THREADS
+    result = failed ? PyErr_NoMemory() : pass_result(&pass);
+done:
+    release_outputs(&resized, &histogram);
+    PyBuffer_Release(&input);
+    return result;
+}
+
+/* --- measure_jpeg ------------------------------------------------------------------------------ */
+
+struct error_state {
+    struct jpeg_error_mgr manager;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+};
+
+static void on_error(j_common_ptr cinfo) {
+    struct error_state *state = (struct error_state *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, state->message);
+    longjmp(state->jump, 1);
+}
+
+static void ignore_message(j_common_ptr cinfo, int level) { /* the reader decodes past warnings too */
+    (void)cinfo;
+    (void)level;
+}
+
+/* Decode input and measure it into pass, row by row; NULL, or why it failed (with *no_memory set when
+ * that is the reason).  Rows measured before a failure have reached the histogram and the average
+ * image: measure_jpeg decodes the same bytes again with undo set, which takes exactly those rows out
+ * (the decode is deterministic, so it fails at the same row). */
+static const char *decode_and_measure(const Py_buffer *input, struct pass *pass, unsigned int side, uint16_t *resized,
+                                      uint64_t *histogram, size_t step, unsigned long long max_pixels, int undo,
+                                      int *no_memory, char *message) {
+    struct jpeg_decompress_struct cinfo;
+    struct error_state error;
+    const char *volatile failure = NULL;
+    volatile int made = 0;
+    unsigned char *strip = NULL;
+    JSAMPROW rows[STRIP_ROWS];
+    unsigned int k;
+    cinfo.err = jpeg_std_error(&error.manager);
+    error.manager.error_exit = on_error;
+    error.manager.emit_message = ignore_message;
+    error.message[0] = '\0';
+    memset(&pass->resize, 0, sizeof pass->resize);
+    *no_memory = 0;
+    if (setjmp(error.jump)) {
+        failure = error.message;
+    } else {
+        jpeg_create_decompress(&cinfo);
+        made = 1;
+        jpeg_mem_src(&cinfo, (const unsigned char *)input->buf, (unsigned long)input->len);
+        jpeg_read_header(&cinfo, TRUE);
+        if (cinfo.num_components != 1 && cinfo.num_components != 3) {
+            failure = "not a grayscale or YCbCr/RGB JPEG";
+        } else if ((unsigned long long)cinfo.image_width * cinfo.image_height > max_pixels) {
+            failure = "image has more pixels than the decoder's limit";
+        } else {
+            cinfo.out_color_space = JCS_EXT_RGBX;
+            cinfo.dct_method = JDCT_ISLOW;
+            jpeg_start_decompress(&cinfo);
+        }
+    }
+    if (failure == NULL) { /* outside the setjmp regions: nothing allocated here is lost to a longjmp */
+        strip = malloc((size_t)cinfo.output_width * 4 * STRIP_ROWS);
+        *no_memory = strip == NULL ||
+                     pass_start(pass, cinfo.output_width, cinfo.output_height, side, resized, histogram, step, undo);
+        if (*no_memory)
+            failure = "out of memory";
+    }
+    if (failure == NULL) {
+        for (k = 0; k < STRIP_ROWS; k++)
+            rows[k] = strip + (size_t)k * cinfo.output_width * 4;
+        if (setjmp(error.jump)) {
+            failure = error.message;
+        } else {
+            while (cinfo.output_scanline < cinfo.output_height) {
+                JDIMENSION first = cinfo.output_scanline, got = jpeg_read_scanlines(&cinfo, rows, STRIP_ROWS);
+                if (got == 0) {
+                    failure = "image data ended early";
+                    break;
+                }
+                for (k = 0; k < got; k++)
+                    measure_row(pass, rows[k], first + k);
+            }
+        }
+    }
+    if (made)
+        jpeg_destroy_decompress(&cinfo); /* no jpeg_finish_decompress: the reader stops after the last row too */
+    free(strip);
+    resize_end(&pass->resize);
+    if (failure == error.message) { /* error lives on this stack frame */
+        strcpy(message, error.message[0] ? error.message : "corrupt JPEG");
+        return message;
+    }
+    return failure;
+}
+
+static PyObject *measure_jpeg(PyObject *self, PyObject *args) {
+    Py_buffer input, resized, histogram;
+    unsigned int side;
+    Py_ssize_t step;
+    unsigned long long max_pixels;
+    PyObject *resized_object, *histogram_object, *result = NULL;
+    struct pass pass;
+    const char *failure;
+    char message[JMSG_LENGTH_MAX];
+    int no_memory, ignored;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*IOOnK", &input, &side, &resized_object, &histogram_object, &step, &max_pixels))
+        return NULL;
+    if (take_outputs(resized_object, side, &resized, histogram_object, &histogram) < 0)
+        goto done;
+    if (step < 1) {
+        PyErr_SetString(PyExc_TypeError, "step must be at least 1");
+        goto done;
+    }
+    uint16_t *resized_buffer = resized.obj ? resized.buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    failure = decode_and_measure(&input, &pass, side, resized_buffer, histogram.buf, (size_t)step, max_pixels, 0,
+                                 &no_memory, message);
+    if (failure != NULL && !no_memory) {
+        char again[JMSG_LENGTH_MAX];
+        decode_and_measure(&input, &pass, side, resized_buffer, histogram.buf, (size_t)step, max_pixels, 1, &ignored,
+                           again);
+    }
+    Py_END_ALLOW_THREADS
+    if (no_memory)
+        PyErr_NoMemory();
+    else if (failure != NULL)
+        PyErr_SetString(PyExc_ValueError, failure);
+    else {
+        PyObject *moments = pass_result(&pass);
+        result = moments == NULL ? NULL : Py_BuildValue("(IIN)", pass.width, pass.height, moments);
+    }
+done:
+    release_outputs(&resized, &histogram);
+    PyBuffer_Release(&input);
+    return result;
+}
+
+/* --- histogram -------------------------------------------------------------------------------- */
 
 static PyObject *histogram(PyObject *self, PyObject *args) {
     Py_buffer input, counts;
-    unsigned int pixel_bytes, channels;
+    unsigned int pixel_bytes, channels, c;
     Py_ssize_t step = 1;
-    int failed = 0;
+    size_t i, pixels;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*IIw*|n", &input, &pixel_bytes, &channels, &counts, &step))
         return NULL;
     PyObject *result = NULL;
     if (pixel_bytes < 1 || pixel_bytes > 4 || channels < 1 || channels > pixel_bytes || input.len % pixel_bytes != 0 ||
         step < 1) {
-        PyErr_SetString(PyExc_ValueError, "histogram needs whole pixels of 1-4 bytes, channels <= pixel_bytes, step >= 1");
-    } else if (writable_uint64(&counts, (size_t)channels * 256, "counts") == 0) {
+        PyErr_SetString(PyExc_TypeError, "histogram needs whole pixels of 1-4 bytes, channels <= pixel_bytes, step >= 1");
+    } else if (writable(&counts, 8, (size_t)channels * 256, "counts") == 0) {
+        const unsigned char *p = input.buf;
+        uint64_t *out = counts.buf;
+        pixels = (size_t)input.len / pixel_bytes;
         Py_BEGIN_ALLOW_THREADS
-        failed = add_histogram(input.buf, (size_t)input.len / pixel_bytes, pixel_bytes, channels, (size_t)step, counts.buf);
+        for (i = 0; i < pixels; i += (size_t)step)
+            for (c = 0; c < channels; c++)
+                out[c * 256 + p[i * pixel_bytes + c]]++;
         Py_END_ALLOW_THREADS
-        if (failed)
-            PyErr_NoMemory();
-        else
-            result = Py_NewRef(Py_None);
+        result = Py_NewRef(Py_None);
     }
     PyBuffer_Release(&input);
     PyBuffer_Release(&counts);
     return result;
 }
 
-static PyObject *add_resized(PyObject *self, PyObject *args) {
-    Py_buffer input, total;
-    unsigned int width, height, pixel_bytes, side;
-    int failed = 0;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*IIIIw*", &input, &width, &height, &pixel_bytes, &side, &total))
-        return NULL;
-    PyObject *result = NULL;
-    if (pixel_bytes < 3 || pixel_bytes > 4 || width == 0 || height == 0 || side == 0 ||
-        (size_t)input.len != (size_t)width * height * pixel_bytes) {
-        PyErr_SetString(PyExc_ValueError, "add_resized needs width x height pixels of 3 or 4 bytes and a side");
-    } else if (writable_uint64(&total, (size_t)side * side * 3, "total") == 0) {
-        Py_BEGIN_ALLOW_THREADS
-        failed = add_resized_to(input.buf, width, height, pixel_bytes, side, total.buf);
-        Py_END_ALLOW_THREADS
-        if (failed)
-            PyErr_NoMemory();
-        else
-            result = Py_NewRef(Py_None);
-    }
-    PyBuffer_Release(&input);
-    PyBuffer_Release(&total);
-    return result;
-}
-
 static PyMethodDef methods[] = {
-    {"moments", moments, METH_VARARGS, "moments(pixels, pixel_bytes, channels) -> (sums, sums_of_squares, minima, maxima)"},
-    {"histogram", histogram, METH_VARARGS, "histogram(pixels, pixel_bytes, channels, counts, step=1) -> None; adds every step-th pixel into counts"},
-    {"add_resized", add_resized, METH_VARARGS,
-     "add_resized(pixels, width, height, pixel_bytes, side, total) -> None; adds the side x side box average"},
+    {"measure_jpeg", measure_jpeg, METH_VARARGS,
+     "measure_jpeg(data, side, resized, histogram, step, max_pixels) -> (width, height, (sums, squares, minima, maxima))"},
+    {"measure_rgbx", measure_rgbx, METH_VARARGS,
+     "measure_rgbx(pixels, width, height, side, resized, histogram, step, undo=False) -> (sums, squares, minima, maxima)"},
+    {"histogram", histogram, METH_VARARGS, "histogram(data, pixel_bytes, channels, counts, step=1) -> None; adds into counts"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from ..._version import __version__
@@ -34,7 +35,7 @@ from ...format import manifest as mf
 from ...format import stats as contract
 from ...format.schema import trailing_of, unpack_payload
 from ...pack import resume
-from ...read.decode import decode_full, load_mask
+from ...read.decode import decode_full, libjpeg_size, load_mask
 from ...read.opening import shard_reader
 from ...read.shard_reader import ShardReader
 from . import _pixels
@@ -104,38 +105,76 @@ class _Spec:
     ignore_index: int | None
 
 
-def _measure_record(tally: Tally, spec: _Spec, payload, trailing) -> None:
+IMAGES_PER_RESIZED_SUM = 257  # images one 16-bit average-image sum holds (257 x 255 < 2^16, ``_pixels``)
+# Pillow's own limit (it refuses twice MAX_IMAGE_PIXELS): a few bytes claiming 60000 x 60000 are not
+# decoded for minutes, whichever decoder gets them.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+
+
+def _mask_counts(mask, size: tuple[int, int]) -> np.ndarray:
+    """Pixels per class value (256) of a record's mask, decoded as the reader decodes it."""
+    if not len(mask):
+        raise BadImageError("record has no mask in a segmentation dataset")
+    counts = np.zeros(256, np.uint64)
+    _pixels.histogram(np.ascontiguousarray(load_mask(mask, size)), 1, 1, counts)
+    return counts
+
+
+def _measure_record(tally: Tally, spec: _Spec, payload, trailing, resized: np.ndarray | None) -> None:
+    """Measure one record into ``tally``; a failure (raised) leaves no trace in it but the record's labels.
+
+    A JPEG that ``_libjpeg`` decodes (the reader's rule, ``libjpeg_size``) is
+    decoded and measured row by row in one call, which takes back what it added
+    if the decode fails part way; the rest are decoded whole, as Pillow decodes them.
+    """
     record = unpack_payload(payload, trailing)
     tally.add_record(record.labels)
-    pixels = decode_full(record.image)
-    height, width = pixels.shape[:2]
-    if spec.has_masks:  # before the image is counted: a bad mask fails the whole record
-        if not len(record.mask):
-            raise BadImageError("record has no mask in a segmentation dataset")
-        counts = np.zeros(256, np.uint64)
-        _pixels.histogram(np.ascontiguousarray(load_mask(record.mask, (width, height))), 1, 1, counts)
+    side, image = tally.mean_size or 0, record.image
+    size = libjpeg_size(image)
+    pixels = None
+    if size is None:
+        pixels = decode_full(image)
+        size = (pixels.shape[1], pixels.shape[0])
+    counts = _mask_counts(record.mask, size) if spec.has_masks else None
+    if pixels is None:
+        try:
+            width, height, moments = _pixels.measure_jpeg(image, side, resized, tally.pixel_histogram,
+                                                          HISTOGRAM_STEP, MAX_PIXELS)
+        except ValueError as error:
+            raise BadImageError(f"image does not decode ({error})") from None
+    else:
+        width, height = size
+        moments = _pixels.measure_rgbx(pixels, width, height, side, resized, tally.pixel_histogram, HISTOGRAM_STEP)
+    if counts is not None:
         tally.add_mask(counts, spec.ignore_index)
-    moments = _pixels.moments(pixels, 4, CHANNELS)
-    _pixels.histogram(pixels, 4, CHANNELS, tally.pixel_histogram, HISTOGRAM_STEP)
-    if tally.mean_image is not None:
-        _pixels.add_resized(pixels, width, height, 4, tally.mean_size, tally.mean_image)
-    tally.add_image(width, height, len(record.image), moments)
+    tally.add_image(width, height, len(image), moments)
 
 
 def measure_unit(spec: _Spec, reader: ShardReader, shard: int, runs: tuple[tuple[int, int], ...]) -> Tally:
-    """The tally of one unit's records.  Runs in a worker process; a bad record is counted and named, not raised."""
+    """The tally of one unit's records.  Runs in a worker process; a bad record is counted and named, not raised.
+
+    The average image is summed in 16 bits for up to 257 images at a time (a
+    buffer the L2 cache holds, where 64 bits would not fit), then added to the tally's.
+    """
     tally = Tally(spec.mean_size, spec.keep_per_image)
+    resized = None if spec.mean_size is None else np.zeros((spec.mean_size, spec.mean_size, 4), np.uint16)
+    summed = 0  # images in tally.mean_image; the rest are in resized
     for first, stop in runs:
         trailing = trailing_of(reader.rows[first:stop])
         for index, payload in enumerate(reader.read_run(first, stop), first):
             try:
                 if isinstance(payload, CorruptRecordError):
                     raise payload
-                _measure_record(tally, spec, payload, trailing[index - first])
+                _measure_record(tally, spec, payload, trailing[index - first], resized)
             except CorruptRecordError as error:
                 tally.add_failure(shard, index, str(error))
             except (BadImageError, ValueError) as error:
                 tally.add_failure(shard, index, f"{reader.name}: record {index}: {getattr(error, 'reason', error)}")
+            if resized is not None and tally.images - summed == IMAGES_PER_RESIZED_SUM:
+                tally.mean_image += resized[..., :CHANNELS]
+                resized[...], summed = 0, tally.images
+    if resized is not None:
+        tally.mean_image += resized[..., :CHANNELS]
     reader.close()
     return tally
 

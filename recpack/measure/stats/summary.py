@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...format import stats as contract
-from .tally import BYTE_BINS_PER_OCTAVE, CHANNELS, FIXED_ONE, HISTOGRAM_STEP, Tally
+from .tally import BYTE_BINS_PER_OCTAVE, CHANNELS, HISTOGRAM_STEP, Tally
 
 Z95 = 1.959963984540054  # the normal distribution's two-sided 95% point
 PLOT_BINS_PER_OCTAVE = 16  # the size histograms kept for the picture: bins 4.4% wide
@@ -130,7 +130,7 @@ def mean_image(tally: Tally) -> np.ndarray | None:
     """The average image, (side, side, 3) float32 on the 0-1 scale; None without one or without images."""
     if tally.mean_image is None or not tally.images:
         return None
-    return (tally.mean_image.astype(np.float64) / (FIXED_ONE * 255.0 * tally.images)).astype(np.float32)
+    return (tally.mean_image.astype(np.float64) / (255.0 * tally.images)).astype(np.float32)
 
 
 def summarize(tally: Tally, *, label_width: int, has_masks: bool, ignore_index: int | None,

@@ -7,8 +7,8 @@ any split of a dataset -- threads, processes, shard ranges measured on other day
 *equal* to one pass's, not merely within rounding.  Floats appear once, at the end
 (``summary``), where the variance is taken as (N*Q - S*S) / N^2 in exact arithmetic.
 
-The average image is summed in fixed point (``_pixels.add_resized``: 16 fractional bits
-per pixel of each squashed image), so it merges exactly too.
+The average image is the sum of every image squashed to side x side as 8-bit pixels
+(``_pixels``), so it merges exactly too.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ CHANNELS = 3
 BYTE_BINS_PER_OCTAVE = 64  # record sizes are binned on a log scale: bins 1.1% wide
 MAX_LABEL_VALUES = 100_000  # past this many distinct label values they are not class labels: counting stops
 MAX_NAMED_FAILURES = 1000  # failures past this are counted, not named
-FIXED_ONE = 65536  # the average image's fixed point (``_pixels.add_resized``)
 # The pixel histograms (for the picture) count every 31st pixel: scattered increments over every
 # pixel would cost a third of the decode.  31, not a round number, so that the sampled columns move
 # from row to row.  Everything else counts every pixel.
@@ -49,7 +48,7 @@ class Tally:
     low: list[int] = field(default_factory=lambda: [255] * CHANNELS)
     high: list[int] = field(default_factory=lambda: [0] * CHANNELS)
     pixel_histogram: np.ndarray = field(default_factory=lambda: np.zeros((CHANNELS, 256), np.uint64))  # HISTOGRAM_STEP
-    mean_image: np.ndarray | None = None  # (side, side, 3) uint64 fixed-point sums
+    mean_image: np.ndarray | None = None  # (side, side, 3) uint64: sums of the squashed images' pixels
     widths: Counter = field(default_factory=Counter)
     heights: Counter = field(default_factory=Counter)
     byte_bins: Counter = field(default_factory=Counter)  # byte_bin(size) -> records
