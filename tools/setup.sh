@@ -30,5 +30,6 @@ fi
 # matplotlib for recpack stats --plot (the [plot] extra) and its test, with its requirements by name and
 # --no-deps: its Pillow requirement would replace pillow-simd.
 "${pip[@]}" --no-deps "matplotlib>=3.7" contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
-"${pip[@]}" -e ".[test]"
+# s3/http: datasets at URLs; test-storage: moto's S3 server that tests/test_storage.py starts on 127.0.0.1
+"${pip[@]}" -e ".[test,s3,http,test-storage]"
 .venv/bin/python -c 'import recpack.prepare' && echo "setup: ready (.venv/bin/recpack)" >&2
