@@ -12,6 +12,7 @@ import io
 import numpy as np
 
 from ..errors import DatasetError
+from .framing import PART_HEADER
 from .schema import RECORD_INDEX_DTYPE
 
 REC_SUFFIX, IDX_SUFFIX, RECORD_INDEX_SUFFIX = ".rec", ".idx", ".rpi"
@@ -42,10 +43,15 @@ def parse_idx(text: str) -> tuple[np.ndarray, np.ndarray]:
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) != 2:
-            raise ValueError(f"line {number}: expected 'key<TAB>offset', got {line!r}")
-        keys.append(int(fields[0]))
-        offsets.append(int(fields[1]))
+        try:
+            key, offset = (int(field) for field in fields) if len(fields) == 2 else (None, None)
+        except ValueError:
+            key = offset = None
+        if key is None or not (-(1 << 63) <= key < 1 << 63 and 0 <= offset < 1 << 63):
+            raise ValueError(f"line {number}: expected 'key<TAB>offset' (whole numbers, the offset at least 0), "
+                             f"got {line[:80]!r}")
+        keys.append(key)
+        offsets.append(offset)
     return np.asarray(keys, dtype=np.int64), np.asarray(offsets, dtype=np.uint64)
 
 
@@ -62,8 +68,19 @@ def load_rpi(path: str) -> np.ndarray:
     """An ``.rpi``'s rows, memory-mapped; DatasetError naming the file when it is not one."""
     try:
         rows = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable record index ({error})") from None
+    except Exception as error:  # a damaged header fails np.load in many ways: EOF, syntax, token, value errors
+        raise DatasetError(f"{path}: unreadable record index ({type(error).__name__}: {error})") from None
     if rows.dtype != RECORD_INDEX_DTYPE or rows.ndim != 1:
         raise DatasetError(f"{path}: record index has dtype {rows.dtype}, expected {RECORD_INDEX_DTYPE}")
+    bad = misplaced_rows(rows)
+    if len(bad):
+        raise DatasetError(f"{path}: record {int(bad[0])} of the record index overlaps the next (damaged index)")
     return rows
+
+
+def misplaced_rows(rows: np.ndarray) -> np.ndarray:
+    """Rows whose record would overlap the next one's: records lie in file order, each at least its
+    part header and payload long.  Reads bound by a damaged index could otherwise run anywhere."""
+    offsets = rows["offset"].astype(np.uint64)
+    room = offsets[:-1] + rows["length"][:-1].astype(np.uint64) + np.uint64(PART_HEADER.size)
+    return np.flatnonzero(offsets[1:] < room)

@@ -3,14 +3,20 @@
 It lets ``recpack get OUT KEY`` find one image by the name it had in the
 source list without reading any shard.  Keys are the paths as written in the
 list (UTF-8); a key listed twice keeps its last record.
+
+Beside the keys, reserved entries (``\\0shard N``: no path holds a NUL, and they sort
+first) keep each shard's ``.rec`` size and CRC32C as the pack that wrote the index saw
+them, so that an index left from another pack (a stale one) is recognised even where
+its offsets happen to agree with this dataset's.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import struct
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import lmdb
 
@@ -19,6 +25,8 @@ from .manifest import KEY_INDEX_NAME, Manifest
 
 _VALUE = struct.Struct("<IIQ")
 _MAP_SIZE = 1 << 40  # address space only: LMDB files grow with what is written
+_SHARD_PREFIX = b"\0shard "
+_SHARD_VALUE = struct.Struct("<QI")  # the shard's .rec: bytes, CRC32C
 
 
 def open_for_writing(dataset_dir: str) -> lmdb.Environment:
@@ -31,12 +39,16 @@ def open_for_writing(dataset_dir: str) -> lmdb.Environment:
         raise OSError(errno.EIO, detail, path) from None
 
 
-def add(env: lmdb.Environment, shard: int, entries: Iterable[tuple[str, int, int]]) -> None:
+def add(env: lmdb.Environment, shard: int, entries: Iterable[tuple[str, int, int]],
+        rec: tuple[int, int] | None = None) -> None:
     """Store (key, record in shard, offset) entries of one shard in a single transaction.
 
+    ``rec`` is the shard's .rec (bytes, CRC32C), kept to recognise a stale index later.
     A failed write (a full disk) is an OSError naming the index, as any other file's would be.
     """
     items = ((key.encode("utf-8"), _VALUE.pack(shard, record, offset)) for key, record, offset in entries)
+    if rec is not None:
+        items = itertools.chain([(_SHARD_PREFIX + str(shard).encode(), _SHARD_VALUE.pack(*rec))], items)
     try:
         with env.begin(write=True) as txn:
             txn.cursor().putmulti(items)
@@ -110,10 +122,48 @@ def _unreadable(path: str, error: lmdb.Error) -> DatasetError:
 
 
 def count(dataset_dir: str) -> int:
-    """How many keys the index holds (from LMDB's own statistics: no entry is read)."""
+    """How many keys the index holds (from LMDB's own statistics: only the reserved entries are read)."""
     env = _open_readonly(dataset_dir)
     try:
-        return int(env.stat()["entries"])
+        with env.begin() as txn:
+            return int(env.stat()["entries"]) - len(_shard_files(txn))
+    finally:
+        env.close()
+
+
+def shard_files(dataset_dir: str) -> dict[int, tuple[int, int]]:
+    """Shard -> its .rec's (bytes, CRC32C) as the pack that wrote the index saw them (empty if it kept none)."""
+    env = _open_readonly(dataset_dir)
+    try:
+        with env.begin() as txn:
+            return _shard_files(txn)
+    except lmdb.Error as error:
+        raise _unreadable(os.path.join(dataset_dir, KEY_INDEX_NAME), error) from None
+    finally:
+        env.close()
+
+
+def _shard_files(txn: lmdb.Transaction) -> dict[int, tuple[int, int]]:
+    cursor = txn.cursor()
+    found = {}
+    if cursor.set_range(_SHARD_PREFIX):
+        for key, value in cursor:
+            if not key.startswith(_SHARD_PREFIX):
+                break
+            found[int(key[len(_SHARD_PREFIX):])] = _SHARD_VALUE.unpack(value)
+    return found
+
+
+def entries(dataset_dir: str) -> Iterator[tuple[str, int, int, int]]:
+    """Every (key, shard, record, offset) the index holds, in key order (the reserved entries left out)."""
+    env = _open_readonly(dataset_dir)
+    try:
+        with env.begin() as txn:
+            for key, value in txn.cursor():
+                if not key.startswith(b"\0"):
+                    yield (key.decode("utf-8", "replace"), *_VALUE.unpack(value))
+    except (lmdb.Error, struct.error) as error:
+        raise DatasetError(f"{os.path.join(dataset_dir, KEY_INDEX_NAME)}: unreadable key index ({error})") from None
     finally:
         env.close()
 

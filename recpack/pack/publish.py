@@ -66,7 +66,7 @@ class ShardLedger:
         files = mf.shard_from_json(note["files"])
         with writing(self.out_dir):
             self._env = self._env or keyindex.open_for_writing(self.out_dir)  # opened late: after the workers fork
-            keyindex.add(self._env, note["index"], keys)
+            keyindex.add(self._env, note["index"], keys, (files.rec.bytes, files.rec.crc32c))
             resume.note_done(self.out_dir, files.stem, note)
         self.notes[note["index"]] = note
         if self.fsync:

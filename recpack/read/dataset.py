@@ -142,7 +142,8 @@ class RecordDataset(IterableDataset):
             raise RecpackError("Augment(mode='full') keeps each image's own size, which no batch tensor holds: use "
                                "per-sample mode (batch_size=None) with a DataLoader that keeps a list (collate_fn=list)")
         self.path = path
-        self.manifest, readers = open_shards(path, storage=storage)  # a folder, scanned .rec files, or a URL
+        # a recpack folder, or .rec files scanned in memory (damage skipped with a warning if on_error="skip")
+        self.manifest, readers = open_shards(path, skip_damage=on_error == "skip", storage=storage)
         # a remote dataset's reader threads are its requests in flight (``remote_reader``)
         self._remote_reads = (storage or StorageOptions()).requests_in_flight if is_url(path) else None
         if self.manifest.num_records == 0:

@@ -9,6 +9,7 @@ memory only: nothing is written beside data that may be read-only or shared.
 from __future__ import annotations
 
 import os
+import warnings
 
 from tqdm import tqdm
 
@@ -30,7 +31,8 @@ def shard_reader(dataset_dir: str, shard: mf.ShardFiles) -> ShardReader:
     if is_url(dataset_dir):
         return RemoteShardReader(open_store(dataset_dir), shard)
     join = os.path.join
-    return ShardReader(join(dataset_dir, shard.rec.name), join(dataset_dir, shard.rpi.name), shard.stem)
+    return ShardReader(join(dataset_dir, shard.rec.name), join(dataset_dir, shard.rpi.name), shard.stem,
+                       records=shard.records)
 
 
 def _foreign_recs(folder: str) -> list[str]:
@@ -41,18 +43,26 @@ def _foreign_recs(folder: str) -> list[str]:
     return sorted(os.path.join(folder, name) for name in names if name.endswith(REC_SUFFIX))
 
 
-def _scan_in_memory(path: str, rec_paths: list[str]) -> tuple[mf.Manifest, list[ShardReader]]:
-    shards, readers, width = [], [], 1
+def _scan_in_memory(path: str, rec_paths: list[str], skip_damage: bool) -> tuple[mf.Manifest, list[ShardReader]]:
+    """Index .rec files by scanning them; damage is an error, or (``skip_damage``) a warning per stretch passed over.
+
+    What was skipped is also kept in the manifest's ``created["skipped"]``, one line per stretch.
+    """
+    shards, readers, width, skipped = [], [], 1, []
     for rec_path, stem in zip(rec_paths, shard_stems(rec_paths)):
         size = os.path.getsize(rec_path)
         with tqdm(total=size, unit="B", unit_scale=True, desc=f"scan {os.path.basename(rec_path)}",
                   disable=size < SCAN_PROGRESS_FROM_BYTES) as bar:
-            scan, _ = scan_with_idx(rec_path, bar.update)
+            scan, _ = scan_with_idx(rec_path, bar.update, skip_damage=skip_damage)
+        for damage in scan.damage:
+            skipped.append(f"{rec_path}: {damage}")
+            warnings.warn(f"recpack: skipped damage in {skipped[-1]}", stacklevel=3)
         rec_info = mf.FileInfo(rec_path, scan.bytes, scan.crc32c)
         shards.append(mf.ShardFiles(stem, len(scan.rows), rec_info, _IN_MEMORY, _IN_MEMORY))
         readers.append(ShardReader(rec_path, None, rec_path, index_rows=scan.rows))
         width = max(width, scan.label_width)
-    return mf.Manifest(tuple(shards), width, created={"source": path, "scanned": True}), readers
+    created = {"source": path, "scanned": True, **({"skipped": skipped} if skipped else {})}
+    return mf.Manifest(tuple(shards), width, created=created), readers
 
 
 def dali_inputs(dataset_dir: str) -> tuple[list[str], str]:
@@ -68,9 +78,12 @@ def dali_inputs(dataset_dir: str) -> tuple[list[str], str]:
     return [os.path.join(dataset_dir, shard.rec.name) for shard in manifest.shards if shard.rec.bytes], index
 
 
-def open_shards(path: str, storage: StorageOptions | None = None) -> tuple[mf.Manifest, list[ShardReader]]:
+def open_shards(path: str, skip_damage: bool = False,
+                storage: StorageOptions | None = None) -> tuple[mf.Manifest, list[ShardReader]]:
     """The manifest and one reader per shard; a clear error when ``path`` is neither kind of dataset.
 
+    ``skip_damage``: a damaged .rec without a recpack index is read up to the damage and
+    on from the next record found after it (``recscan``), with a warning, instead of refused.
     A URL must hold a recpack dataset (its manifest); ``storage`` says how it is read.
     """
     where = location(path)
@@ -88,4 +101,4 @@ def open_shards(path: str, storage: StorageOptions | None = None) -> tuple[mf.Ma
     if not rec_paths:
         manifest = mf.load(path)  # a recpack dataset, or its error saying why it is not one
         return manifest, [shard_reader(path, shard) for shard in manifest.shards]
-    return _scan_in_memory(path, rec_paths)
+    return _scan_in_memory(path, rec_paths, skip_damage)

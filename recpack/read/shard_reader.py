@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import crc32c
 import numpy as np
 
-from ..errors import CorruptRecordError
+from ..errors import CorruptRecordError, DatasetError
 from ..format.framing import FramingError, read_framed
 from ..format.index_files import load_rpi
 from ..format.schema import Payload, trailing_of, unpack_payload
@@ -68,13 +68,15 @@ class ShardReader:
     rpi_path: str | None
     name: str
     index_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    records: int | None = None  # what the manifest says the shard holds; an .rpi that disagrees is refused
 
     def __post_init__(self) -> None:
         self._rows: np.ndarray | None = self.index_rows
         self._fd, self._fd_pid = -1, -1
 
     def __getstate__(self) -> dict:
-        return {"rec_path": self.rec_path, "rpi_path": self.rpi_path, "name": self.name, "index_rows": self.index_rows}
+        return {"rec_path": self.rec_path, "rpi_path": self.rpi_path, "name": self.name, "index_rows": self.index_rows,
+                "records": self.records}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -88,7 +90,10 @@ class ShardReader:
     def _descriptor(self) -> int:
         """The shard's file descriptor, opened on first use and again in a forked child."""
         if self._fd_pid != os.getpid():
-            self._fd, self._fd_pid = os.open(self.rec_path, os.O_RDONLY), os.getpid()
+            try:
+                self._fd, self._fd_pid = os.open(self.rec_path, os.O_RDONLY), os.getpid()
+            except OSError as error:  # a shard file gone or unreadable: the dataset's problem, named
+                raise DatasetError(f"{self.rec_path}: cannot open shard {self.name} ({error.strerror})") from None
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         return self._fd
@@ -136,7 +141,7 @@ class ShardReader:
         base = int(rows[first]["offset"])
         start = base - base % mmap.ALLOCATIONGRANULARITY
         end = self._end_of(stop - 1)
-        if end > os.fstat(self._descriptor()).st_size:
+        if end > os.fstat(self._descriptor()).st_size or end <= base:  # <=: the file ends before the run starts
             error = CorruptRecordError(self.name, stop - 1, "shard file is truncated")
             return [error] * (stop - first)
         if not BLOCK_READS:
@@ -167,7 +172,10 @@ class ShardReader:
     @property
     def rows(self) -> np.ndarray:
         if self._rows is None:
-            self._rows = load_rpi(self.rpi_path)
+            rows = load_rpi(self.rpi_path)
+            if self.records is not None and len(rows) != self.records:  # another shard's index, or a stale manifest
+                raise DatasetError(f"{self.rpi_path}: {len(rows)} records, the manifest says {self.records}")
+            self._rows = rows
         return self._rows
 
     def __len__(self) -> int:

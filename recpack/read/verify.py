@@ -87,7 +87,8 @@ def verify_key_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
     ``recpack get`` needs it to open read-only, and it maps each distinct
     source key to one record: a key listed twice keeps one entry, so a sound
     index holds at most one entry per record, and at least one when there are
-    records.  The entries are counted from LMDB's statistics, not read.
+    records.  Every entry must point where a record of this dataset starts,
+    in shards the index saw with this dataset's bytes (``key_entry_problem``).
     """
     name = mf.KEY_INDEX_NAME
     store = open_store(dataset_dir)
@@ -98,13 +99,71 @@ def verify_key_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
     if not os.path.exists(os.path.join(dataset_dir, name)):
         return Problem(f"{name}: missing (recpack get needs this key index)") if keyindex.expected(manifest) else None
     try:
-        entries = keyindex.count(dataset_dir)
+        seen = keyindex.shard_files(dataset_dir)
+        problem = next(filter(None, (_stale_shard(manifest, shard, files) for shard, files in sorted(seen.items()))),
+                       None)
+        rows = _RowsOf(dataset_dir, manifest)
+        entries = 0
+        for key, shard, record, offset in keyindex.entries(dataset_dir):
+            problem = problem or key_entry_problem(manifest, key, shard, record, offset, rows)
+            if problem:
+                break
+            entries += 1
     except DatasetError as error:
         return Problem(str(error))
+    if problem:
+        return Problem(f"{name}: stale: {problem}")
     records = manifest.num_records
     if entries > records or (records and not entries):
         return Problem(f"{name}: {entries} keys for {records} records (not this dataset's key index)")
     return None
+
+
+class _RowsOf:
+    """Each shard's record index, loaded once when first asked for."""
+
+    def __init__(self, dataset_dir: str, manifest: mf.Manifest):
+        self.dataset_dir, self.manifest, self.loaded = dataset_dir, manifest, {}
+
+    def __call__(self, shard: int):
+        if shard not in self.loaded:
+            self.loaded[shard] = shard_reader(self.dataset_dir, self.manifest.shards[shard]).rows
+        return self.loaded[shard]
+
+
+def _stale_shard(manifest: mf.Manifest, shard: int, files: tuple[int, int]) -> str | None:
+    """Why the index's record of a shard's .rec (bytes, CRC32C) is not this dataset's, or None."""
+    if shard >= manifest.num_shards:
+        return f"it names shard {shard}, and the dataset has {manifest.num_shards}"
+    rec = manifest.shards[shard].rec
+    if files != (rec.bytes, rec.crc32c):
+        return (f"it was written with {manifest.shards[shard].stem} of {files[0]} bytes (CRC32C {files[1]:08x}), "
+                f"the manifest's has {rec.bytes} (CRC32C {rec.crc32c:08x})")
+    return None
+
+
+def key_entry_problem(manifest: mf.Manifest, key: str, shard: int, record: int, offset: int, rows) -> str | None:
+    """Why a key's entry cannot be this dataset's, or None: it points past the shards or records, or at a
+    byte where its record does not start.  ``rows(shard)`` gives a shard's record index."""
+    if shard >= manifest.num_shards or record >= manifest.shards[shard].records:
+        return f"key {key!r} points at shard {shard} record {record}, which the dataset does not hold"
+    start = int(rows(shard)[record]["offset"])
+    if start != offset:
+        return (f"key {key!r} points at byte {offset} of {manifest.shards[shard].stem}, "
+                f"where its record {record} starts at byte {start}")
+    return None
+
+
+def keyed_payload(dataset_dir: str, manifest: mf.Manifest, key: str, found: tuple[int, int, int]):
+    """The record a key index entry points at (``keyindex.lookup``), refused if the index is stale."""
+    shard, record, offset = found
+    seen = keyindex.shard_files(dataset_dir).get(shard)
+    problem = (_stale_shard(manifest, shard, seen) if seen is not None else None) or key_entry_problem(
+        manifest, key, shard, record, offset, lambda number: shard_reader(dataset_dir, manifest.shards[number]).rows)
+    if problem:
+        raise DatasetError(f"{os.path.join(dataset_dir, mf.KEY_INDEX_NAME)}: stale: {problem}; "
+                           "recpack verify checks every entry")
+    return shard_reader(dataset_dir, manifest.shards[shard]).read_payload(record)
 
 
 def verify_dataset_index(dataset_dir: str, manifest: mf.Manifest) -> Problem | None:
