@@ -185,7 +185,7 @@ def _local_only(dataset: str, why: str) -> None:
 def _cmd_get(args: argparse.Namespace) -> int:
     _local_only(args.dataset, "recpack get reads the key index (an LMDB database)")
     from .format import keyindex
-    from .read.verify import keyed_payload
+    from .read.opening import shard_reader
 
     manifest = mf.load(args.dataset)
     found = keyindex.lookup(args.dataset, args.key)
@@ -194,7 +194,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
         found = keyindex.lookup(args.dataset, os.path.relpath(os.path.abspath(args.key), root))
     if found is None:
         raise RecpackError(f"{args.dataset}: no record has the key {args.key!r}")
-    payload = keyed_payload(args.dataset, manifest, args.key, found)
+    shard_index, record, _ = found
+    payload = shard_reader(args.dataset, manifest.shards[shard_index]).read_payload(record)
     _write_output(args.output, payload.image)
     if args.mask_output:
         if not len(payload.mask):
@@ -223,7 +224,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         options = bench.BenchOptions(
             stages=tuple(args.stages.split(",")), limit=args.limit, threads=args.threads, workers=args.workers,
             batch_size=args.batch_size, size=args.size, cold=args.cold, vs_files=args.vs_files, root=args.root,
-            seed=args.seed, ios_per_file=args.ios_per_file, progress=not args.quiet,
+            seed=args.seed, ios_per_file=args.ios_per_file, progress=not args.quiet, hdd=_hdd(args),
         )
         report = bench.run(args.dataset, options)
         text, data = bench.format_report(report), report.as_dict()
@@ -233,6 +234,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+def _hdd(args: argparse.Namespace):
+    """The simulated disk of ``--hdd`` (its own figures imply it), or None."""
+    if not (args.hdd or args.hdd_iops or args.hdd_mb_s):
+        return None
+    from .measure.throttle import Throttle
+
+    return Throttle(args.hdd_iops or Throttle.iops, args.hdd_mb_s or Throttle.mb_s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cores", type=_positive, default=None, help="model: cores decoding (default: this machine's)")
     bench.add_argument("--ios-per-file", type=float, default=1.0,
                        help="model: random reads per individual file (1: metadata cached; 2-3: cold inodes/dirs)")
+    bench.add_argument("--hdd", action="store_true",
+                       help="run the stages cold on a simulated hard drive (a cgroup block-I/O throttle on the "
+                            "dataset's disk; needs root) and check the model's HDD row against them")
+    bench.add_argument("--hdd-iops", type=_positive, default=None, metavar="N",
+                       help="--hdd: read I/Os per second (default 110)")
+    bench.add_argument("--hdd-mb-s", type=_positive, default=None, metavar="M",
+                       help="--hdd: read MB per second (default 170)")
     bench.set_defaults(handler=_cmd_bench)
 
     stats = commands.add_parser("stats", help="per-channel mean/std, sizes, classes, mask class weights: into the manifest")

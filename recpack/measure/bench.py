@@ -21,16 +21,18 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator
 
 from ..errors import RecpackError
 from ..format import manifest as mf
 from ..storage.datasets import load_manifest
 from ..storage.urls import location
-from . import iomodel
+from . import iomodel, modelcheck
 from .pagecache import CacheState, make_cold, make_warm
 from .procstats import TreeMemory, cores, cpu_seconds
+from .throttle import Throttle, throttled
 
 STAGES = ("raw", "crc", "decode", "loader")
 DESCRIPTIONS = {
@@ -56,6 +58,7 @@ class BenchOptions:
     seed: int = 0
     ios_per_file: float = 1.0  # for the model's "files" rows
     progress: bool = True
+    hdd: Throttle | None = None  # run the stages cold on this simulated disk (``throttle``), then check the model
 
 
 # --- stages -------------------------------------------------------------------------------
@@ -196,6 +199,7 @@ class Report:
     measured_disk: iomodel.DiskProfile | None = None
     decode_per_core: float | None = None
     notes: list[str] = field(default_factory=list)
+    checks: list[modelcheck.Check] = field(default_factory=list)  # --hdd: the model's row against the stages
 
     def stage(self, name: str) -> StageResult | None:
         return next((s for s in [*self.stages, self.files] if s is not None and s.name == name), None)
@@ -223,6 +227,8 @@ class Report:
                 "estimates": [e.as_dict() for e in self.model],
             },
             "notes": self.notes,
+            "hdd": None if self.options.get("hdd") is None else {
+                **self.options["hdd"], "checks": [check.as_dict() for check in self.checks]},
         }
 
 
@@ -278,8 +284,7 @@ def run_stages(path: str, options: BenchOptions, report: Report) -> None:
         report.stages.append(measure(name, start, total, options, cold_paths, estimate))
 
 
-def run_files(options: BenchOptions, report: Report) -> None:
-    paths = listed_files(options)
+def run_files(options: BenchOptions, report: Report, paths: list[str]) -> None:
     if not options.cold:
         report.notes.append(make_warm(paths) or "files: read into RAM first (warm); use --cold for the disk's random reads")
     concurrency = options.workers or cores()
@@ -328,15 +333,44 @@ def prime(path: str, options: BenchOptions) -> None:
     steps.close()
 
 
+@contextmanager
+def simulated_disk(paths: list[str], options: BenchOptions, report: Report) -> Iterator[None]:
+    """With ``options.hdd``, the body's reads of the disks holding ``paths`` go at that disk's pace."""
+    if options.hdd is None:
+        yield
+        return
+    with throttled(paths, options.hdd) as group:
+        report.notes.append(f"simulated HDD: {options.hdd.describe()} on the disk of the dataset"
+                            f"{' and the files' if len(paths) > 1 else ''}, set by the cgroup {group} (removed after)")
+        yield
+
+
+def check_model(report: Report, options: BenchOptions) -> None:
+    """--hdd: the model's row for the throttle's figures, held against each stage's measured rate."""
+    disk = iomodel.DiskProfile("HDD", options.hdd.mb_s, options.hdd.iops)
+    mean_kb = report.dataset["mean_record_bytes"] / 1e3
+    measured = [(s.name, s.records, mean_kb, s.images_per_s) for s in report.stages if s.records]
+    if report.files is not None and report.files.records:
+        files = report.files
+        measured.append(("files", files.records, files.bytes / 1e3 / files.records, files.images_per_s))
+    report.checks = modelcheck.check(measured, disk, report.decode_per_core, cores(), options.ios_per_file)
+
+
 def run(path: str, options: BenchOptions) -> Report:
     """Every asked-for stage over the dataset at ``path``, then the model's prediction for it."""
+    if options.hdd is not None:
+        options = replace(options, cold=True)  # the throttle sees only reads that reach the disk
     report = Report(dataset_summary(path), {**asdict(options), "cores": cores()})
+    files = listed_files(options) if options.vs_files else []
     prime(path, options)
-    run_stages(path, options, report)
-    if options.vs_files:
-        run_files(options, report)
+    with simulated_disk([path, *files[:: max(1, len(files) // 16)]], options, report):
+        run_stages(path, options, report)
+        if options.vs_files:
+            run_files(options, report, files)
     add_notes(report, options)
     fit_model(report, options)
+    if options.hdd is not None:
+        check_model(report, options)
     return report
 
 
@@ -382,6 +416,9 @@ def format_report(report: Report) -> str:
     if report.speedup is not None:
         parts.append(f"packed / files (raw reads): {report.speedup:.1f}x")
     parts += ["", model_heading(report), iomodel.format_table(report.model)]
+    if report.checks:
+        parts += ["", modelcheck.format_checks(iomodel.DiskProfile("HDD", report.options["hdd"]["mb_s"],
+                                                                   report.options["hdd"]["iops"]), report.checks)]
     if report.notes:
         parts += ["", *(f"note: {note}" for note in report.notes)]
     return "\n".join(parts)

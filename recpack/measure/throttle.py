@@ -102,7 +102,7 @@ def find_layout(root: str = CGROUP_ROOT) -> Layout:
 
 
 def limit_lines(layout: Layout, disk: str, throttle: Throttle) -> list[tuple[str, str]]:
-    """(file in the cgroup, line to write) that set the throttle on ``disk``."""
+    """(file in the cgroup, line to write) that set the throttle on ``disk``; one line per write."""
     if layout.version == 1:
         return [("blkio.throttle.read_iops_device", f"{disk} {throttle.iops}"),
                 ("blkio.throttle.read_bps_device", f"{disk} {throttle.bytes_per_s}")]
@@ -132,19 +132,20 @@ def _enable_io(layout: Layout) -> None:
 
 
 @contextmanager
-def throttled(folder: str, throttle: Throttle) -> Iterator[str]:
-    """Run the body with this process's reads of ``folder``'s disk throttled; yields the cgroup's path."""
+def throttled(paths: list[str], throttle: Throttle) -> Iterator[str]:
+    """Run the body with this process's reads of the disks holding ``paths`` throttled; yields the cgroup."""
     _check_root()
     layout = find_layout()
-    disk = disk_of(folder)
+    disks = sorted({disk_of(path) for path in paths})
     home = current_cgroup(layout)
     group = os.path.join(layout.hierarchy, f"recpack-bench-{os.getpid()}")
     try:
         if layout.version == 2:
             _enable_io(layout)
         os.makedirs(group, exist_ok=True)
-        for file, line in limit_lines(layout, disk, throttle):
-            _write(os.path.join(group, file), line)
+        for disk in disks:
+            for file, line in limit_lines(layout, disk, throttle):
+                _write(os.path.join(group, file), line)
         _write(os.path.join(group, "cgroup.procs"), str(os.getpid()))
     except OSError as error:
         _remove(group)
