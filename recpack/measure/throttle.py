@@ -24,7 +24,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..errors import RecpackError
 
@@ -132,11 +132,14 @@ def _enable_io(layout: Layout) -> None:
 
 
 @contextmanager
-def throttled(paths: list[str], throttle: Throttle) -> Iterator[str]:
-    """Run the body with this process's reads of the disks holding ``paths`` throttled; yields the cgroup."""
+def throttled(paths: str | Sequence[str], throttle: Throttle) -> Iterator[str]:
+    """Run the body with this process's reads of the disks holding ``paths`` (one or several) throttled.
+
+    Yields the cgroup's folder.
+    """
     _check_root()
     layout = find_layout()
-    disks = sorted({disk_of(path) for path in paths})
+    disks = sorted({disk_of(path) for path in ([paths] if isinstance(paths, str) else paths)})
     home = current_cgroup(layout)
     group = os.path.join(layout.hierarchy, f"recpack-bench-{os.getpid()}")
     try:
