@@ -273,3 +273,18 @@ def test_the_first_failing_warning_ends_the_work(tmp_path):
                                         check=True).stdout.splitlines()
     assert message == "Corrupt JPEG data: premature end of data segment"
     assert int(megabytes) < 300  # the interpreter, numpy: ~60 MB; the coefficients would be 512 MB
+
+
+@pytest.mark.parametrize("operation", [
+    check_jpeg,  # 35 s, to fail at the end on "two SOF markers"
+    gray_to_color,
+    lambda data: decode_whole(data, 1),
+    lambda data: shrink(data, 1, 64, 64, 90),
+    lambda data: decode_region(data, 0, 0, 64, 64, 8),
+])
+def test_arithmetic_coded_images_over_pillows_pixel_limit_are_too_large_at_once(operation):
+    """Arithmetic coding holds a flat block in next to nothing, and libjpeg stuffs zeros without a warning when its
+    data runs into a marker, so a few bytes can keep it decoding for long: the fuzzer's 558 bytes claim 3.3 gigapixels."""
+    bomb = _regression("libjpeg_check", "arithmetic_3_gigapixels")
+    with pytest.raises(ValueError, match=r"^too large: 50213x65495 pixels, arithmetic-coded \(over 178956970\)$"):
+        operation(bomb)

@@ -114,10 +114,12 @@ build_target() {
         [ -z "$(find "$sources" -maxdepth 2 \( -name '*.c' -o -name '*.h' \) -newer "$binary" | head -1)" ]; then
         return 0
     fi
-    # RECPACK_MAX_MEMORY: libjpeg's memory bound, smaller than the module's, so that inputs claiming large
-    # images (and all-zero data that fills them legitimately) stay fast; the code paths are the same
+    # libjpeg's memory bound and the arithmetic-coded pixel bound smaller than the module's (1.25 GB, 179
+    # megapixels), so that inputs claiming large images (and data that fills them legitimately, as zeros of
+    # arithmetic coding do) stay fast; the code paths are the same
     clang -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-function \
-        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DRECPACK_MAX_MEMORY="(256L << 20)" \
+        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+        -DRECPACK_MAX_MEMORY="(256L << 20)" -DRECPACK_MAX_PIXELS="(16L << 20)" \
         "${jpeg_flags[@]}" "$sources/fuzz/$target.c" "$sources/_resample.c" "${jpeg_libs[@]}" -lm -o "$binary"
     echo "$variant" >"$binary.libjpeg"
 }

@@ -66,6 +66,16 @@ struct error_state {
 #define RECPACK_MAX_MEMORY ((long)1280 << 20)
 #endif
 
+/* The most pixels of an arithmetic-coded image: 2 x Pillow's MAX_IMAGE_PIXELS, past which it refuses to
+ * decode anything.  Huffman coding takes 2 bits a block at least, and libjpeg warns when the data runs
+ * out (which ends the work: see on_warning_fail), so a decode of a damaged file costs what its bytes hold;
+ * arithmetic coding codes a flat block in next to nothing, and libjpeg stuffs zeros without a word when
+ * its data runs into a marker: 558 bytes claiming 50213 x 65495 pixels kept check() busy for 35 s (fuzzing
+ * found it).  The fuzz build sets less, to stay fast. */
+#ifndef RECPACK_MAX_PIXELS
+#define RECPACK_MAX_PIXELS 178956970L
+#endif
+
 static void say_too_large(struct error_state *state) {
     snprintf(state->message, JMSG_LENGTH_MAX, "too large: needs over %ld MB", (long)(RECPACK_MAX_MEMORY >> 20));
 }
@@ -121,13 +131,19 @@ static int fail_with(struct error_state *state, const char *why) {
     return -1;
 }
 
-/* Start decompressing data: create cinfo, point it at the bytes, read the headers.  Errors longjmp, so
- * call it under setjmp. */
+/* Start decompressing data: create cinfo, point it at the bytes, read the headers; refuse arithmetic-coded
+ * images over RECPACK_MAX_PIXELS.  Errors longjmp, so call it under setjmp. */
 static void read_header(struct jpeg_decompress_struct *cinfo, const unsigned char *data, size_t size) {
+    struct error_state *state = (struct error_state *)cinfo->err;
     jpeg_create_decompress(cinfo);
     cinfo->mem->max_memory_to_use = RECPACK_MAX_MEMORY;
     jpeg_mem_src(cinfo, data, (unsigned long)size);
     jpeg_read_header(cinfo, TRUE);
+    if (cinfo->arith_code && (double)cinfo->image_width * cinfo->image_height > (double)RECPACK_MAX_PIXELS) {
+        snprintf(state->message, JMSG_LENGTH_MAX, "too large: %ux%u pixels, arithmetic-coded (over %ld)",
+                 (unsigned int)cinfo->image_width, (unsigned int)cinfo->image_height, (long)RECPACK_MAX_PIXELS);
+        longjmp(state->jump, 1);
+    }
 }
 
 /* Reads the next count output rows into out, stride bytes apart: NULL, or why it stopped short.  Errors
