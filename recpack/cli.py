@@ -185,7 +185,7 @@ def _local_only(dataset: str, why: str) -> None:
 def _cmd_get(args: argparse.Namespace) -> int:
     _local_only(args.dataset, "recpack get reads the key index (an LMDB database)")
     from .format import keyindex
-    from .read.opening import shard_reader
+    from .read.verify import keyed_payload
 
     manifest = mf.load(args.dataset)
     found = keyindex.lookup(args.dataset, args.key)
@@ -194,8 +194,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
         found = keyindex.lookup(args.dataset, os.path.relpath(os.path.abspath(args.key), root))
     if found is None:
         raise RecpackError(f"{args.dataset}: no record has the key {args.key!r}")
-    shard_index, record, _ = found
-    payload = shard_reader(args.dataset, manifest.shards[shard_index]).read_payload(record)
+    payload = keyed_payload(args.dataset, manifest, args.key, found)
     _write_output(args.output, payload.image)
     if args.mask_output:
         if not len(payload.mask):
