@@ -23,6 +23,10 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from .pack.plan import PackOptions
     from .pack.prepare import PrepareOptions
 
+    if args.shard_range is not None:
+        return _cmd_pack_range(args)
+    if args.out is None:
+        raise RecpackError("recpack pack needs SOURCE and OUT (or OUT alone with --shard-range A:B)")
     out = location(args.out, write=True)  # before any work: a URL recpack cannot write is one line, no folder
     source = open_input(args.source, args.root)
     options = PackOptions(
@@ -37,7 +41,9 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         spill_dir=args.spill_dir,
         spill_memory=args.spill_memory << 20,
     )
-    if out.is_remote:
+    if args.engine:
+        result = _pack_on_engine(args, source, out, options)
+    elif out.is_remote:
         from .pack.upload import pack_to_url
 
         result, _ = pack_to_url(source, out, options, args.staging, show_progress=not args.quiet)
@@ -65,6 +71,69 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# --- packing in steps a scheduler drives: plan, shard ranges, commit; or all three on Spark or Ray ---
+
+def _shared_folder(out, what: str) -> str:
+    if out.is_remote:
+        raise RecpackError(f"{out}: {what} writes into a folder every task reaches (a shared filesystem), "
+                           "not a URL; pack into one, then copy it (or pack without --engine to upload)")
+    return out.root
+
+
+def _pack_on_engine(args: argparse.Namespace, source, out, options):
+    from .pack.archive import ArchiveSource
+    from .pack.engines import engine_conf, pack_on_engine
+
+    if isinstance(source, ArchiveSource):
+        raise RecpackError(f"{args.source}: --engine packs lists and image folders; pack archives without it "
+                           "(or list their members into files first)")
+    return pack_on_engine(source, _shared_folder(out, "--engine"), options, args.engine,
+                          engine_conf(args.engine_conf), args.shards_per_task)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .pack.plan import PackOptions
+    from .pack.prepare import PrepareOptions
+    from .pack.sources import open_source
+    from .pack.stored_plan import plan
+
+    out = _shared_folder(location(args.out, write=True), "recpack plan")
+    source = open_source(args.source, args.root)
+    options = PackOptions(shards=args.shards, seed=args.seed, strict=args.strict, overwrite=args.overwrite,
+                          fsync=not args.no_fsync,
+                          prepare=PrepareOptions(check=args.check, resize=args.resize, quality=args.quality))
+    print_hash = plan(source, out, options)
+    print(f"planned {_count(len(source), 'image')} into {_count(args.shards, 'shard')} in {out} (plan {print_hash[:12]}); "
+          f"next: recpack pack {out} --shard-range A:B for every range of 0:{args.shards}, then recpack commit {out}")
+    return 0
+
+
+def _cmd_pack_range(args: argparse.Namespace) -> int:
+    from .pack.shard_range import pack_range, parse_range
+    from .pack.stored_plan import StoredPlan
+
+    if args.out is not None:
+        raise RecpackError("with --shard-range give OUT alone: the plan in it (recpack plan) holds the list and options")
+    out = _shared_folder(location(args.source, write=True), "--shard-range")
+    first, stop = parse_range(args.shard_range, StoredPlan.open(out).shards)
+    result = pack_range(out, first, stop, workers=args.workers or os.cpu_count() or 1, show_progress=not args.quiet)
+    kept = f"; {_count(len(result.kept), 'shard')} already finished" if result.kept else ""
+    print(f"wrote {_count(len(result.written), 'shard')} of {first}:{stop} in {out} ({result.images} images read){kept}")
+    return 0
+
+
+def _cmd_commit(args: argparse.Namespace) -> int:
+    from .pack.commit import commit
+
+    out = _shared_folder(location(args.out, write=True), "recpack commit")
+    result = commit(out, fsync=not args.no_fsync)
+    print(f"committed {_count(result.records, 'image')} in {_count(result.shards, 'shard')} to {out} "
+          f"({result.bytes_out / 1e6:.1f} MB) in {result.seconds:.1f} s")
+    if result.skipped:
+        print(f"skipped {_count(result.skipped, 'bad input')}: see {os.path.join(out, mf.REPORT_NAME)}")
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -255,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack = commands.add_parser("pack", help="shuffle an image list once and write sharded RecordIO files")
     pack.add_argument("source", help="list file (path<TAB>label, 'path label', or im2rec .lst), ImageFolder directory, "
                       "tar archive (.tar, .tar.gz: class folders or per-class tars inside) or folder of tars")
-    pack.add_argument("out", help="output dataset folder, or a URL (s3://bucket/prefix, gs://...)")
+    pack.add_argument("out", nargs="?", help="output dataset folder, or a URL (s3://bucket/prefix, gs://...)")
     pack.add_argument("--shards", type=_positive, default=64, help="number of shards (default 64)")
     pack.add_argument("--workers", type=_positive, default=None, help="worker processes (default: all cores)")
     pack.add_argument("--seed", type=_non_negative, default=0, help="shuffle seed (default 0: reruns are byte-identical)")
@@ -280,7 +349,38 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--staging", default=None, metavar="DIR",
                       help="OUT is a URL: pack in a folder under DIR, then upload (default: the temporary folder)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
+    steps = pack.add_argument_group("packing in steps or on an engine (see recpack plan, recpack commit)")
+    steps.add_argument("--shard-range", default=None, metavar="A:B",
+                       help="recpack pack OUT --shard-range A:B: write shards A..B-1 of the plan in OUT "
+                       "(any attempt writes the same bytes: retries and duplicates are harmless)")
+    steps.add_argument("--engine", choices=("spark", "ray"), default=None,
+                       help="plan here, write the shards as PySpark or Ray tasks (the engine's retries), commit here")
+    steps.add_argument("--engine-conf", action="append", default=[], metavar="KEY=VALUE",
+                       help="passed to the engine: Spark config (spark.master=local[2,3]); ray.init arguments "
+                       "(address=auto, num_cpus=2) and task.OPTION for Ray's tasks (task.max_retries=5); repeatable")
+    steps.add_argument("--shards-per-task", type=_positive, default=1, help="shards each engine task writes (default 1)")
     pack.set_defaults(handler=_cmd_pack)
+
+    planning = commands.add_parser("plan", help="shuffle a list once and write the pack's plan into OUT, "
+                                   "for recpack pack OUT --shard-range A:B tasks and recpack commit")
+    planning.add_argument("source", help="list file or ImageFolder directory (as for recpack pack)")
+    planning.add_argument("out", help="output dataset folder, reached by every task at the same path")
+    planning.add_argument("--shards", type=_positive, default=64, help="number of shards (default 64)")
+    planning.add_argument("--seed", type=_non_negative, default=0, help="shuffle seed (default 0)")
+    planning.add_argument("--root", default=None, help="folder that relative list paths are under (as for pack)")
+    planning.add_argument("--check", choices=("decode", "header"), default="decode", help="as for recpack pack")
+    planning.add_argument("--resize", type=_positive, default=None, metavar="SHORTER_SIDE", help="as for recpack pack")
+    planning.add_argument("--quality", type=_quality, default=95, help="as for recpack pack")
+    planning.add_argument("--strict", action="store_true", help="a bad input fails its shard's task")
+    planning.add_argument("--overwrite", action="store_true", help="replace a complete dataset already in OUT")
+    planning.add_argument("--no-fsync", action="store_true", help="do not fsync the plan")
+    planning.set_defaults(handler=_cmd_plan)
+
+    committing = commands.add_parser("commit", help="publish OUT once every shard of its plan is written: checks "
+                                     "every shard, builds the key index, writes the manifest last")
+    committing.add_argument("out", help="the dataset folder holding the plan and the shards")
+    committing.add_argument("--no-fsync", action="store_true", help="skip the fsync before the manifest")
+    committing.set_defaults(handler=_cmd_commit)
 
     listing = commands.add_parser("list", help="print an im2rec-style .lst for an ImageFolder directory or a tar archive")
     listing.add_argument("directory", help="an ImageFolder tree (DIR/<class>/<image>), a tar archive or a folder of tars")
@@ -401,7 +501,7 @@ def _bench_stages(text: str) -> str:
 
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.command == "pack" and not args.out.strip():
+    if args.command == "pack" and args.out is not None and not args.out.strip():
         parser.error("OUT is empty: name the output dataset folder")
 
 

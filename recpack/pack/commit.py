@@ -111,6 +111,8 @@ def incomplete_message(out_dir: str, shards: int, found: ShardSurvey) -> str:
 def commit(out_dir: str, fsync: bool = True) -> PackResult:
     """Publish OUT once every shard of its plan is there and intact; PackError naming the shards otherwise."""
     started = time.monotonic()
+    if not os.path.isdir(out_dir):
+        raise PackError(f"{out_dir}: no such folder; plan into it first (recpack plan LIST {out_dir} ...)")
     with resume.exclusive(out_dir):
         if _already_committed(out_dir):
             manifest = mf.load(out_dir)

@@ -38,6 +38,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import PackError
+from ..format.manifest import MANIFEST_NAME
 from . import resume
 from .plan import SHUFFLE, PackOptions, ShardTask, fingerprint, shard_spans, shuffled_order, split_evenly
 from .prepare import PrepareOptions
@@ -215,6 +216,9 @@ class StoredPlan:
                 header = json.loads(handle.read(length)) if magic == _MAGIC else None
             data = np.memmap(path, dtype=np.uint8, mode="r")
         except FileNotFoundError:
+            if os.path.exists(os.path.join(out_dir, MANIFEST_NAME)):
+                raise PackError(f"{out_dir}: already holds a complete dataset (committed); its plan is gone with "
+                                "the commit") from None
             raise PackError(f"{out_dir}: holds no pack plan; write one first (recpack plan LIST {out_dir} ...)") from None
         except (OSError, ValueError, struct.error) as error:
             raise PackError(f"{path}: unreadable pack plan ({error}); write it again with recpack plan") from None
