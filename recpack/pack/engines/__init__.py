@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from ...errors import PackError
 from ..commit import commit, spans_text
@@ -18,10 +18,9 @@ from ..shard_range import FAILED, finished, note_path, pack_range, read_note, ta
 from ..sources import Source
 from ..stored_plan import plan
 
-ENGINES = ("spark", "ray")
+from .contract import Failures, RangeTask
 
-RangeTask = Callable[[str, int, int], tuple]
-Failures = dict[tuple[int, int], str]  # (first, stop) -> why its last attempt failed
+ENGINES = ("spark", "ray")
 
 
 def range_task(out_dir: str, first: int, stop: int) -> tuple[int, int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Failures, RangeTask
+from .contract import Failures, RangeTask
 
 TASK_DEFAULTS = {"num_cpus": 1, "max_retries": 3, "retry_exceptions": True}
 LOCAL_DEFAULTS = {"include_dashboard": False, "object_store_memory": 128 << 20}  # a cluster started here, for packing

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Any
 
-from . import Failures, RangeTask
+from .contract import Failures, RangeTask
 
 
 def run(out_dir: str, ranges: list[tuple[int, int]], conf: dict[str, Any], task: RangeTask) -> Failures:
