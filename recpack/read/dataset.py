@@ -326,7 +326,9 @@ class RecordDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         plan = self.plan()
         remaining = self._remaining_groups(self._units_per_group(plan, self._resume_unit))
-        readers = self._remote_reads or (1 if info else 2)
+        # local shards: four block reads in flight per process (two per DataLoader worker); two left a
+        # throttled disk idle between blocks (raw stage: 152 against 165 MB/s of 170)
+        readers = self._remote_reads or (2 if info else 4)
         records = self._records(plan, worker_groups(remaining, worker, workers), readers=readers)
         size = self.batch_size or CHUNK
         augment = self.augment or Augment()

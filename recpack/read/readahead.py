@@ -35,6 +35,9 @@ from .planning import EpochPlan, read_runs
 from .shard_reader import Record, ShardReader, run_records
 
 RATE_GROUPS = 8  # hand-offs the pace is measured over: enough to smooth one slow batch, few enough to follow a change
+# groups planned ahead of the read-ahead on a thread of their own: planning a group loads the record index of
+# each shard it touches, one small read each, which must not hold up the hand-off of the group before
+PLAN_AHEAD = 8
 
 
 @dataclass(frozen=True)
@@ -119,18 +122,23 @@ def read_groups(
         raise ValueError("threads must be at least 1")
     pace = pace or Pace()
     upcoming = iter(groups)
+    planning: deque[Future] = deque()  # groups being planned on the planner thread, in order
     planned: deque[GroupReads] = deque()  # from the group to hand on next, in order
     reading: deque[list[Future]] = deque()  # the runs submitted so far, per planned group
 
     def plan_one() -> bool:
-        group = next(upcoming, None)
-        if group is not None:
-            planned.append(group_reads(plan, readers, group))
-            reading.append([])
-        return group is not None
+        """Take the next group's plan (waiting for it if need be); False when no group is left."""
+        while len(planning) < PLAN_AHEAD and (group := next(upcoming, None)) is not None:
+            planning.append(planner.submit(group_reads, plan, readers, group))
+        if not planning:
+            return False
+        planned.append(planning.popleft().result())
+        reading.append([])
+        return True
 
     held = 0  # bytes submitted and not yet handed on
-    with ThreadPoolExecutor(threads, thread_name_prefix="recpack-read") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix="recpack-read") as pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="recpack-plan") as planner:
         try:
             while planned or plan_one():
                 while len(planned) < 2 and plan_one():
@@ -156,6 +164,5 @@ def read_groups(
                 yield records
                 del records
         finally:
-            for futures in reading:
-                for future in futures:
-                    future.cancel()
+            for future in [*planning, *(future for futures in reading for future in futures)]:
+                future.cancel()

@@ -20,6 +20,7 @@ block per window boundary until its second window is read.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import os
 import sys
@@ -51,6 +52,7 @@ def _kernel_reads_blocks(platform: str, release: str) -> bool:
 
 
 BLOCK_READS = _kernel_reads_blocks(sys.platform, os.uname().release if hasattr(os, "uname") else "")
+_LIBC = ctypes.CDLL(None, use_errno=True) if BLOCK_READS else None
 # without block reads: WILLNEED for the exact range, then map every page in one pass
 _MAP_FLAGS = mmap.MAP_SHARED | (0 if BLOCK_READS else getattr(mmap, "MAP_POPULATE", 0))
 
@@ -265,7 +267,20 @@ def _read_blocks(mapped: mmap.mmap) -> None:
         mapped.madvise(mmap.MADV_WILLNEED)
     else:
         mapped.madvise(mmap.MADV_RANDOM)  # a fault reads its own block, no read-ahead past it
-    mapped.madvise(_MADV_POPULATE_READ)
+    _populate(mapped)
+
+
+def _populate(mapped: mmap.mmap) -> None:
+    """MADV_POPULATE_READ through ctypes, which lets go of the GIL for the call.
+
+    ``mmap.madvise`` holds it: for the tens of milliseconds a cold run takes
+    to read, every other thread of the process (decoders, the other readers,
+    the training loop) would wait.
+    """
+    address = np.frombuffer(mapped, np.uint8).ctypes.data
+    if _LIBC.madvise(ctypes.c_void_p(address), ctypes.c_size_t(len(mapped)), _MADV_POPULATE_READ) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"reading a run into memory: {os.strerror(code)}")
 
 
 @dataclass(frozen=True)
