@@ -28,7 +28,7 @@ from ..format.index_files import RECORD_INDEX_SUFFIX, load_rpi
 from . import resume
 from .plan import shard_stem
 from .publish import PackResult, publish, writing
-from .shard_range import DONE, FAILED, note_path, read_note
+from .shard_range import FAILED, finished_note, note_path, read_note
 from .stored_plan import StoredPlan
 
 
@@ -52,11 +52,8 @@ def survey(out_dir: str, plan: StoredPlan, threads: int | None = None) -> ShardS
     missing, damaged, reasons = [], [], {}
 
     def check(index: int) -> str:
-        note = read_note(note_path(out_dir, index, DONE))
-        try:
-            files = mf.shard_from_json(note["files"]) if note is not None and note["index"] == index else None
-        except (KeyError, TypeError, ValueError):
-            files = None
+        note = finished_note(out_dir, index)
+        files = mf.shard_from_json(note["files"]) if note is not None else None
         if files is None or not all(os.path.isfile(os.path.join(out_dir, info.name)) for info in files.files):
             return "missing"
         if not resume.shard_intact(out_dir, files):
@@ -161,7 +158,8 @@ def _build_key_index(out_dir: str, plan: StoredPlan, notes: dict[int, dict], fsy
             if len(offsets) != len(items):
                 raise PackError(f"{os.path.join(out_dir, shard_stem(index))}: {len(offsets)} records, but the plan "
                                 f"and the shard's note give {len(items)}; rerun its range and commit again")
+            rec = mf.shard_from_json(notes[index]["files"]).rec
             keyindex.add(env, index, ((item.key, record, offset) for record, (item, offset)
-                                      in enumerate(zip(items, offsets))))
+                                      in enumerate(zip(items, offsets))), (rec.bytes, rec.crc32c))
     finally:
         keyindex.close_for_writing(env, durable=fsync)

@@ -7,9 +7,12 @@ What makes a range safe to retry, duplicate or run beside any other range:
 - each attempt writes under its own temporary names (``ShardWriter``'s
   ``attempt``) and renames into place: two attempts at one shard never write
   into one file, and whichever renames last leaves the same shard;
-- a finished shard leaves a note, ``OUT/.recpack-pack/<stem>.done.json``, the
-  same note ``recpack pack`` resumes from; a shard whose note and files check
-  out is not written again;
+- a finished shard leaves a note, ``OUT/.recpack-pack/<stem>.range.json``, in
+  the form of the notes ``recpack pack`` resumes from (``<stem>.done.json``); a
+  shard with either note whose files check out is not written again.  (A whole
+  pack does not resume from a range's note: its keys are not in the key index,
+  which ``commit`` builds for all shards at once, so the pack writes that shard
+  again, to the same bytes.);
 - a range takes OUT's lock *shared*: ranges run side by side, while a whole
   ``recpack pack``, ``plan`` or ``commit`` (which take it exclusively) cannot
   run at the same time as any of them.
@@ -40,7 +43,8 @@ from .publish import shard_note
 from .stored_plan import StoredPlan, unique_temporary
 from .workers import run as run_workers
 
-DONE, FAILED = ".done.json", ".failed.json"
+DONE, FAILED = ".range.json", ".failed.json"
+PACKED = ".done.json"  # the note of a shard that recpack pack wrote (its keys are in the key index)
 
 
 @dataclass(frozen=True)
@@ -93,13 +97,22 @@ def read_note(path: str) -> dict | None:
     return note if isinstance(note, dict) else None
 
 
+def finished_note(out_dir: str, index: int) -> dict | None:
+    """Shard ``index``'s note, written by a range or by recpack pack, if it parses (files not checked)."""
+    for kind in (DONE, PACKED):
+        note = read_note(note_path(out_dir, index, kind))
+        try:
+            if note is not None and note["index"] == index and mf.shard_from_json(note["files"]):
+                return note
+        except (KeyError, TypeError, ValueError):
+            pass
+    return None
+
+
 def finished(out_dir: str, index: int) -> bool:
     """Whether shard ``index`` has a note whose files are there with its sizes and checksums."""
-    note = read_note(note_path(out_dir, index, DONE))
-    try:
-        return note is not None and note["index"] == index and resume.shard_intact(out_dir, mf.shard_from_json(note["files"]))
-    except (KeyError, TypeError, ValueError):
-        return False
+    note = finished_note(out_dir, index)
+    return note is not None and resume.shard_intact(out_dir, mf.shard_from_json(note["files"]))
 
 
 @contextlib.contextmanager

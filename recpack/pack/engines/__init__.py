@@ -82,6 +82,6 @@ def failure_message(engine: str, out_dir: str, shards: int, failures: Failures) 
         (why for (first, stop), why in sorted(failures.items()) if first <= first_failed < stop), "")
     unfinished = [index for index in range(shards) if index not in failed and not finished(out_dir, index)]
     rest = f"; {len(unfinished)} other shards did not finish as {engine} stopped" if unfinished else ""
-    return (f"{engine}: shards {spans_text(failed)} failed after {engine}'s retries (shard {first_failed}: "
+    return (f"{engine}: shard{'s' if len(failed) > 1 else ''} {spans_text(failed)} failed after {engine}'s retries (shard {first_failed}: "
             f"{reason}){rest}; nothing was committed and the finished shards are kept in {out_dir}: "
             "rerun the same command to write the rest")

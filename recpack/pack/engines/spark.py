@@ -56,7 +56,7 @@ def _failures(text: str, ranges: list[tuple[int, int]]) -> Failures:
     """The range of the task that failed the job (partition N holds range N), with the Python error's last line."""
     task = re.search(r"Task (\d+) in stage [\d.]+ failed", text)
     raised = re.findall(r"^\s*(?:\w+\.)*(\w+(?:Error|Exception|Exit|Interrupt)): (.+)$", text, re.MULTILINE)
-    crashed = re.search(r"Python worker exited unexpectedly \(crashed\)[^\n]*", text)
+    crashed = re.search(r"Python worker exited unexpectedly \(crashed\)", text)
     reason = f"{raised[-1][0]}: {raised[-1][1].strip()}" if raised else (crashed.group(0) if crashed else
                                                                         text.strip().splitlines()[0][:300])
     if task is None or int(task.group(1)) >= len(ranges):
