@@ -1,0 +1,232 @@
+"""recpack stats against bare decoding and the usual recipe, side by side in one run.
+
+Contenders, alternated round by round so that the shared machine's noise hits all alike
+(the figures that count are the per-round ratios, medians over the rounds):
+  bare        libjpeg-turbo full-size decode (PyTurboJPEG, RGB) of every record's image, the bytes
+              read into memory first, one process per core: the ceiling a pass that must see every
+              pixel works against
+  stats       `recpack stats DATASET` as a user runs it (a whole process: start, plan, the pass,
+              the manifest); its pass alone is timed too (the manifest's computed.seconds)
+  sample      `recpack stats DATASET --sample 2000`, a whole process: the target is under 5 s
+  torchvision the usual recipe: ImageFolder(ToTensor()) + DataLoader(num_workers=cores), batch 1 (the
+              images differ in size), float64 sums of values and squares per channel; on the first
+              --recipe-images images of the corpus, in the peers' venv
+The seed issue's figure, 32 images/s (1.4M images in 12 hours), is quoted beside them.
+
+    .venv/bin/python benchmarks/bench_stats.py [--images 20000] [--rounds 3]    (the recipe runs in benchmarks/.venv-peers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from corpus_cache import WORK, ensure_corpus  # noqa: E402
+from prefault import prefault  # noqa: E402
+
+RECPACK_PYTHON = HERE.parent / ".venv" / "bin" / "python"
+PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
+CORES = os.cpu_count() or 1
+SEED_ISSUE_RATE = 32.0  # images/s: 1.4M images in "more than 12 hours"
+
+
+def packed(images: int) -> Path:
+    """The corpus packed once for this benchmark (its own folder: stats writes into the manifest)."""
+    corpus = ensure_corpus(images, 0)
+    out = WORK / f"stats-{images}"
+    if not (out / "recpack.json").exists():
+        subprocess.run([str(RECPACK_PYTHON), "-m", "recpack", "pack", str(corpus / "list.txt"), str(out),
+                        "--shards", "64", "--check", "header", "--overwrite", "--quiet"], check=True)
+    return out
+
+
+# --- bare decode ------------------------------------------------------------------------------
+
+def _decode_shards(args: tuple[str, list[int]]) -> tuple[float, int]:
+    """Read the given shards' images into memory, then time only their full-size decoding."""
+    from turbojpeg import TJPF_RGB, TurboJPEG
+
+    from recpack.format import manifest as mf
+    from recpack.read.opening import shard_reader
+
+    dataset, shards = args
+    manifest = mf.load(dataset)
+    images = [bytes(shard_reader(dataset, manifest.shards[s]).read_payload(i).image)
+              for s in shards for i in range(manifest.shards[s].records)]
+    decoder = TurboJPEG()
+    started = time.perf_counter()
+    for data in images:
+        decoder.decode(data, pixel_format=TJPF_RGB)
+    return time.perf_counter() - started, len(images)
+
+
+def bare(dataset: Path) -> dict:
+    """One process per core, each decoding its shards; the rate is the sum of their rates."""
+    shards = len(json.loads((dataset / "recpack.json").read_text())["shards"])
+    with ProcessPoolExecutor(CORES) as pool:
+        results = list(pool.map(_decode_shards, [(str(dataset), list(range(c, shards, CORES))) for c in range(CORES)]))
+    count = sum(n for _, n in results)
+    rate = sum(n / seconds for seconds, n in results)
+    return {"images": count, "seconds": count / rate, "rate": rate}
+
+
+# --- recpack stats ----------------------------------------------------------------------------
+
+def recpack_stats(dataset: Path, *extra: str) -> dict:
+    started = time.perf_counter()
+    subprocess.run([str(RECPACK_PYTHON), "-m", "recpack", "stats", str(dataset), "--quiet", *extra],
+                   check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    computed = json.loads((dataset / "recpack.json").read_text())["stats"]["computed"]
+    return {"images": computed["records"], "seconds": seconds, "rate": computed["records"] / seconds,
+            "pass_seconds": computed["seconds"], "pass_rate": computed["records"] / computed["seconds"]}
+
+
+# --- the usual recipe -------------------------------------------------------------------------
+
+RECIPE = r'''
+import json, sys, time
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+
+root, count, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+folder = datasets.ImageFolder(root, transform=transforms.ToTensor())
+loader = DataLoader(Subset(folder, range(min(count, len(folder)))), batch_size=1, num_workers=workers)
+started = time.perf_counter()
+total = torch.zeros(3, dtype=torch.float64)
+squares = torch.zeros(3, dtype=torch.float64)
+pixels = 0
+for images, _ in loader:
+    values = images.to(torch.float64).flatten(2)           # (1, 3, H*W), 0-1 scale
+    total += values.sum((0, 2))
+    squares += (values * values).sum((0, 2))
+    pixels += values.shape[2]
+seconds = time.perf_counter() - started
+mean = total / pixels
+print(json.dumps({"images": len(loader), "seconds": seconds, "mean": mean.tolist(),
+                  "std": (squares / pixels - mean * mean).sqrt().tolist()}))
+'''
+
+
+def torchvision_recipe(corpus: Path, images: int) -> dict:
+    out = subprocess.run([str(PEERS_PYTHON), "-c", RECIPE, str(corpus), str(images), str(CORES)],
+                         check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return {**result, "rate": result["images"] / result["seconds"]}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sample", type=int, default=2000)
+    parser.add_argument("--recipe-images", type=int, default=2000)
+    parser.add_argument("--out", default=str(HERE / "results" / "stats.md"))
+    args = parser.parse_args()
+
+    dataset = packed(args.images)
+    corpus = ensure_corpus(args.images, 0)
+    prefault()
+    subprocess.run(["cat", *map(str, sorted(dataset.glob("shard-*.rec")))], stdout=subprocess.DEVNULL, check=True)
+    contenders = {
+        "bare": lambda: bare(dataset),
+        "stats": lambda: recpack_stats(dataset),
+        "sample": lambda: recpack_stats(dataset, "--sample", str(args.sample)),
+        "torchvision": lambda: torchvision_recipe(corpus, args.recipe_images),
+    }
+    rounds: list[dict[str, dict]] = []
+    for number in range(args.rounds):
+        results = {}
+        for name, contender in contenders.items():
+            results[name] = contender()
+            print(f"round {number + 1} {name:12s} {results[name]['rate']:8.1f} images/s "
+                  f"({results[name]['seconds']:.2f} s)", flush=True)
+        rounds.append(results)
+    full = json.loads((dataset / "recpack.json").read_text())["stats"]
+    recpack_stats(dataset)  # leave the full statistics in the manifest
+    text = report(rounds, args, full)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def _median(rounds, name, key="rate") -> float:
+    return statistics.median(r[name][key] for r in rounds)
+
+
+def _ratios(rounds, top, bottom, key="rate") -> list[float]:
+    return [r[top][key] / r[bottom]["rate"] for r in rounds]
+
+
+def report(rounds: list[dict], args, full: dict) -> str:
+    pass_ratios = _ratios(rounds, "stats", "bare", "pass_rate")
+    whole_ratios = _ratios(rounds, "stats", "bare")
+    recipe_ratios = _ratios(rounds, "stats", "torchvision", "pass_rate")
+    fmt = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    lines = [
+        "# recpack stats: benchmark",
+        "",
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {CORES} cores ({cpu}), Python {platform.python_version()}, "
+        f"{args.images:,} corpus images (benchmarks/corpus_cache.py), {args.rounds} rounds, contenders alternated; "
+        "medians. The machine is shared with other engineers' jobs: compare ratios within a round.",
+        "",
+        "Command: `.venv/bin/python benchmarks/bench_stats.py "
+        f"--images {args.images} --rounds {args.rounds} --sample {args.sample} --recipe-images {args.recipe_images}`",
+        "",
+        "| contender | images/s (median) | seconds (median) |",
+        "|---|---:|---:|",
+        f"| bare libjpeg-turbo full-size decode, {CORES} processes, bytes pre-read | {_median(rounds, 'bare'):,.0f} "
+        f"| {_median(rounds, 'bare', 'seconds'):.1f} |",
+        f"| **recpack stats**, the pass | **{_median(rounds, 'stats', 'pass_rate'):,.0f}** "
+        f"| {_median(rounds, 'stats', 'pass_seconds'):.1f} |",
+        f"| **recpack stats**, the whole command | {_median(rounds, 'stats'):,.0f} | {_median(rounds, 'stats', 'seconds'):.1f} |",
+        f"| **recpack stats --sample {args.sample}**, the whole command | {_median(rounds, 'sample'):,.0f} "
+        f"| **{_median(rounds, 'sample', 'seconds'):.2f}** |",
+        f"| torchvision ImageFolder + DataLoader({CORES} workers), float64 sums, first {args.recipe_images:,} images "
+        f"| {_median(rounds, 'torchvision'):,.0f} | {_median(rounds, 'torchvision', 'seconds'):.1f} |",
+        f"| the seed issue's toolbox (1.4M images in 12 h) | {SEED_ISSUE_RATE:.0f} | |",
+        "",
+        f"- recpack stats' pass / bare decode: **{statistics.median(pass_ratios):.2f}x** (rounds {fmt(pass_ratios)}); "
+        f"the whole command (process start, plan, manifest): {statistics.median(whole_ratios):.2f}x "
+        f"(rounds {fmt(whole_ratios)})",
+        f"- recpack stats' pass / the torchvision recipe: {statistics.median(recipe_ratios):.1f}x "
+        f"(rounds {fmt(recipe_ratios)}); / the seed issue's 32 images/s: "
+        f"{_median(rounds, 'stats', 'pass_rate') / SEED_ISSUE_RATE:.0f}x",
+        f"- `--sample {args.sample}`: {_median(rounds, 'sample', 'seconds'):.2f} s for the whole command "
+        f"(rounds {fmt([r['sample']['seconds'] for r in rounds])})",
+        "",
+        "Statistics of the corpus (full pass, 0-1 scale): mean "
+        + " ".join(f"{v:.4f}" for v in full["mean"]) + ", std " + " ".join(f"{v:.4f}" for v in full["std"])
+        + "; the torchvision recipe on its subset: mean "
+        + " ".join(f"{v:.4f}" for v in rounds[-1]["torchvision"]["mean"]) + ", std "
+        + " ".join(f"{v:.4f}" for v in rounds[-1]["torchvision"]["std"]) + ".",
+        "",
+        "Per round (images/s):",
+        "",
+        "| round | bare | stats pass | stats command | sample (s) | torchvision |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for number, r in enumerate(rounds, 1):
+        lines.append(f"| {number} | {r['bare']['rate']:,.0f} | {r['stats']['pass_rate']:,.0f} | {r['stats']['rate']:,.0f} "
+                     f"| {r['sample']['seconds']:.2f} | {r['torchvision']['rate']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
