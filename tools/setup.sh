@@ -32,4 +32,8 @@ fi
 "${pip[@]}" --no-deps "matplotlib>=3.7" contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
 # s3/http: datasets at URLs; test-storage: moto's S3 server that tests/test_storage.py starts on 127.0.0.1
 "${pip[@]}" -e ".[test,s3,http,test-storage]"
+# the [spark] and [ray] extras, pinned, for tests/test_engines.py (recpack pack --engine); PySpark runs on a Java
+# 17+ runtime, and the engine tests make a loopback-only network namespace with ip(8)
+apt_install_missing setup openjdk-17-jre-headless iproute2
+"${pip[@]}" "pyspark==4.3.0" "ray==2.60.0"
 .venv/bin/python -c 'import recpack.prepare' && echo "setup: ready (.venv/bin/recpack)" >&2
