@@ -21,7 +21,6 @@ from conftest import run_cli  # noqa: E402
 from object_servers import FAKE_CREDENTIALS, RangeServer, S3Server, environment  # noqa: E402
 from recpack import RecordDataset  # noqa: E402
 from recpack.errors import IncompleteDatasetError, StorageError  # noqa: E402
-from recpack.format import manifest as mf  # noqa: E402
 from recpack.storage.cache import BlockCache  # noqa: E402
 from recpack.storage.retry import RetryPolicy  # noqa: E402
 from recpack.storage.store import AlreadyExists, StorageOptions, open_store  # noqa: E402
@@ -189,16 +188,21 @@ def test_a_cache_smaller_than_a_block_streams_and_never_waits(tmp_path):
     assert log == [(0, 5_000)] * 3 and not (tmp_path / "blocks").exists()
 
 
-def _child_client_is_new(store) -> bool:
-    inherited = store._fs
-    return store.client() is not inherited and store._pid == os.getpid()
-
-
 def test_each_process_builds_its_own_client(s3_url):
+    """A forked child (as a DataLoader worker is) never uses the client it inherited, and still reads."""
     store = open_store(s3_url)
-    store.client()
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        assert pool.apply(_child_client_is_new, (store,))
+    inherited = store.client()
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child():  # runs in the fork: the store and its client are the parent's objects, not pickled copies
+        send.send((store.client() is inherited, bytes(store.read("recpack.json"))[:1]))
+
+    process = context.Process(target=child)
+    process.start()
+    assert receive.recv() == (False, b"{")
+    process.join()
+    assert store.client() is inherited
 
 
 # --- S3 (moto's server) -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..format.recscan import SCAN_PROGRESS_FROM_BYTES, scan_with_idx, shard_stem
 from ..storage.datasets import manifest_of
 from ..storage.store import StorageOptions, open_store
 from ..storage.urls import is_url, location
-from .remote_reader import RemoteShardReader
+from .remote_reader import RemoteShardReader, remote_readers
 from .shard_reader import ShardReader
 
 _IN_MEMORY = mf.FileInfo("", 0, 0)  # the idx/rpi entry of a shard scanned on open: no file exists
@@ -90,7 +90,7 @@ def open_shards(path: str, skip_damage: bool = False,
     if where.is_remote:
         store = open_store(where, storage)
         manifest = manifest_of(store)
-        return manifest, [RemoteShardReader(store, shard) for shard in manifest.shards]
+        return manifest, remote_readers(store, manifest.shards)
     path = where.root
     if os.path.isfile(path):
         rec_paths = [path]

@@ -88,6 +88,8 @@ def transient(error: BaseException) -> bool:
     for link in _chain(error):
         if isinstance(link, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError)):
             return False
+        if _status_and_code(link)[1] in ("PreconditionFailed", "NoSuchKey", "NoSuchBucket", "AccessDenied"):
+            return False
         if isinstance(link, (ConnectionError, TimeoutError, ShortRead)):
             return True
         if {cls.__name__ for cls in type(link).__mro__} & _CONNECTION_FAILURES:

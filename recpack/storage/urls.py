@@ -1,4 +1,4 @@
-"""Dataset locations as given by a user: a local path, or a URL that one of fsspec's backends serves.
+"""Dataset locations as given by a user: a local path, or a URL that a store serves (``store``, ``s3``).
 
 ``location(text)`` decides which once, at the edge, and refuses in one line what
 recpack cannot serve: an unknown scheme, a backend that is not installed, a
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from ..errors import StorageError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# scheme -> (the module fsspec needs for it, the recpack extra that installs it, writable)
+# scheme -> (the modules its store needs, the recpack extra that installs them, writable)
 BACKENDS = {
-    "s3": ("s3fs", "s3", True),
-    "gs": ("gcsfs", "gcs", True),
-    "gcs": ("gcsfs", "gcs", True),
-    "http": ("aiohttp", "http", False),
-    "https": ("aiohttp", "http", False),
+    "s3": (("boto3",), "s3", True),
+    "gs": (("fsspec", "gcsfs"), "gcs", True),
+    "gcs": (("fsspec", "gcsfs"), "gcs", True),
+    "http": (("fsspec", "aiohttp"), "http", False),
+    "https": (("fsspec", "aiohttp"), "http", False),
 }
 # a URL anywhere in a text: scheme, optional userinfo, the rest up to the query
 _URL_IN_TEXT = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/@\s'\"]*@)?([^\s?#'\"]*)(?:[?#][^\s'\"]*)?")
@@ -87,10 +87,10 @@ def location(text: str, *, write: bool = False) -> Location:
     if scheme not in BACKENDS:
         known = ", ".join(f"{name}://" for name in BACKENDS)
         raise StorageError(f"{shown(text)}: recpack cannot use {scheme}:// URLs (it reads local paths and {known})")
-    module, extra, writable = BACKENDS[scheme]
+    modules, extra, writable = BACKENDS[scheme]
     if write and not writable:
         raise StorageError(f"{shown(text)}: {scheme}:// is read-only for recpack: write to a local folder, s3:// or gs://")
-    for needed in ("fsspec", module):
+    for needed in modules:
         if importlib.util.find_spec(needed) is None:
             raise StorageError(f"{shown(text)}: {scheme}:// needs the Python package {needed}: "
                                f"pip install 'recpack[{extra}]'")
