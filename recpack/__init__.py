@@ -18,7 +18,8 @@ The public names are imported lazily so that ``recpack pack`` never imports torc
 
 from ._version import __version__
 
-__all__ = ["Augment", "Detection", "Partition", "ReadOptions", "RecordDataset", "__version__"]
+__all__ = ["Augment", "Detection", "Partition", "ReadOptions", "RecordDataset", "RetryPolicy", "StorageOptions",
+           "__version__"]
 
 
 def __getattr__(name):
@@ -34,6 +35,10 @@ def __getattr__(name):
         from .read.decode import Augment
 
         return Augment
+    if name in ("StorageOptions", "RetryPolicy"):
+        from .storage import protocol
+
+        return getattr(protocol, name)
     if name == "Detection":
         from .read.detection import Detection
 

@@ -4,6 +4,7 @@ import recpack
 
 
 def test_exported_names_resolve():
-    assert sorted(recpack.__all__) == ["Augment", "Detection", "Partition", "ReadOptions", "RecordDataset", "__version__"]
+    assert sorted(recpack.__all__) == ["Augment", "Detection", "Partition", "ReadOptions", "RecordDataset",
+                                       "RetryPolicy", "StorageOptions", "__version__"]
     for name in recpack.__all__:
         assert getattr(recpack, name) is not None

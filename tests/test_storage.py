@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("s3fs")
+pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
 import corpus  # noqa: E402
