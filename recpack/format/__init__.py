@@ -12,6 +12,7 @@ A dataset is one folder::
     keys.lmdb/          source key -> (shard, record, offset), for ``recpack get`` (``keyindex``)
     dataset.idx         one MXNet index over all the shards, for DALI (below)
     bad_inputs.tsv      inputs a pack skipped, with the reason (may hold only its header)
+    stats-mean-224-<crc32c>.npy   the average image, once ``recpack stats`` ran (``stats``)
     .recpack-pack/      only while a pack runs, or after one was interrupted
 
 ``shard-NNNNN.rec``: the records, in order, in dmlc RecordIO framing (``framing``), which
@@ -58,5 +59,6 @@ the manifest, since it is derived from what is (``recpack verify`` rebuilds and 
 A dataset written before it existed has none.
 
 The manifest holds only what is per dataset or per shard, never per record, so that
-opening a 14M-record dataset reads one small JSON file: see ``manifest`` for its fields.
+opening a 14M-record dataset reads one small JSON file: see ``manifest`` for its fields,
+and ``stats`` for its ``stats`` field (on the 0-1 scale) and the average image beside it.
 """

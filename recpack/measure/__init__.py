@@ -1,3 +1,4 @@
 """Measuring: ``recpack bench`` (``bench``), the epoch-time model (``iomodel``), the page cache
-(``pagecache``) and process-tree statistics (``procstats``).  Sits above pack and read.
+(``pagecache``), process-tree statistics (``procstats``) and a dataset's own statistics
+(``stats``: ``recpack stats``).  Sits above pack and read.
 """

@@ -16,6 +16,7 @@ kill at any moment leaves the old manifest, or the new one, whole.  The folder's
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -184,15 +185,27 @@ def _measure_task(task) -> tuple[int, Tally]:
     return sum(stop - first for first, stop in runs), measure_unit(spec, reader, shard, runs)
 
 
-def _ignore_interrupt() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(parent: int) -> None:
+    """Ctrl-C is the parent's to handle (it stops the pool); and a worker dies with its parent (Linux).
+
+    Why the second: forked workers hold the folder's lock too, so one outliving a killed
+    ``recpack stats`` would keep every later stats or pack refused.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 def _measure_all(tasks: list, workers: int, total: int, spec: _Spec, progress: bool) -> Tally:
     """Run the units on a process pool; merge their tallies as they finish."""
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     result = Tally(spec.mean_size, spec.keep_per_image)
-    with context.Pool(workers, initializer=_ignore_interrupt) as pool, \
+    with context.Pool(workers, initializer=_init_worker, initargs=(os.getpid(),)) as pool, \
             tqdm(total=total, unit="img", desc="stats", disable=not progress, dynamic_ncols=True) as bar:
         for records, tally in pool.imap_unordered(_measure_task, tasks):
             result = merge(result, tally)
