@@ -14,6 +14,8 @@ import corpus  # noqa: E402  (tools/ is not a package)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "mxnet: needs MXNet 1.9.1 in its own venv (built on first use)")
+    config.addinivalue_line("markers", "fuzz_native: runs tools/fuzz.sh on the C code for a minute (installs clang and "
+                            "builds an ASan libjpeg-turbo on first use); skip with -m 'not fuzz_native'")
     config.addinivalue_line("markers", "dali: needs NVIDIA DALI 2.4.0 in its own venv (built on first use, else skipped)")
     config.addinivalue_line("markers", "engines: packs on real PySpark / Ray in local mode inside a loopback-only "
                             "network namespace (~2 minutes; tools/setup.sh installs both); skip with -m 'not engines'")
