@@ -107,15 +107,23 @@ def _decode_task(spec: DecodeSpec, task: _Task) -> list[CorruptRecordError]:
             payload = unpack_payload(record.payload, record.trailing)
             labels = payload.labels[: spec.label_width]
             buffers.labels[slot, : len(labels)] = labels  # the rest keeps LABEL_PAD
-            _decode_one(spec, buffers, slot, payload, spec.rng_for(record))
+            transform = _decode_one(spec, buffers, slot, payload, spec.rng_for(record))
         except (BadImageError, CorruptRecordError, ValueError) as error:
             errors.append(_as_error(spec, record, error))
             buffers.ok[slot] = False
+            continue
+        if transform is not None:
+            transform()  # outside the try: what the user's transform raises is its own, never a damaged record
     return errors
 
 
-def _decode_one(spec: DecodeSpec, buffers: _Buffers, slot: int, payload, rng: random.Random | None) -> None:
-    """Decode one record's image (and mask, boxes) into its slot, through one placement."""
+def _decode_one(spec: DecodeSpec, buffers: _Buffers, slot: int, payload,
+                rng: random.Random | None) -> Callable[[], None] | None:
+    """Decode one record's image (and mask, boxes) into its slot, through one placement.
+
+    Returns the step that runs the user's transform on it (or makes the sample), if any, for
+    the caller to run apart: errors raised here are the record's, errors raised there the user's.
+    """
     augment = spec.augment
     image, placement = decode_image(payload.image, augment, rng, None if spec.variable else buffers.images[slot])
     mask = boxes = None
@@ -133,13 +141,14 @@ def _decode_one(spec: DecodeSpec, buffers: _Buffers, slot: int, payload, rng: ra
         buffers.placements[slot] = placement.as_row()
     if spec.per_sample is not None:
         labels = buffers.labels[slot]
-        buffers.samples[slot] = spec.per_sample(image, mask, boxes, labels, placement)
-    elif spec.variable:
+        return lambda: buffers.samples.__setitem__(slot, spec.per_sample(image, mask, boxes, labels, placement))
+    if spec.variable:
         buffers.images[slot] = image
         if mask is not None:
             buffers.masks[slot] = mask
     elif spec.transform is not None:
-        buffers.images[slot] = spec.transform(buffers.images[slot])
+        return lambda: buffers.images.__setitem__(slot, spec.transform(buffers.images[slot]))
+    return None
 
 
 def _batches_of(records: Iterator[Record], size: int) -> Iterator[list[Record]]:

@@ -346,7 +346,21 @@ class RecordDataset(IterableDataset):
             empty = _shared_uint8 if info is not None and self.batch_size else None
             depth = self.read.decode_depth or (1 if info is not None else 4)
             decoded = decode_batches(spec, records, size, self._threads(workers), depth, empty)
-        return self._outputs(self._apply_error_policy(decoded))
+        return self._released(self._outputs(self._apply_error_policy(decoded)))
+
+    def _released(self, outputs: Iterator) -> Iterator:
+        """The outputs; once they end or are abandoned, the shards' record indexes are let go.
+
+        Each loaded index is a map holding a descriptor: an iteration that is over
+        leaves none behind.  The stages are closed first, so that no reading thread
+        still uses an index (one it holds stays valid anyway).
+        """
+        try:
+            yield from outputs
+        finally:
+            outputs.close()
+            for reader in self._shards.readers:
+                reader.release()
 
     def _outputs(self, decoded: Iterator[Decoded]) -> Iterator:
         """Batches, or their samples one by one.

@@ -74,7 +74,6 @@ class ShardReader:
 
     def __post_init__(self) -> None:
         self._rows: np.ndarray | None = self.index_rows
-        self._fd, self._fd_pid = -1, -1
 
     def __getstate__(self) -> dict:
         return {"rec_path": self.rec_path, "rpi_path": self.rpi_path, "name": self.name, "index_rows": self.index_rows,
@@ -84,21 +83,31 @@ class ShardReader:
         self.__dict__.update(state)
         self.__post_init__()
 
-    def close(self) -> None:
-        if self._fd >= 0 and self._fd_pid == os.getpid():
-            os.close(self._fd)
-        self._fd, self._fd_pid = -1, -1
+    def release(self) -> None:
+        """Let go of the record index if it is a map of the .rpi (a map holds a descriptor); it maps again when used.
 
-    def _descriptor(self) -> int:
-        """The shard's file descriptor, opened on first use and again in a forked child."""
-        if self._fd_pid != os.getpid():
-            try:
-                self._fd, self._fd_pid = os.open(self.rec_path, os.O_RDONLY), os.getpid()
-            except OSError as error:  # a shard file gone or unreadable: the dataset's problem, named
-                raise DatasetError(f"{self.rec_path}: cannot open shard {self.name} ({error.strerror})") from None
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        return self._fd
+        Arrays already handed out stay valid: they keep the map alive until they go.
+        """
+        if isinstance(self._rows, np.memmap):
+            self._rows = self.index_rows
+
+    def close(self) -> None:
+        self.release()
+
+    def _open(self) -> int:
+        """A new descriptor of the .rec for one read, advised sequential; the caller closes it.
+
+        None is kept between reads (a run's map holds its own), so that a process
+        reading thousands of shards does not hold a descriptor for each (``ulimit -n``
+        is often 1024) and holds none once it stops reading.
+        """
+        try:
+            fd = os.open(self.rec_path, os.O_RDONLY)
+        except OSError as error:  # a shard file gone or unreadable: the dataset's problem, named
+            raise DatasetError(f"{self.rec_path}: cannot open shard {self.name} ({error.strerror})") from None
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        return fd
 
     def _end_of(self, index: int) -> int:
         rows = self.rows
@@ -128,7 +137,11 @@ class ShardReader:
         """Ask the kernel to start reading records first..stop-1 now (asynchronous readahead)."""
         if hasattr(os, "posix_fadvise") and first < stop:
             offset = int(self.rows[first]["offset"])
-            os.posix_fadvise(self._descriptor(), offset, self._end_of(stop - 1) - offset, os.POSIX_FADV_WILLNEED)
+            fd = self._open()
+            try:
+                os.posix_fadvise(fd, offset, self._end_of(stop - 1) - offset, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
     def read_run(self, first: int, stop: int, verify: bool = True) -> list[memoryview | CorruptRecordError]:
         """Payloads of records first..stop-1, as zero-copy views of one memory map of their bytes.
@@ -143,12 +156,16 @@ class ShardReader:
         base = int(rows[first]["offset"])
         start = base - base % mmap.ALLOCATIONGRANULARITY
         end = self._end_of(stop - 1)
-        if end > os.fstat(self._descriptor()).st_size or end <= base:  # <=: the file ends before the run starts
-            error = CorruptRecordError(self.name, stop - 1, "shard file is truncated")
-            return [error] * (stop - first)
-        if not BLOCK_READS:
-            self.advise_willneed(first, stop)
-        mapped = mmap.mmap(self._descriptor(), end - start, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=start)
+        fd = self._open()
+        try:
+            if end > os.fstat(fd).st_size or end <= base:  # <=: the file ends before the run starts
+                error = CorruptRecordError(self.name, stop - 1, "shard file is truncated")
+                return [error] * (stop - first)
+            if not BLOCK_READS:
+                self.advise_willneed(first, stop)
+            mapped = mmap.mmap(fd, end - start, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=start)
+        finally:
+            os.close(fd)
         if BLOCK_READS:
             _read_blocks(mapped)
         return self.parse_run(memoryview(mapped), start, first, stop, verify)
