@@ -17,6 +17,7 @@ import pytest
 import corpus
 from conftest import run_cli
 from recpack.errors import CorruptRecordError, DatasetError, RecpackError
+from recpack.format import keyindex
 from recpack.format import manifest as mf
 from recpack.format.framing import frame_record
 from recpack.format.schema import IR_HEADER
@@ -228,6 +229,17 @@ def test_get_refuses_a_stale_key_index_instead_of_returning_another_image(packed
     result = run_cli("get", folder, str(key), "-o", tmp_path / "out.jpg", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"recpack: error: {folder / mf.KEY_INDEX_NAME}: ") and "stale" in result.stderr
+
+
+@pytest.mark.parametrize("record", [8, 10])  # cut before a middle record, and before the last
+def test_get_of_a_record_a_truncated_shard_lost_is_one_line(packed, tmp_path, record):
+    folder = tmp_path / "cut"
+    shutil.copytree(packed / "clean", folder)
+    truncate(folder, packed)  # mid-record 7 of shard 1
+    key = next(key for key, shard, index, _ in keyindex.entries(str(folder)) if (shard, index) == (1, record))
+    result = run_cli("get", folder, key, "-o", tmp_path / "out.jpg", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"recpack: error: shard-00001: record {record}: ") and result.stderr.count("\n") == 1
 
 
 def test_get_refuses_a_key_index_pointing_past_the_shards(packed, tmp_path):

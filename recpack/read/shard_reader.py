@@ -261,7 +261,7 @@ class ShardReader:
             raise IndexError(f"{self.name}: record {index} out of range 0..{len(rows) - 1}")
         offset = int(rows[index]["offset"])
         end = int(rows[index + 1]["offset"]) if index + 1 < len(rows) else self.file_size()
-        data = self._range(offset, end - offset)
+        data = self._range(offset, max(end - offset, 0))  # a file cut short before the record: nothing to read
         try:
             payload, _ = read_framed(data, 0, offset)
         except FramingError as error:
