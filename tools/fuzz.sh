@@ -126,8 +126,8 @@ build_target() {
 for target in "${targets[@]}"; do build_target "$target"; done
 
 # 4. Seeds from the test photos.
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
+python=.venv/bin/python # numpy, Pillow and scikit-image's photos
+[ -x "$python" ] || { echo "fuzz: the seeds need the project's venv: bash tools/setup.sh first" >&2; exit 2; }
 rm -rf "$work/seeds" # this run's seeds only, so that a renamed seed does not linger
 "$python" tools/fuzz/seeds.py "$work/seeds" "${seed_options[@]}"
 
