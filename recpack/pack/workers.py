@@ -84,9 +84,12 @@ def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int
 
     A worker that dies (the OOM killer, a kill -9) ends the pack with a PackError at
     once: ``concurrent.futures`` notices a lost worker, where ``multiprocessing.Pool``
-    would replace it and wait forever for its task.  Any other way out (an error
-    here or in a task, Ctrl-C, the caller stopping early) kills the workers rather
-    than let each finish the shard it is writing.
+    would replace it and wait forever for its task.  However the run ends (every
+    task done, an error here or in a task, Ctrl-C, the caller stopping early), the
+    workers are killed, not asked to exit: no task is left for them, one stopped
+    mid-shard would only finish it for nothing, and a worker killed while waiting
+    for a task keeps the task queue's lock, so that the others never read the
+    request to exit and a polite shutdown waits forever.
     """
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     images, nbytes = context.Value("q", 0), context.Value("q", 0)
@@ -95,17 +98,15 @@ def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int
                                initargs=(images, nbytes, os.getpid()))
     try:
         yield from _outcomes(pool, function, iter(tasks), in_flight or 2 * workers, images, nbytes, total,
-                             show_progress, desc, before)
-    except BaseException:
+                             show_progress, desc, before, expected=workers)
+    finally:
         for process in set(multiprocessing.active_children()) - before:
             process.kill()
-        raise
-    finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _outcomes(pool: ProcessPoolExecutor, function: Callable, tasks: Iterator, in_flight: int, images, nbytes,
-              total: int | None, show_progress: bool, desc: str, before: set) -> Iterator:
+              total: int | None, show_progress: bool, desc: str, before: set, expected: int) -> Iterator:
     """Each outcome as it arrives, handing out tasks as slots free up; the progress bar refreshed meanwhile."""
     started = time.monotonic()
     pending: set[Future] = set()
@@ -131,24 +132,27 @@ def _outcomes(pool: ProcessPoolExecutor, function: Callable, tasks: Iterator, in
                 try:
                     outcome = future.result()
                 except BrokenProcessPool:
-                    raise PackError(f"a worker process died ({_how_one_died(workers)}); "
+                    raise PackError(f"a worker process died ({_how_one_died(workers, expected)}); "
                                     "the shards finished so far are kept: rerun the same command") from None
                 yield outcome
             refresh()
 
 
-def _how_one_died(workers: set) -> str:
+def _how_one_died(workers: set, started: int) -> str:
     """The exit of the worker that broke the pool (the pool then stops the others with SIGTERM).
 
     The pool's own thread reaps them as it goes: their exit codes are read once it has.
+    One that died before this process saw it among its children (``started`` were) is
+    not in ``workers``, and its cause is then unknown.
     """
     deadline = time.monotonic() + 2
     while any(process.exitcode is None for process in workers) and time.monotonic() < deadline:
         time.sleep(0.01)
     codes = [process.exitcode for process in workers if process.exitcode is not None]
-    code = next((c for c in codes if c != -signal.SIGTERM), codes[0] if codes else None)
-    if code is None:
+    code = next((c for c in codes if c != -signal.SIGTERM), None)
+    if code is None and (len(workers) < started or not codes):
         return "cause unknown"
+    code = codes[0] if code is None else code
     if code < 0:
         return f"killed by signal {-code}" + (": out of memory, or kill -9" if code == -signal.SIGKILL else "")
     return f"exit status {code}"

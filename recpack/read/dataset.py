@@ -115,6 +115,13 @@ class RecordDataset(IterableDataset):
     image, returning the same shape; in per-sample mode on the (3, H, W)
     tensor and the mask or the unpadded boxes if the dataset has them
     (``transform(image, mask)``), and may return anything: that is the sample.
+
+    ``on_error="raise"`` stops at a damaged record with a ``CorruptRecordError``
+    naming its shard and record; ``"skip"`` drops it with one warning each, and
+    reads a damaged MXNet ``.rec`` around its damage.  What ``transform`` raises
+    is the user's own and always reaches the loop.  ``state_dict`` and
+    ``load_state_dict`` resume an epoch mid-way; a state taken under another
+    setup (dataset, seed, partition, batching, shuffle) is refused.
     """
 
     def __init__(
