@@ -1,7 +1,10 @@
 """recpack stats against bare decoding and the usual recipe, side by side in one run.
 
 Contenders, alternated round by round so that the shared machine's noise hits all alike
-(the figures that count are the per-round ratios, medians over the rounds):
+(the figures that count are the per-round ratios, medians over the rounds).  Each is measured
+twice: by the wall clock, and by the CPU time of its whole process tree.  On a machine shared
+with other jobs the wall clock says how much of the cores each contender happened to get; CPU
+time says what each image costs, which on idle cores is what sets images/s on all of them:
   bare        libjpeg-turbo full-size decode (PyTurboJPEG, RGB) of every record's image, the bytes
               read into memory first, one process per core: the ceiling a pass that must see every
               pixel works against
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,8 +58,8 @@ def packed(images: int) -> Path:
 
 # --- bare decode ------------------------------------------------------------------------------
 
-def _decode_shards(args: tuple[str, list[int]]) -> tuple[float, int]:
-    """Read the given shards' images into memory, then time only their full-size decoding."""
+def _decode_shards(args: tuple[str, list[int]]) -> tuple[float, float, int]:
+    """Read the given shards' images into memory, then time only their full-size decoding (wall, CPU)."""
     from turbojpeg import TJPF_RGB, TurboJPEG
 
     from recpack.format import manifest as mf
@@ -66,10 +70,10 @@ def _decode_shards(args: tuple[str, list[int]]) -> tuple[float, int]:
     images = [bytes(shard_reader(dataset, manifest.shards[s]).read_payload(i).image)
               for s in shards for i in range(manifest.shards[s].records)]
     decoder = TurboJPEG()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for data in images:
         decoder.decode(data, pixel_format=TJPF_RGB)
-    return time.perf_counter() - started, len(images)
+    return time.perf_counter() - started, time.process_time() - cpu_started, len(images)
 
 
 def bare(dataset: Path) -> dict:
@@ -77,21 +81,29 @@ def bare(dataset: Path) -> dict:
     shards = len(json.loads((dataset / "recpack.json").read_text())["shards"])
     with ProcessPoolExecutor(CORES) as pool:
         results = list(pool.map(_decode_shards, [(str(dataset), list(range(c, shards, CORES))) for c in range(CORES)]))
-    count = sum(n for _, n in results)
-    rate = sum(n / seconds for seconds, n in results)
-    return {"images": count, "seconds": count / rate, "rate": rate}
+    count = sum(n for _, _, n in results)
+    rate = sum(n / seconds for seconds, _, n in results)
+    cpu = sum(cpu for _, cpu, _ in results)
+    return {"images": count, "seconds": count / rate, "rate": rate, "cpu_rate": count / cpu * CORES}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- recpack stats ----------------------------------------------------------------------------
 
 def recpack_stats(dataset: Path, *extra: str) -> dict:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _children_cpu()
     subprocess.run([str(RECPACK_PYTHON), "-m", "recpack", "stats", str(dataset), "--quiet", *extra],
                    check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_started
     computed = json.loads((dataset / "recpack.json").read_text())["stats"]["computed"]
-    return {"images": computed["records"], "seconds": seconds, "rate": computed["records"] / seconds,
-            "pass_seconds": computed["seconds"], "pass_rate": computed["records"] / computed["seconds"]}
+    images = computed["records"]
+    return {"images": images, "seconds": seconds, "rate": images / seconds, "cpu_rate": images / cpu * CORES,
+            "pass_seconds": computed["seconds"], "pass_rate": images / computed["seconds"],
+            "pass_cpu_rate": images / computed["cpu_seconds"] * CORES}
 
 
 # --- the usual recipe -------------------------------------------------------------------------
@@ -122,10 +134,13 @@ print(json.dumps({"images": len(loader), "seconds": seconds, "mean": mean.tolist
 
 
 def torchvision_recipe(corpus: Path, images: int) -> dict:
+    """The loop's wall time; CPU time of the whole process tree (start-up and imports included: an upper bound)."""
+    cpu_started = _children_cpu()
     out = subprocess.run([str(PEERS_PYTHON), "-c", RECIPE, str(corpus), str(images), str(CORES)],
                          check=True, capture_output=True, text=True).stdout
+    cpu = _children_cpu() - cpu_started
     result = json.loads(out.strip().splitlines()[-1])
-    return {**result, "rate": result["images"] / result["seconds"]}
+    return {**result, "rate": result["images"] / result["seconds"], "cpu_rate": result["images"] / cpu * CORES}
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -155,7 +170,7 @@ def main() -> int:
         for name, contender in contenders.items():
             results[name] = contender()
             print(f"round {number + 1} {name:12s} {results[name]['rate']:8.1f} images/s "
-                  f"({results[name]['seconds']:.2f} s)", flush=True)
+                  f"({results[name]['seconds']:.2f} s), by CPU time {results[name]['cpu_rate']:8.1f}", flush=True)
         rounds.append(results)
     full = json.loads((dataset / "recpack.json").read_text())["stats"]
     recpack_stats(dataset)  # leave the full statistics in the manifest
@@ -174,42 +189,57 @@ def _ratios(rounds, top, bottom, key="rate") -> list[float]:
 
 
 def report(rounds: list[dict], args, full: dict) -> str:
-    pass_ratios = _ratios(rounds, "stats", "bare", "pass_rate")
-    whole_ratios = _ratios(rounds, "stats", "bare")
-    recipe_ratios = _ratios(rounds, "stats", "torchvision", "pass_rate")
     fmt = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
+    ratios = {
+        "pass, wall": _ratios(rounds, "stats", "bare", "pass_rate"),
+        "pass, CPU": [r["stats"]["pass_cpu_rate"] / r["bare"]["cpu_rate"] for r in rounds],
+        "command, wall": _ratios(rounds, "stats", "bare"),
+        "command, CPU": [r["stats"]["cpu_rate"] / r["bare"]["cpu_rate"] for r in rounds],
+    }
+    recipe_wall = _ratios(rounds, "stats", "torchvision", "pass_rate")
+    recipe_cpu = [r["stats"]["pass_cpu_rate"] / r["torchvision"]["cpu_rate"] for r in rounds]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    load = os.getloadavg()
     lines = [
         "# recpack stats: benchmark",
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {CORES} cores ({cpu}), Python {platform.python_version()}, "
         f"{args.images:,} corpus images (benchmarks/corpus_cache.py), {args.rounds} rounds, contenders alternated; "
-        "medians. The machine is shared with other engineers' jobs: compare ratios within a round.",
+        f"medians. Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}: the machine was shared "
+        "with other engineers' jobs, so images/s by the wall clock is how much of the cores each contender got; "
+        f"'by CPU' is images per CPU-second of the contender's whole process tree, times {CORES} cores: what it "
+        "would do alone on idle cores.",
         "",
         "Command: `.venv/bin/python benchmarks/bench_stats.py "
         f"--images {args.images} --rounds {args.rounds} --sample {args.sample} --recipe-images {args.recipe_images}`",
         "",
-        "| contender | images/s (median) | seconds (median) |",
-        "|---|---:|---:|",
+        "| contender | images/s, wall | images/s, by CPU | seconds, wall |",
+        "|---|---:|---:|---:|",
         f"| bare libjpeg-turbo full-size decode, {CORES} processes, bytes pre-read | {_median(rounds, 'bare'):,.0f} "
-        f"| {_median(rounds, 'bare', 'seconds'):.1f} |",
+        f"| {_median(rounds, 'bare', 'cpu_rate'):,.0f} | {_median(rounds, 'bare', 'seconds'):.1f} |",
         f"| **recpack stats**, the pass | **{_median(rounds, 'stats', 'pass_rate'):,.0f}** "
-        f"| {_median(rounds, 'stats', 'pass_seconds'):.1f} |",
-        f"| **recpack stats**, the whole command | {_median(rounds, 'stats'):,.0f} | {_median(rounds, 'stats', 'seconds'):.1f} |",
+        f"| **{_median(rounds, 'stats', 'pass_cpu_rate'):,.0f}** | {_median(rounds, 'stats', 'pass_seconds'):.1f} |",
+        f"| **recpack stats**, the whole command | {_median(rounds, 'stats'):,.0f} | {_median(rounds, 'stats', 'cpu_rate'):,.0f} "
+        f"| {_median(rounds, 'stats', 'seconds'):.1f} |",
         f"| **recpack stats --sample {args.sample}**, the whole command | {_median(rounds, 'sample'):,.0f} "
-        f"| **{_median(rounds, 'sample', 'seconds'):.2f}** |",
-        f"| torchvision ImageFolder + DataLoader({CORES} workers), float64 sums, first {args.recipe_images:,} images "
-        f"| {_median(rounds, 'torchvision'):,.0f} | {_median(rounds, 'torchvision', 'seconds'):.1f} |",
-        f"| the seed issue's toolbox (1.4M images in 12 h) | {SEED_ISSUE_RATE:.0f} | |",
+        f"| {_median(rounds, 'sample', 'cpu_rate'):,.0f} | **{_median(rounds, 'sample', 'seconds'):.2f}** |",
+        f"| torchvision ImageFolder + DataLoader({CORES} workers), batch 1, float64 sums; first {args.recipe_images:,} "
+        f"images | {_median(rounds, 'torchvision'):,.0f} | {_median(rounds, 'torchvision', 'cpu_rate'):,.0f} "
+        f"| {_median(rounds, 'torchvision', 'seconds'):.1f} |",
+        f"| the seed issue's toolbox (1.4M images in 12 h) | {SEED_ISSUE_RATE:.0f} | | |",
         "",
-        f"- recpack stats' pass / bare decode: **{statistics.median(pass_ratios):.2f}x** (rounds {fmt(pass_ratios)}); "
-        f"the whole command (process start, plan, manifest): {statistics.median(whole_ratios):.2f}x "
-        f"(rounds {fmt(whole_ratios)})",
-        f"- recpack stats' pass / the torchvision recipe: {statistics.median(recipe_ratios):.1f}x "
-        f"(rounds {fmt(recipe_ratios)}); / the seed issue's 32 images/s: "
-        f"{_median(rounds, 'stats', 'pass_rate') / SEED_ISSUE_RATE:.0f}x",
-        f"- `--sample {args.sample}`: {_median(rounds, 'sample', 'seconds'):.2f} s for the whole command "
-        f"(rounds {fmt([r['sample']['seconds'] for r in rounds])})",
+        "recpack stats / bare decode, per round and median:",
+        "",
+    ]
+    lines += [f"- {name}: **{statistics.median(values):.2f}x** (rounds {fmt(values)})" for name, values in ratios.items()]
+    lines += [
+        "",
+        f"recpack stats' pass / the torchvision recipe: {statistics.median(recipe_wall):.1f}x by the wall clock "
+        f"(rounds {fmt(recipe_wall)}), {statistics.median(recipe_cpu):.1f}x by CPU (rounds {fmt(recipe_cpu)}); "
+        f"/ the seed issue's 32 images/s: {_median(rounds, 'stats', 'pass_rate') / SEED_ISSUE_RATE:.0f}x "
+        f"by the wall clock, {_median(rounds, 'stats', 'pass_cpu_rate') / SEED_ISSUE_RATE:.0f}x by CPU.",
+        f"`--sample {args.sample}`, the whole command: {_median(rounds, 'sample', 'seconds'):.2f} s "
+        f"(rounds {fmt([r['sample']['seconds'] for r in rounds])}).",
         "",
         "Statistics of the corpus (full pass, 0-1 scale): mean "
         + " ".join(f"{v:.4f}" for v in full["mean"]) + ", std " + " ".join(f"{v:.4f}" for v in full["std"])
@@ -217,14 +247,16 @@ def report(rounds: list[dict], args, full: dict) -> str:
         + " ".join(f"{v:.4f}" for v in rounds[-1]["torchvision"]["mean"]) + ", std "
         + " ".join(f"{v:.4f}" for v in rounds[-1]["torchvision"]["std"]) + ".",
         "",
-        "Per round (images/s):",
+        "Per round (images/s, wall clock | by CPU):",
         "",
         "| round | bare | stats pass | stats command | sample (s) | torchvision |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for number, r in enumerate(rounds, 1):
-        lines.append(f"| {number} | {r['bare']['rate']:,.0f} | {r['stats']['pass_rate']:,.0f} | {r['stats']['rate']:,.0f} "
-                     f"| {r['sample']['seconds']:.2f} | {r['torchvision']['rate']:,.0f} |")
+        lines.append(f"| {number} | {r['bare']['rate']:,.0f} \\| {r['bare']['cpu_rate']:,.0f} "
+                     f"| {r['stats']['pass_rate']:,.0f} \\| {r['stats']['pass_cpu_rate']:,.0f} "
+                     f"| {r['stats']['rate']:,.0f} \\| {r['stats']['cpu_rate']:,.0f} | {r['sample']['seconds']:.2f} "
+                     f"| {r['torchvision']['rate']:,.0f} \\| {r['torchvision']['cpu_rate']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import time
@@ -213,6 +214,12 @@ def _measure_all(tasks: list, workers: int, total: int, spec: _Spec, progress: b
     return result
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the pool's workers, once joined)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, dict[str, Any]]:
     """Measure ``dataset``'s records: its manifest as read, the merged tally, and how it was computed."""
     manifest = mf.load(dataset)
@@ -225,9 +232,9 @@ def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, di
     tasks = [(spec, readers[shard], shard, runs) for shard, runs in units]
     measured = sum(stop - first for _, runs in units for first, stop in runs)
     workers = max(1, min(options.workers or os.cpu_count() or 1, len(tasks)))
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), _cpu_seconds()
     tally = _measure_all(tasks, workers, measured, spec, options.progress)
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, _cpu_seconds() - cpu_started
     computed = {
         "method": "sample" if sampled else "full",
         "records": measured,
@@ -235,6 +242,7 @@ def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, di
         "seed": options.seed if sampled else None,
         "seconds": round(seconds, 3),
         "images_per_s": round(measured / max(seconds, 1e-9), 1),
+        "cpu_seconds": round(cpu_seconds, 3),  # of this process and its workers: on a busy machine, the cost
         "workers": workers,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "recpack_version": __version__,
