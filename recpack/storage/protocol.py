@@ -7,6 +7,8 @@ from typing import Protocol
 
 from ..errors import StorageError
 from .retry import RetryPolicy
+
+__all__ = ["AlreadyExists", "RetryPolicy", "StorageOptions", "Store"]
 from .urls import Location
 
 

@@ -17,6 +17,7 @@ recpack never reads, stores or prints them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 
@@ -79,8 +80,13 @@ class LocalStore:
 def open_store(path: str | Location, options: StorageOptions | None = None, *, write: bool = False) -> Store:
     """The store of a dataset path or URL (StorageError naming it when recpack cannot serve it)."""
     where = path if isinstance(path, Location) else location(path, write=write)
-    if where.scheme == "s3":
-        return S3Store(where, options or StorageOptions())
     if where.is_remote:
-        return RemoteStore(where, options or StorageOptions())
+        return _remote_store(where, options or StorageOptions())
     return LocalStore(where)
+
+
+@functools.lru_cache(maxsize=64)
+def _remote_store(where: Location, options: StorageOptions) -> RemoteStore:
+    """One store per location and options in a process, so that its client (made on first use, a few hundred
+    ms for botocore) serves every caller: verify opens the store once per shard."""
+    return (S3Store if where.scheme == "s3" else RemoteStore)(where, options)
