@@ -36,4 +36,4 @@ fi
 # 17+ runtime, and the engine tests make a loopback-only network namespace with ip(8)
 apt_install_missing setup openjdk-17-jre-headless iproute2
 "${pip[@]}" "pyspark==4.3.0" "ray==2.60.0"
-.venv/bin/python -c 'import recpack.prepare' && echo "setup: ready (.venv/bin/recpack)" >&2
+.venv/bin/python -c 'import recpack.pack.prepare, recpack.jpeg._libjpeg, recpack.jpeg._jpegscan' && echo "setup: ready (.venv/bin/recpack)" >&2
