@@ -149,6 +149,26 @@ def test_the_retry_budget_ends_in_one_line_naming_the_url():
     assert "ConnectionResetError: reset by peer" in str(caught.value) and "token" not in str(caught.value)
 
 
+def test_an_expired_credential_rebuilds_the_client_before_the_retry():
+    """The new client reads the credential chain again (a refreshed profile, a rotated file): one retry, not a failure."""
+    from botocore.exceptions import ClientError
+
+    from recpack.storage.retry import with_retries
+
+    answers = [ClientError({"Error": {"Code": "ExpiredToken"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+                           "GetObject"), b"bytes"]
+    rebuilt = []
+
+    def call():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert with_retries(call, "s3://b/k", RetryPolicy(first_delay=0), on_expired=lambda: rebuilt.append(1)) == b"bytes"
+    assert rebuilt == [1]
+
+
 # --- the block cache ----------------------------------------------------------------------------
 
 
@@ -203,6 +223,40 @@ def test_each_process_builds_its_own_client(s3_url):
     assert receive.recv() == (False, b"{")
     process.join()
     assert store.client() is inherited
+
+
+def test_a_lock_held_at_the_fork_is_free_in_the_child():
+    """A DataLoader worker forked while a reader thread held a store's lock must not hang on it."""
+    import threading
+
+    from recpack.storage.process import ProcessLock
+
+    lock, held, release = ProcessLock(), threading.Event(), threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child():
+        with lock:
+            send.send("acquired")
+
+    process = context.Process(target=child)
+    process.start()
+    try:
+        assert receive.poll(20) and receive.recv() == "acquired"
+    finally:
+        process.kill()
+        process.join()
+        release.set()
+        holder.join()
 
 
 # --- S3 (moto's server) -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -24,6 +23,7 @@ import numpy as np
 from ..errors import DatasetError, RecpackError
 from ..format import manifest as mf
 from ..format.schema import RECORD_INDEX_DTYPE
+from ..storage.process import ProcessLock
 from ..storage.store import RemoteStore, Store
 from ..storage.urls import shown
 from .shard_reader import ShardReader
@@ -47,7 +47,7 @@ class RecordIndexes:
         self.store, self.shards = store, shards
         self._rows: list[np.ndarray] | None = None
         self._pid = -1
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
 
     def __getstate__(self) -> dict:
         return {"store": self.store, "shards": self.shards}

@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Callable
 
+from .process import ProcessLock
+
 LEDGER_NAME = "ledger.sqlite"
 _ORPHAN_AGE_S = 300  # a block file with no ledger row, older than this, is a crashed writer's: removed on open
 
@@ -53,7 +55,7 @@ class BlockCache:
         self.folder, self.limit_bytes, self.block_bytes = folder, limit_bytes, block_bytes
         self._db: sqlite3.Connection | None = None
         self._pid = -1
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
 
     def __getstate__(self) -> dict:
         return {"folder": self.folder, "limit_bytes": self.limit_bytes, "block_bytes": self.block_bytes}

@@ -9,11 +9,11 @@ backend's own retries are off, so that budget is the only one.
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 from ..errors import StorageError
 from .cache import BlockCache, block_key
+from .process import ProcessLock
 from .protocol import AlreadyExists, StorageOptions
 from .retry import ShortRead, with_retries
 from .urls import Location, shown
@@ -31,7 +31,7 @@ class RemoteStore:
         self.location, self.options = where, options
         self._client: Any = None
         self._pid = -1
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         self.cache = (BlockCache(options.cache_dir, options.cache_mb << 20, options.block_mb << 20)
                       if options.cache_dir else None)
 
