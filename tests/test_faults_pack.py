@@ -381,13 +381,13 @@ def test_a_full_disk_in_the_packers_own_writes_fails_in_one_line_and_a_rerun_com
 
 @pytest.fixture(scope="module")
 def rec_files(tmp_path_factory):
-    """Eight .rec files of 20,000 small records each, half with their .idx (the import writes the others').
+    """Eight .rec files of 6,000 small records each, half with their .idx (the import writes the others').
 
     Many records make the import's scan long enough for kills to land in it."""
     folder = tmp_path_factory.mktemp("recs")
     for number in range(8):
         offsets, pieces, offset = [], [], 0
-        for record in range(20_000):
+        for record in range(6_000):
             payload = IR_HEADER.pack(0, float(record % 7), record, 0) + bytes([number, record % 251]) * 3
             offsets.append(offset)
             framed = b"".join(bytes(piece) for piece in frame_record(payload))

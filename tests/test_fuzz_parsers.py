@@ -10,7 +10,6 @@ The default run keeps the examples few enough for CI; ``pytest -m slow`` runs ma
 
 import io
 import json
-import os
 import struct
 import tracemalloc
 
