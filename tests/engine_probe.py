@@ -82,6 +82,17 @@ def run(out_dir: str, task, conf: dict) -> dict:
             "leftovers": sorted(name for name in os.listdir(out_dir) if name.endswith(".tmp"))}
 
 
+def refused(out_dir: str) -> str:
+    """What a reader says of the folder (the exception's type), or "" if it opened it."""
+    from recpack.read.opening import open_shards
+
+    try:
+        open_shards(out_dir)
+    except Exception as error:  # IncompleteDatasetError expected
+        return type(error).__name__
+    return ""
+
+
 def main() -> None:
     report: dict = {}
     if ENGINE == "spark":
@@ -100,6 +111,7 @@ def main() -> None:
     try:
         report["killed"] = run(os.path.join(WORK, "killed"), broken, conf)
         report["killed_has_manifest"] = os.path.exists(os.path.join(WORK, "killed", "recpack.json"))
+        report["killed_refused"] = refused(os.path.join(WORK, "killed"))
         report["retried"] = run(os.path.join(WORK, "retried"), flaky, conf)
         report["rerun"] = run(os.path.join(WORK, "killed"), range_task, conf)
         report["marks"] = sorted(os.listdir(MARKS))

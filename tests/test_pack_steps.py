@@ -7,7 +7,6 @@ the key index entry for entry.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from recpack.pack import resume
 from recpack.pack.commit import commit, spans_text
 from recpack.pack.packer import pack
 from recpack.pack.plan import PackOptions, shuffled_order
-from recpack.pack.prepare import PrepareOptions
 from recpack.pack.shard_range import pack_range, parse_range, task_ranges
-from recpack.pack.sources import Source, open_source, read_list
+from recpack.pack.sources import Source, read_list
 from recpack.pack.stored_plan import StoredPlan, plan
 from recpack.read.opening import open_shards
 
