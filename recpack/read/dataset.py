@@ -453,14 +453,19 @@ class RecordDataset(IterableDataset):
     def _sample(self, image: np.ndarray, mask, boxes, labels: np.ndarray, placement):
         """One sample, built in a decode thread when samples are not views of a batch: images of their own
         sizes, or a per-sample ``transform``, which gets the tensors a sample holds and makes the sample."""
-        tensor = self._images(image[None])[0]
+        tensor = torch.from_numpy(image).permute(2, 0, 1)  # what _images makes, without its batch axis
+        if self.normalize is not None:
+            mean, std = (torch.from_numpy(v).view(3, 1, 1) for v in self.normalize)
+            tensor = tensor.float().sub_(mean).div_(std)
         if mask is not None:
             target = torch.from_numpy(mask)
         elif boxes is not None:
             rows = self.detection.max_objects(self.manifest.label_width)
             target = torch.from_numpy(boxes if self.transform is not None else padded(boxes, rows, boxes.shape[1]))
+        elif self.manifest.label_width == 1:
+            target = torch.tensor(int(labels[0]))  # as _labels makes it: an int64 class index
         else:
-            target = self._labels(labels[None])[0]
+            target = torch.from_numpy(labels.copy())
         if self.transform is None:
             sample = (tensor, target)
         elif mask is not None or boxes is not None:

@@ -169,13 +169,13 @@ def decode_image(data, augment: Augment, rng: random.Random | None,
         pixels, x, y, w, h = decode_region(data, left, top, right - left, bottom - top, eighths)
     except ValueError as error:
         raise BadImageError(f"image does not decode ({error})") from None
-    image = Image.frombuffer("RGBX", (w, h), pixels, "raw", "RGBX", 0, 1)
     if out is None and eighths == 8 and not placement.padded and placement.canvas == (height, width) == (h, w):
-        return _rgbx_view(image, pixels, placement.flip), placement  # full size: nothing to resample
+        return _rgbx_view(pixels, w, h, placement.flip), placement  # full size: nothing to resample
+    image = Image.frombuffer("RGBX", (w, h), pixels, "raw", "RGBX", 0, 1)
     return _draw(out, image, placement, scale, Image.Resampling.BILINEAR, augment.pad_value, (x, y)), placement
 
 
-def _rgbx_view(image: Image.Image, pixels: bytearray, flip: bool) -> np.ndarray:
+def _rgbx_view(pixels: bytearray, width: int, height: int, flip: bool) -> np.ndarray:
     """The decoded RGBX pixels as an (H, W, 3) view with a 4-byte pixel stride, flipped if asked.
 
     Why a view: repacking RGBX into RGB costs a sixth of the decode itself
@@ -184,8 +184,8 @@ def _rgbx_view(image: Image.Image, pixels: bytearray, flip: bool) -> np.ndarray:
     take the stride as it is.
     """
     if flip:
+        image = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
         pixels = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).tobytes("raw", "RGBX")
-    height, width = image.size[1], image.size[0]
     return np.frombuffer(pixels, np.uint8).reshape(height, width, 4)[:, :, :3]
 
 
