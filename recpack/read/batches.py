@@ -1,10 +1,13 @@
 """Decode a stream of records into batches, on a thread pool, straight into the batch buffers.
 
 Each batch gets its buffers up front; decode tasks of ``CHUNK`` records write
-their images (and masks) into their slots, so no batch is assembled from
-per-image arrays: a decoded image is copied twice, by Pillow packing its
-RGBX pixels into RGB bytes and by numpy from those bytes into its slot.  Tasks run through ``ordered_map``, so at
-most ``threads * depth`` chunks are in flight and batches come out in order.
+their images (and masks, boxes, placements) into their slots, so no batch is
+assembled from per-image arrays: a decoded image is copied twice, by Pillow
+packing its RGBX pixels into RGB bytes and by numpy from those bytes into its
+slot.  Records whose images keep their own size (``full``), or whose samples a
+per-sample transform makes, get arrays of their own instead
+(``DecodeSpec.variable``).  Tasks run through ``ordered_map``, so at most
+``threads * depth`` chunks are in flight and batches come out in order.
 A record that fails travels as a ``CorruptRecordError`` in ``Decoded.errors``
 and its slot is dropped from the batch; the caller's policy decides.
 """
