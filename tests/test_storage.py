@@ -352,6 +352,25 @@ def test_an_epoch_survives_dropped_connections_and_a_spell_of_503(http, local):
     assert http.faults.served_503 == 5 and http.faults.dropped >= 2
 
 
+def test_a_forked_child_leaves_the_parents_connections_alone(http, local):
+    """A DataLoader worker replaces the client it inherited; dropping that one there closed the parent's pooled
+    connection under it, and the parent's next request waited for its read timeout."""
+    import gc
+
+    store = open_store(f"{http.url}/{local.name}", StorageOptions(timeout_s=2, retry=RetryPolicy(attempts=1)))
+    first = bytes(store.read(mf_name := "recpack.json", 0, 10))
+    context = multiprocessing.get_context("fork")
+
+    def child():
+        store.read(mf_name, 0, 10)  # a client of its own, the inherited one set aside
+        gc.collect()
+
+    process = context.Process(target=child)
+    process.start()
+    process.join()
+    assert process.exitcode == 0 and bytes(store.read(mf_name, 0, 10)) == first  # StorageError (timeout) before
+
+
 def test_a_server_that_stays_down_fails_after_the_budget(http, local):
     url = f"{http.url}/{local.name}"
     quick = StorageOptions(retry=RetryPolicy(attempts=3, first_delay=0.01, max_delay=0.02))

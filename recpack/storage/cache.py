@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Callable
 
-from .process import ProcessLock
+from .process import ProcessLock, keep_inherited
 
 LEDGER_NAME = "ledger.sqlite"
 _ORPHAN_AGE_S = 300  # a block file with no ledger row, older than this, is a crashed writer's: removed on open
@@ -96,6 +96,8 @@ class BlockCache:
 
     def _ledger(self) -> sqlite3.Connection:
         if self._pid != os.getpid():
+            if self._pid != -1:  # forked: the parent's connection must not be closed here
+                keep_inherited(self._db)
             os.makedirs(os.path.join(self.folder, "blocks"), exist_ok=True)
             db = sqlite3.connect(os.path.join(self.folder, LEDGER_NAME), timeout=60, isolation_level=None,
                                  check_same_thread=False)
@@ -174,6 +176,8 @@ class BlockCache:
     def close(self) -> None:
         if self._db is not None and self._pid == os.getpid():
             self._db.close()
+        elif self._db is not None:
+            keep_inherited(self._db)
         self._db, self._pid = None, -1
 
 

@@ -24,3 +24,19 @@ class ProcessLock:
 
     def __exit__(self, *exc) -> None:
         self._lock.release()
+
+
+_INHERITED: list[object] = []
+
+
+def keep_inherited(client: object) -> None:
+    """Hold a client a forked child inherited, for the child's whole life, unused.
+
+    Why: its connections are the parent's sockets.  Dropped in the child, the
+    client's finalizer would close them there (aiohttp's connector, a TLS
+    goodbye, SQLite's checkpoint), and the parent's next request on a pooled
+    connection waited for its read timeout (60 s, seen with an HTTP dataset
+    read by DataLoader workers and then verified by the training process).
+    """
+    if client is not None:
+        _INHERITED.append(client)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import StorageError
 from .cache import BlockCache, block_key
-from .process import ProcessLock
+from .process import ProcessLock, keep_inherited
 from .protocol import AlreadyExists, StorageOptions
 from .retry import ShortRead, with_retries
 from .urls import Location, shown
@@ -51,6 +51,8 @@ class RemoteStore:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
+                    if self._pid != -1:  # forked: the parent's client must not be closed here (``keep_inherited``)
+                        keep_inherited(self._client)
                     self._client, self._pid = self._new_client(), os.getpid()
         return self._client
 
