@@ -36,7 +36,7 @@ from .publish import PackResult, ShardLedger, publish, shard_note
 from .sources import Source, SourceItem
 from .workers import report_progress, staging_buffers
 from .workers import run as run_workers
-from .writer import ShardWriter
+from .writer import ShardWriter, StagingBuffers
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,15 @@ class ShardOutcome:
 
 # --- worker side -------------------------------------------------------------------------
 
-def write_shard(task: ShardTask) -> ShardOutcome:
+def write_shard(task: ShardTask, buffers: StagingBuffers | None = None) -> ShardOutcome:
     """Prepare and write every item of one shard, in order.  Runs in a worker process.
 
     Inputs that cannot be read fail as BadImageError inside; an OSError here
     is the output side (disk full, permissions, I/O error) and ends the pack.
+    ``buffers``: the staging buffers to write through (default: the pool worker's).
     """
     try:
-        return _write_items(task)
+        return _write_items(task, buffers or staging_buffers())
     except OSError as error:
         raise PackError(f"{os.path.join(task.out_dir, task.stem)}: cannot write ({error.strerror or error}); "
                         "the shards finished so far are kept: fix this and rerun the same command") from None
@@ -143,11 +144,11 @@ class _ShardTally:
         self.bytes_in += source_bytes
 
 
-def _write_items(task: ShardTask) -> ShardOutcome:
+def _write_items(task: ShardTask, buffers: StagingBuffers | None) -> ShardOutcome:
     tally = _ShardTally()
     in_place = _reads_in_line(task.prepare)
     pending_images, reported_bytes, last_report = 0, 0, time.monotonic()
-    with ShardWriter(task.out_dir, task.stem, staging_buffers(), task.attempt) as writer:
+    with ShardWriter(task.out_dir, task.stem, buffers, task.attempt) as writer:
         for item, inputs in zip(task.items, _inputs(task.items, task.prepare)):
             written = _write_in_place(writer, item, task.prepare) if in_place else None
             if written is not None:
