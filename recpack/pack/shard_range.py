@@ -146,10 +146,12 @@ def pack_range(out_dir: str, first: int, stop: int, workers: int = 1, show_progr
     ``workers`` processes write whole shards side by side (1: in this process,
     as an engine's task does: the engine runs one task per core).
     """
-    plan = StoredPlan.open(out_dir)
-    if not 0 <= first < stop <= plan.shards:
-        raise PackError(f"shards {first}:{stop}: the plan in {out_dir} has shards 0:{plan.shards}")
-    with shared_claim(out_dir):
+    if not os.path.isdir(out_dir):
+        StoredPlan.open(out_dir)  # raises: no plan there
+    with shared_claim(out_dir):  # before the plan is read: no new plan can replace it while this range writes
+        plan = StoredPlan.open(out_dir)
+        if not 0 <= first < stop <= plan.shards:
+            raise PackError(f"shards {first}:{stop}: the plan in {out_dir} has shards 0:{plan.shards}")
         kept = tuple(index for index in range(first, stop) if finished(out_dir, index))
         pending = [index for index in range(first, stop) if index not in kept]
         attempt = f"{os.getpid():x}-{secrets.token_hex(4)}"

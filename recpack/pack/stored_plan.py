@@ -96,7 +96,7 @@ def write_plan(source: Source, out_dir: str, options: PackOptions, print_hash: s
               "classes": list(source.classes) if source.classes is not None else None, "arrays": {}}
     text = json.dumps(header).encode()
     # offsets depend on the header's length, which holds them: pad the header to a fixed size
-    reserve = _aligned(_HEAD.size + len(text) + 64 * len(layout) + 64) - _HEAD.size
+    reserve = _aligned(_HEAD.size + len(text) + 128 * len(layout) + 64) - _HEAD.size
     offset = _HEAD.size + reserve
     for name, (dtype, count) in layout.items():
         header["arrays"][name] = {"dtype": dtype, "offset": offset, "count": count}
