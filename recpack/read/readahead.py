@@ -95,7 +95,7 @@ def _read_run(readers: Sequence[ShardReader], run: tuple[int, int, int], verify:
 def _assemble(reads: GroupReads, runs: list[list[Record]]) -> list[Record]:
     """The group's records in its shuffled order, from its runs' records in file order."""
     fetched = {}
-    for (shard, first, _), records in zip(reads.runs, runs):
+    for (shard, _, _), records in zip(reads.runs, runs):
         for record in records:
             fetched[shard, record.index] = record
     return [fetched[key] for key in zip(reads.shards, reads.records)]
@@ -126,11 +126,11 @@ def read_groups(
     planned: deque[GroupReads] = deque()  # from the group to hand on next, in order
     reading: deque[list[Future]] = deque()  # the runs submitted so far, per planned group
 
-    def plan_one() -> bool:
-        """Take the next group's plan (waiting for it if need be); False when no group is left."""
+    def plan_one(wait: bool = True) -> bool:
+        """Take the next group's plan; False when none is left or, unless ``wait``, none is ready yet."""
         while len(planning) < PLAN_AHEAD and (group := next(upcoming, None)) is not None:
             planning.append(planner.submit(group_reads, plan, readers, group))
-        if not planning:
+        if not planning or not (wait or planning[0].done()):
             return False
         planned.append(planning.popleft().result())
         reading.append([])
@@ -147,7 +147,8 @@ def read_groups(
                 limit = budget(ceiling, floor, pace.rate, lead)
                 position = next((i for i, futures in enumerate(reading) if len(futures) < len(planned[i].runs)),
                                 len(planned))
-                while position < len(planned) or plan_one():
+                # beyond the next two groups, only plans already made: the head is not held up by planning
+                while position < len(planned) or (held < limit and plan_one(wait=False)):
                     reads, futures = planned[position], reading[position]
                     size = reads.sizes[len(futures)]
                     if position > 0 and held + size > limit:
