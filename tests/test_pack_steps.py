@@ -265,3 +265,19 @@ def test_cli_commit_of_an_unfinished_plan_is_one_line(listing, tmp_path):
     refused = run_cli("commit", out, check=False)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert "3 of 6 shards missing (3-5)" in refused.stderr
+
+
+def test_an_engine_that_is_not_installed_is_one_line(monkeypatch, tmp_path):
+    import importlib.util
+
+    from recpack.pack import engines
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    with pytest.raises(PackError, match=r"^--engine ray needs ray, which is not installed: pip install 'recpack\[ray\]'$"):
+        engines.run_ranges("ray", str(tmp_path), [(0, 1)], {})
+    with pytest.raises(PackError, match="--engine must be one of spark, ray"):
+        engines.run_ranges("dask", str(tmp_path), [(0, 1)], {})
+    assert engines.engine_conf(["spark.master=local[2,3]", "num_cpus=2", "x=true"]) == {
+        "spark.master": "local[2,3]", "num_cpus": 2, "x": True}
+    with pytest.raises(PackError, match="expected KEY=VALUE"):
+        engines.engine_conf(["nothing"])

@@ -5,6 +5,7 @@ Each driver hands one task per range to its engine and reports the ranges that f
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import replace
@@ -45,12 +46,15 @@ def engine_conf(pairs: list[str]) -> dict[str, Any]:
 def run_ranges(engine: str, out_dir: str, ranges: list[tuple[int, int]], conf: dict[str, Any],
                task: RangeTask = range_task) -> Failures:
     """Run ``task`` once per range on ``engine``; the ranges whose every attempt failed, with a reason."""
+    if engine not in ENGINES:
+        raise PackError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    module = {"spark": "pyspark", "ray": "ray"}[engine]
+    if importlib.util.find_spec(module) is None:
+        raise PackError(f"--engine {engine} needs {module}, which is not installed: pip install 'recpack[{engine}]'")
     if engine == "spark":
         from .spark import run
-    elif engine == "ray":
-        from .ray import run
     else:
-        raise PackError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        from .ray import run
     return run(out_dir, ranges, conf, task)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...errors import PackError
 from .contract import Failures, RangeTask
 
 TASK_DEFAULTS = {"num_cpus": 1, "max_retries": 3, "retry_exceptions": True}
@@ -25,7 +26,11 @@ def run(out_dir: str, ranges: list[tuple[int, int]], conf: dict[str, Any], task:
     init = {key: value for key, value in conf.items() if not key.startswith("task.")}
     started = not ray.is_initialized()
     if started:
-        ray.init(**((LOCAL_DEFAULTS if "address" not in init else {}) | init))
+        try:
+            ray.init(**((LOCAL_DEFAULTS if "address" not in init else {}) | init))
+        except Exception as error:  # a cluster that does not answer, an unknown argument
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise PackError(f"ray: ray.init failed ({type(error).__name__}: {first}); check --engine-conf") from None
     try:
         remote = ray.remote(task).options(**task_options)
         refs = {remote.remote(out_dir, first, stop): (first, stop) for first, stop in ranges}

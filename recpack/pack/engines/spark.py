@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Any
 
+from ...errors import PackError
 from .contract import Failures, RangeTask
 
 
@@ -43,13 +44,18 @@ def _created(builder):
     Without it they would run ``python3`` from PATH, which need not have recpack;
     a PYSPARK_PYTHON set by the user (a cluster's own Python) is left as it is.
     """
-    if "PYSPARK_PYTHON" in os.environ:
-        return builder.getOrCreate()
-    os.environ["PYSPARK_PYTHON"] = sys.executable
+    ours = "PYSPARK_PYTHON" not in os.environ
+    if ours:
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     try:
         return builder.getOrCreate()
+    except Exception as error:  # no Java, a master that does not answer, a bad setting
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise PackError(f"spark: no Spark session ({first}); PySpark needs a Java 17+ runtime, and "
+                        "--engine-conf spark.master=... must name a master that answers") from None
     finally:
-        del os.environ["PYSPARK_PYTHON"]
+        if ours:
+            del os.environ["PYSPARK_PYTHON"]
 
 
 def _failures(text: str, ranges: list[tuple[int, int]]) -> Failures:
