@@ -7,7 +7,7 @@
 # calls and what its input is); --target runs one of them.  The N seconds (default 60) are shared equally.
 #
 # What it does, idempotently (all of it in .fuzz/, which git ignores):
-#   1. installs clang and its sanitizer and libFuzzer runtimes, dpkg-dev and cmake from Debian (tools/lib.sh);
+#   1. installs clang and its sanitizer and libFuzzer runtimes, dpkg-dev, cmake and make from Debian (tools/lib.sh);
 #   2. builds libjpeg-turbo from the Debian source of the installed libjpeg62-turbo, with ASan and coverage
 #      (once): the fuzzer then sees into libjpeg, and ASan sees libjpeg's writes into recpack's buffers.
 #      If the source cannot be fetched, or with --system-libjpeg, the targets link the system libjpeg, which
@@ -60,7 +60,7 @@ lock_folder_of "$work/lock" # one run at a time builds and writes .fuzz
 mkdir -p "$work"/{bin,corpus,findings,logs,seeds}
 
 # 1. The compiler and its runtimes.
-apt_install_missing fuzz clang dpkg-dev cmake xz-utils
+apt_install_missing fuzz clang dpkg-dev cmake make xz-utils
 major=$(clang -dumpversion | cut -d. -f1)
 apt_install_missing fuzz "libclang-rt-$major-dev"
 
