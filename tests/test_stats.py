@@ -24,13 +24,13 @@ from PIL import Image
 
 import corpus
 from recpack.cli import main
-from recpack.errors import ManifestError
+from recpack.errors import BadImageError, ManifestError
 from recpack.format import framing
 from recpack.format import manifest as mf
 from recpack.format import stats as contract
-from recpack.format.schema import Payload, pack_payload, trailing_of, unpack_payload
+from recpack.format.schema import Payload, pack_payload
 from recpack.measure.stats import _pixels
-from recpack.measure.stats.run import StatsOptions, _Spec, measure_unit, plan_units, run
+from recpack.measure.stats.run import StatsOptions, _measure_record, _Spec, measure_unit, plan_units, run
 from recpack.measure.stats.summary import mean_std, median_frequency_weights, sample_intervals
 from recpack.measure.stats.tally import Tally, merge
 from recpack.pack.importer import import_rec
@@ -473,10 +473,18 @@ def test_ctrl_c_leaves_the_manifest_as_it_was_and_no_worker_behind(tmp_path, dat
     assert len(workers) == 2 and not [pid for pid in workers if _alive(pid)]
 
 
-def test_tally_records_only_labels_of_a_failed_record(dataset):
-    manifest = mf.load(str(dataset))
-    reader = shard_reader(str(dataset), manifest.shards[0])
-    payload = unpack_payload(reader.read(0), trailing_of(reader.rows[0:1])[0])
-    assert payload.image  # a record that reads
-    tally = measure_unit(_Spec(SIDE, False, False, None), reader, 0, ((0, 1),))
-    assert tally.records == 1 and tally.images == 1
+@pytest.mark.parametrize("mask_kind", ["wrong size", "missing"])
+@pytest.mark.parametrize("image_kind", ["JPEG", "PNG"])
+def test_a_record_whose_mask_fails_leaves_only_its_labels(image_kind, mask_kind):
+    """Its image was measured before the mask was read: that share of the histogram and average image goes again."""
+    rng = np.random.default_rng(3)
+    image = _encoded(_photo(rng, (40, 30)), image_kind)
+    mask = b"" if mask_kind == "missing" else _encoded(Image.new("L", (39, 30)), "PNG")
+    payload = Payload([2.0], 7, image, mask)
+    tally = Tally(SIDE)
+    resized = np.zeros((SIDE, SIDE, 4), np.uint16)
+    with pytest.raises(BadImageError, match="mask"):
+        _measure_record(tally, _Spec(SIDE, False, True, None), b"".join(bytes(p) for p in pack_payload(payload)),
+                        payload.trailing_lengths(), resized)
+    assert tally.records == 1 and tally.labels == {2.0: 1} and tally.images == 0
+    assert not tally.pixel_histogram.any() and not resized.any() and not tally.mask_pixels.any()

@@ -13,14 +13,14 @@
  * Every result is an exact integer, so partial results over any split of a dataset add up to the
  * same totals (recpack.measure.stats.tally).
  *
- * measure_jpeg(data, side, resized, histogram, step, max_pixels)
+ * measure_jpeg(data, side, resized, histogram, step, max_pixels, undo=False)
  *     -> (width, height, (sums, sums_of_squares, minima, maxima))
  *   For a grayscale or YCbCr/RGB JPEG; ValueError with libjpeg's message when it does not decode
- *   (and nothing added anywhere), TypeError for arguments of the wrong kind.
+ *   (and nothing added anywhere), TypeError for arguments of the wrong kind.  undo takes a measured
+ *   image's share out of histogram and resized again (its record failed for another reason).
  * measure_rgbx(pixels, width, height, side, resized, histogram, step, undo=False)
  *     -> (sums, sums_of_squares, minima, maxima)
- *   The same over pixels decoded elsewhere (Pillow: CMYK JPEGs, PNGs).  undo takes the image's share
- *   out of histogram and resized again, as measure_jpeg does after a decode that fails part way.
+ *   The same over pixels decoded elsewhere (Pillow: CMYK JPEGs, PNGs), undo as in measure_jpeg.
  *   Both: per RGB channel, the sums of values and of squares, minima and maxima over every pixel;
  *   every step-th pixel (row-major) counted into histogram (3 x 256 uint64); and, unless resized is
  *   None, the image squashed to side x side (nearest neighbour, see resize below) added into resized
@@ -471,9 +471,10 @@ static PyObject *measure_jpeg(PyObject *self, PyObject *args) {
     struct pass pass;
     const char *failure;
     char message[JMSG_LENGTH_MAX];
-    int no_memory, ignored;
+    int no_memory, ignored, undo = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*IOOnK", &input, &side, &resized_object, &histogram_object, &step, &max_pixels))
+    if (!PyArg_ParseTuple(args, "y*IOOnK|p", &input, &side, &resized_object, &histogram_object, &step, &max_pixels,
+                          &undo))
         return NULL;
     if (take_outputs(resized_object, side, &resized, histogram_object, &histogram) < 0)
         goto done;
@@ -483,9 +484,9 @@ static PyObject *measure_jpeg(PyObject *self, PyObject *args) {
     }
     uint16_t *resized_buffer = resized.obj ? resized.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-    failure = decode_and_measure(&input, &pass, side, resized_buffer, histogram.buf, (size_t)step, max_pixels, 0,
+    failure = decode_and_measure(&input, &pass, side, resized_buffer, histogram.buf, (size_t)step, max_pixels, undo,
                                  &no_memory, message);
-    if (failure != NULL && !no_memory) {
+    if (failure != NULL && !no_memory && !undo) {
         char again[JMSG_LENGTH_MAX];
         decode_and_measure(&input, &pass, side, resized_buffer, histogram.buf, (size_t)step, max_pixels, 1, &ignored,
                            again);
@@ -537,7 +538,7 @@ static PyObject *histogram(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"measure_jpeg", measure_jpeg, METH_VARARGS,
-     "measure_jpeg(data, side, resized, histogram, step, max_pixels) -> (width, height, (sums, squares, minima, maxima))"},
+     "measure_jpeg(data, side, resized, histogram, step, max_pixels, undo=False) -> (width, height, (sums, squares, minima, maxima))"},
     {"measure_rgbx", measure_rgbx, METH_VARARGS,
      "measure_rgbx(pixels, width, height, side, resized, histogram, step, undo=False) -> (sums, squares, minima, maxima)"},
     {"histogram", histogram, METH_VARARGS, "histogram(data, pixel_bytes, channels, counts, step=1) -> None; adds into counts"},

@@ -4,9 +4,11 @@ How the work is cut (``plan_units``, pure): runs of consecutive records of one s
 at most ``UNIT_RECORDS`` to a unit; a sample is a seeded draw of records without
 replacement, cut the same way.  Worker processes each measure a unit into a ``Tally``
 and the tallies are merged here as they finish, exactly (``tally``), so the order in
-which units finish changes nothing.  A record is decoded by the reader's own decoder
-(``read.decode.decode_full``): grayscale, CMYK and PNG-origin records count as the three
-channels training sees.  The pixel arithmetic runs in ``_pixels`` with the GIL released.
+which units finish changes nothing.  A record is decoded as the reader decodes it: the
+JPEGs libjpeg takes (the reader's rule, ``read.decode.libjpeg_size``) by ``_pixels``, with
+the reader's settings, row by row, measured as they come; the rest by Pillow
+(``read.decode.decode_full``).  So grayscale, CMYK and PNG-origin records count as the
+three channels training sees.
 
 Crash safety: nothing is written until the pass is over; then the average image under a
 new name, then the manifest, atomically (``format.manifest.save_stats``).  Ctrl-C or a
@@ -122,34 +124,41 @@ def _mask_counts(mask, size: tuple[int, int]) -> np.ndarray:
     return counts
 
 
-def _measure_record(tally: Tally, spec: _Spec, payload, trailing, resized: np.ndarray | None) -> None:
-    """Measure one record into ``tally``; a failure (raised) leaves no trace in it but the record's labels.
+def _measure_image(tally: Tally, image, resized: np.ndarray | None, undo: bool = False) -> tuple[int, int, tuple]:
+    """(width, height, moments) of one image, its histogram and average-image shares added (``undo``: taken out).
 
-    A JPEG that ``_libjpeg`` decodes (the reader's rule, ``libjpeg_size``) is
-    decoded and measured row by row in one call, which takes back what it added
-    if the decode fails part way; the rest are decoded whole, as Pillow decodes them.
+    A JPEG libjpeg takes is decoded and measured row by row in one call, with the
+    reader's settings; the rest (not JPEGs, CMYK) are decoded whole by Pillow, as the
+    reader decodes them.  Which is which is the reader's rule (``libjpeg_size``),
+    asked only when libjpeg refuses, to save its header walk on every JPEG: a JPEG the
+    rule would send to Pillow but libjpeg takes gets the same pixels either way, since
+    Pillow decodes JPEGs with libjpeg at the same settings.
     """
+    side = tally.mean_size or 0
+    try:
+        return _pixels.measure_jpeg(image, side, resized, tally.pixel_histogram, HISTOGRAM_STEP, MAX_PIXELS, undo)
+    except ValueError as error:
+        if libjpeg_size(image) is not None:
+            raise BadImageError(f"image does not decode ({error})") from None
+    pixels = decode_full(image)
+    height, width = pixels.shape[:2]
+    moments = _pixels.measure_rgbx(pixels, width, height, side, resized, tally.pixel_histogram, HISTOGRAM_STEP, undo)
+    return width, height, moments
+
+
+def _measure_record(tally: Tally, spec: _Spec, payload, trailing, resized: np.ndarray | None) -> None:
+    """Measure one record into ``tally``; a failure (raised) leaves no trace in it but the record's labels."""
     record = unpack_payload(payload, trailing)
     tally.add_record(record.labels)
-    side, image = tally.mean_size or 0, record.image
-    size = libjpeg_size(image)
-    pixels = None
-    if size is None:
-        pixels = decode_full(image)
-        size = (pixels.shape[1], pixels.shape[0])
-    counts = _mask_counts(record.mask, size) if spec.has_masks else None
-    if pixels is None:
+    width, height, moments = _measure_image(tally, record.image, resized)
+    if spec.has_masks:
         try:
-            width, height, moments = _pixels.measure_jpeg(image, side, resized, tally.pixel_histogram,
-                                                          HISTOGRAM_STEP, MAX_PIXELS)
-        except ValueError as error:
-            raise BadImageError(f"image does not decode ({error})") from None
-    else:
-        width, height = size
-        moments = _pixels.measure_rgbx(pixels, width, height, side, resized, tally.pixel_histogram, HISTOGRAM_STEP)
-    if counts is not None:
+            counts = _mask_counts(record.mask, (width, height))
+        except BadImageError:
+            _measure_image(tally, record.image, resized, undo=True)
+            raise
         tally.add_mask(counts, spec.ignore_index)
-    tally.add_image(width, height, len(image), moments)
+    tally.add_image(width, height, len(record.image), moments)
 
 
 def measure_unit(spec: _Spec, reader: ShardReader, shard: int, runs: tuple[tuple[int, int], ...]) -> Tally:
