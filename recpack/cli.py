@@ -215,8 +215,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         json.dump(result.stats, sys.stdout, indent=1)
         print()
         return 0
-    computed = result.stats["computed"]
+    computed, failed = result.stats["computed"], result.stats["failed"]
     print("\n".join(lines))
+    for name in failed["records"][:5]:
+        print(f"failed {name}")
+    if failed["count"] > 5:
+        print(f"failed ... {failed['count'] - 5} more (recpack stats --json names up to {len(failed['records'])})")
     print(f"written to {os.path.join(args.dataset, mf.MANIFEST_NAME)} in {result.seconds:.1f} s "
           f"({computed['images_per_s']:,.0f} images/s){f'; report {args.plot}' if args.plot else ''}")
     return 0

@@ -200,7 +200,7 @@ def test_records_that_are_not_plain_jpegs_count_as_the_reader_decodes_them(tmp_p
     assert stats["images"] == len(images)
 
 
-def test_a_corrupt_record_is_counted_and_named_not_fatal(tmp_path, dataset):
+def test_a_corrupt_record_is_counted_and_named_not_fatal(tmp_path, dataset, capsys):
     copy = _copy(dataset, tmp_path / "copy")
     manifest = mf.load(str(copy))
     reader = shard_reader(str(copy), manifest.shards[1])
@@ -210,7 +210,9 @@ def test_a_corrupt_record_is_counted_and_named_not_fatal(tmp_path, dataset):
         byte = handle.read(1)
         handle.seek(offset)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    stats = run(str(copy), StatsOptions(mean_size=None, workers=1, progress=False)).stats
+    assert main(["stats", str(copy), "--quiet", "--mean-size", "0", "--workers", "1"]) == 0
+    assert f"failed {manifest.shards[1].stem}: record 2: CRC32C mismatch\n" in capsys.readouterr().out
+    stats = mf.load(str(copy)).stats
     assert stats["failed"] == {"count": 1, "records": [f"{manifest.shards[1].stem}: record 2: CRC32C mismatch"]}
     assert stats["images"] == manifest.num_records - 1 and "mean_image" not in stats
 
