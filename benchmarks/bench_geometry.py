@@ -154,7 +154,6 @@ def write_report(args, rates: dict[str, list[float]], cpu_rates: dict[str, list[
     import torch
     import torchvision
 
-    bare_rates = rates["bare"]
     lines = [
         "# Geometry modes against bare decoding",
         "",
