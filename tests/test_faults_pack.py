@@ -109,7 +109,7 @@ def assert_complete_or_refused(out) -> bool:
         with pytest.raises(IncompleteDatasetError):
             open_shards(str(out))  # what RecordDataset opens with
         said = "not a recpack dataset (no recpack.json)" if not os.listdir(out) else "incomplete dataset"
-        with pytest.raises(IncompleteDatasetError, match=f"^{re.escape(str(out))}: {said}"):
+        with pytest.raises(IncompleteDatasetError, match=f"^{re.escape(f'{out}: {said}')}"):
             list(verify_dataset(str(out), show_progress=False))  # what recpack verify runs
     return False
 
