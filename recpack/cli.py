@@ -137,13 +137,14 @@ def _cmd_commit(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .pack.archive import ArchiveSource, list_members, open_input
+    from .pack.archive import holds_archives_only, is_archive, list_members, open_archives
     from .pack.sources import ROOT_COMMENT, format_lst_line, scan_image_folder
 
-    if isinstance(found := open_input(args.directory), ArchiveSource):
-        list_members(found, sys.stdout)
+    path = args.directory
+    if is_archive(path) or (os.path.isdir(path) and holds_archives_only(path)):
+        list_members(open_archives(path), sys.stdout)
         return 0
-    source = scan_image_folder(args.directory)
+    source = scan_image_folder(path)
     sys.stdout.write(f"{ROOT_COMMENT}{source.root}\n")
     sys.stdout.writelines(format_lst_line(index, item) for index, item in enumerate(source))
     return 0

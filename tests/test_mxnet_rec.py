@@ -219,7 +219,7 @@ def test_import_indexes_rec_files_in_place(tmp_path):
     assert (a["files"]["rec"]["name"], a["files"]["idx"]["name"], a["files"]["rpi"]["name"]) == (
         "../recs/a.rec", "../recs/a.idx", "a.rpi")
     assert (b["files"]["rec"]["name"], b["files"]["idx"]["name"]) == ("../recs/b.rec", "b.idx")
-    assert sorted(os.listdir(out)) == ["a.rpi", "b.idx", "b.rpi", "recpack.json"]
+    assert sorted(os.listdir(out)) == ["a.rpi", "b.idx", "b.rpi", "dataset.idx", "recpack.json"]
     assert manifest["label_width"] == 3 and "pack" not in run_cli("info", out).stdout
 
     again = run_cli("import", recs / "a.rec", out, check=False)
