@@ -220,7 +220,7 @@ def test_import_indexes_rec_files_in_place(tmp_path):
         "../recs/a.rec", "../recs/a.idx", "a.rpi")
     assert (b["files"]["rec"]["name"], b["files"]["idx"]["name"]) == ("../recs/b.rec", "b.idx")
     assert sorted(os.listdir(out)) == ["a.rpi", "b.idx", "b.rpi", "dataset.idx", "recpack.json"]
-    assert manifest["label_width"] == 3 and "pack" not in run_cli("info", out).stdout
+    assert manifest["label_width"] == 3 and "made from" not in run_cli("info", out).stdout  # no pack provenance
 
     again = run_cli("import", recs / "a.rec", out, check=False)
     assert again.returncode == 1 and "already holds a dataset" in again.stderr
