@@ -2,6 +2,7 @@
 # Coverage-guided fuzzing of recpack's C code with libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer.
 #
 #   bash tools/fuzz.sh [--seconds N] [--target NAME] [--system-libjpeg] [--list]
+#   bash tools/fuzz.sh --coverage [--target NAME]    # what the kept corpora reach of recpack's C, by line
 #
 # Targets: every recpack/jpeg/fuzz/*.c that defines LLVMFuzzerTestOneInput (the file's comment says what it
 # calls and what its input is); --target runs one of them.  The N seconds (default 60) are shared equally.
@@ -32,13 +33,14 @@ source tools/lib.sh
 # The whole script is one block, read before it runs: editing the file meanwhile cannot change a run.
 {
 
-seconds=60 only="" system_libjpeg=0 list=0
+seconds=60 only="" system_libjpeg=0 list=0 coverage=0
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
         --target) only=$2; shift 2 ;;
         --system-libjpeg) system_libjpeg=1; shift ;;
         --list) list=1; shift ;;
+        --coverage) coverage=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "fuzz: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -130,6 +132,31 @@ python=.venv/bin/python # numpy, Pillow and scikit-image's photos
 [ -x "$python" ] || { echo "fuzz: the seeds need the project's venv: bash tools/setup.sh first" >&2; exit 2; }
 rm -rf "$work/seeds" # this run's seeds only, so that a renamed seed does not linger
 "$python" tools/fuzz/seeds.py "$work/seeds" "${seed_options[@]}"
+
+# --coverage: each target rebuilt with clang's source coverage (and ASan, whose runtime the instrumented
+# libjpeg needs), run once over everything kept for it, and llvm-cov's report on recpack's C files.
+if [ "$coverage" = 1 ]; then
+    apt_install_missing fuzz "llvm-$major"
+    profiles=$work/coverage
+    rm -rf "$profiles"
+    mkdir -p "$profiles"
+    objects=()
+    for target in "${targets[@]}"; do
+        clang -g -O1 -Wno-unused-function -fsanitize=fuzzer,address -fprofile-instr-generate -fcoverage-mapping \
+            -DRECPACK_MAX_MEMORY="(256L << 20)" -DRECPACK_MAX_PIXELS="(16L << 20)" "${jpeg_flags[@]}" \
+            "$sources/fuzz/$target.c" "$sources/_resample.c" "${jpeg_libs[@]}" -lm -o "$profiles/$target"
+        inputs=("$work/corpus/$target" "$work/seeds/$target")
+        [ -d "$sources/fuzz/regressions/$target" ] && inputs+=("$sources/fuzz/regressions/$target")
+        mkdir -p "$work/corpus/$target"
+        LLVM_PROFILE_FILE="$profiles/$target.profraw" "$profiles/$target" -runs=0 "${inputs[@]}" \
+            >"$work/logs/$target.coverage.log" 2>&1 || true
+        objects+=(-object "$profiles/$target")
+    done
+    "llvm-profdata-$major" merge -sparse "$profiles"/*.profraw -o "$profiles/merged.profdata"
+    # the first -object is positional for llvm-cov
+    "llvm-cov-$major" report "${objects[@]:1}" -instr-profile="$profiles/merged.profdata" "$sources"/_*.c
+    exit 0
+fi
 
 # 5. The runs.
 share=$(( seconds / ${#targets[@]} ))
