@@ -3,6 +3,7 @@
 import hashlib
 import io
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -192,29 +193,51 @@ def test_more_shards_than_an_archive_holds_is_refused(photo_dir, tmp_path):
 # --- crash safety ---------------------------------------------------------------------------
 
 
+def _wait_for(condition, process, limit=120.0) -> bool:
+    """Poll until ``condition()`` holds or the process ends (False then)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and process.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
 def test_a_disk_order_pack_killed_at_any_moment_reruns_to_the_same_bytes(tmp_path):
     corpus.make_small_jpegs(tmp_path / "imgs" / "a", 150, size=(96, 72), seed=1)
     corpus.make_small_jpegs(tmp_path / "imgs" / "b", 150, size=(96, 72), seed=2)
-    command = [sys.executable, "-m", "recpack", "pack", str(tmp_path / "imgs"), None, "--shards", "9",
-               "--order", "disk", "--spill-memory", "1", "--workers", "2", "--quiet"]
+    command = ["pack", str(tmp_path / "imgs"), None, "--shards", "9", "--order", "disk", "--spill-memory", "1",
+               "--workers", "2", "--quiet"]
     reference = tmp_path / "reference"
-    started = time.monotonic()
-    run_cli(*command[3:5], reference, *command[6:])
-    duration, interrupted, phases = time.monotonic() - started, 0, set()
-    for trial, delay in enumerate(duration * fraction for fraction in (0.3, 0.45, 0.6, 0.7, 0.8, 0.9)):
+    run_cli(*command[:2], reference, *command[3:])
+    work = lambda out: out / ".recpack-pack"  # noqa: E731
+    moments = {  # when to kill: inside each pass for sure, then at a few random instants
+        "scatter": lambda out: any(f.stat().st_size for f in (work(out) / "spill").glob("*.spill"))
+        if (work(out) / "spill").exists() and not (work(out) / "scatter.json").exists() else False,
+        "gather, before any shard": lambda out: (work(out) / "scatter.json").exists(),
+        "gather, shards done": lambda out: any(work(out).glob("*.done.json")) if work(out).exists() else False,
+    }
+    rng = random.Random(7)
+    trials = list(moments.items()) + [(f"at {delay:.2f} s", delay) for delay in (rng.uniform(0.3, 2.5) for _ in range(3))]
+    phases = set()
+    for trial, (name, moment) in enumerate(trials):
         out = tmp_path / f"out-{trial}"
-        process = subprocess.Popen(command[:5] + [str(out)] + command[6:], start_new_session=True)
-        time.sleep(delay)
+        process = subprocess.Popen([sys.executable, "-m", "recpack", *command[:2], str(out), *command[3:]],
+                                   start_new_session=True)
+        if callable(moment):
+            caught = _wait_for(lambda: moment(out), process)
+            assert caught, f"the pack ended before the moment '{name}'"
+        else:
+            time.sleep(moment)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         if not (out / mf.MANIFEST_NAME).exists():  # else it finished before the kill
             refused = run_cli("verify", out, check=False)
             assert refused.returncode == 1 and ("incomplete dataset" in refused.stderr or not out.exists())
-            interrupted += 1
-            phases.add("gather" if (out / ".recpack-pack" / "scatter.json").exists() else "scatter")
-            run_cli(*command[3:5], out, *command[6:])
-        assert digests(out) == digests(reference), f"trial {trial} (killed after {delay} s)"
-    assert interrupted >= 3 and phases == {"scatter", "gather"}, (interrupted, phases)
+            phases.add("gather" if (work(out) / "scatter.json").exists() else "scatter")
+            run_cli(*command[:2], out, *command[3:])
+        assert digests(out) == digests(reference), f"killed {name}"
+    assert phases == {"scatter", "gather"}, phases
 
 
 def test_spill_that_cannot_fit_is_refused_before_anything_is_read(photo_dir, tmp_path, monkeypatch):
