@@ -252,9 +252,10 @@ def _flat(mode, **save):
     (gray_to_color, "L", False),  # 8.4 GB and 80 s
     (gray_to_color, "L", True),
     (lambda data: decode_whole(data, 8), "RGB", True),
+    (lambda data: shrink(data, 8, 100, 100, 90), "RGB", False),  # its own planes: 6.4 GB
 ])
 def test_a_few_bytes_claiming_65500_squared_pixels_are_too_large_at_once(operation, mode, progressive):
-    """libjpeg's whole-image coefficient buffers are bounded (1.25 GB): what needs more is refused before it is read."""
+    """libjpeg's whole-image buffers and shrink's planes are bounded (1.25 GB): what needs more is refused unread."""
     with pytest.raises(ValueError, match=r"^too large: needs over 1280 MB$"):
         operation(_claiming(_flat(mode, progressive=progressive), 65500, 65500))
     bomb = _regression("libjpeg_check", "coefficient_buffers_of_8_gb")  # the fuzzer's: 1,337 bytes

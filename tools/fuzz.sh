@@ -163,7 +163,8 @@ share=$(( seconds / ${#targets[@]} ))
 [ "$share" -ge 1 ] || share=1
 failed=()
 summary=$work/logs/summary.txt
-echo "# $(date -u +%FT%TZ) tools/fuzz.sh --seconds $seconds${only:+ --target $only}: ${share}s a target, libjpeg $variant" >>"$summary"
+echo "# $(date -u +%FT%TZ) ${FUZZ_FLAGS:+FUZZ_FLAGS=$FUZZ_FLAGS }tools/fuzz.sh --seconds $seconds${only:+ --target $only}:" \
+     "${share}s a target, libjpeg $variant" >>"$summary"
 for target in "${targets[@]}"; do
     mkdir -p "$work/corpus/$target" "$work/findings/$target"
     log=$work/logs/$target.log
