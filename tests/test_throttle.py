@@ -47,8 +47,8 @@ def test_hdd_slows_cold_reads_and_removes_its_cgroup(big):
     assert slow["seconds"] > 5 * free.seconds
     assert report["hdd"]["mb_s"] == 1 and report["hdd"]["iops"] == 110
     assert [check["stage"] for check in report["hdd"]["checks"]] == ["raw"]
-    layout = throttle.find_layout()
-    assert not glob.glob(os.path.join(layout.hierarchy, "recpack-bench-*"))  # the cgroup went with the run
+    cgroup = report["hdd"]["cgroup"]
+    assert cgroup.startswith(throttle.find_layout().hierarchy) and not os.path.exists(cgroup)  # gone with the run
 
 
 def test_hdd_needs_root(big, monkeypatch):

@@ -200,6 +200,7 @@ class Report:
     decode_per_core: float | None = None
     notes: list[str] = field(default_factory=list)
     checks: list[modelcheck.Check] = field(default_factory=list)  # --hdd: the model's row against the stages
+    cgroup: str | None = None  # --hdd: the throttle's cgroup while the stages ran (removed after)
 
     def stage(self, name: str) -> StageResult | None:
         return next((s for s in [*self.stages, self.files] if s is not None and s.name == name), None)
@@ -228,7 +229,7 @@ class Report:
             },
             "notes": self.notes,
             "hdd": None if self.options.get("hdd") is None else {
-                **self.options["hdd"], "checks": [check.as_dict() for check in self.checks]},
+                **self.options["hdd"], "cgroup": self.cgroup, "checks": [check.as_dict() for check in self.checks]},
         }
 
 
@@ -340,6 +341,7 @@ def simulated_disk(paths: list[str], options: BenchOptions, report: Report) -> I
         yield
         return
     with throttled(paths, options.hdd) as group:
+        report.cgroup = group
         report.notes.append(f"simulated HDD: {options.hdd.describe()} on the disk of the dataset"
                             f"{' and the files' if len(paths) > 1 else ''}, set by the cgroup {group} (removed after)")
         yield
