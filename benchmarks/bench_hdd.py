@@ -159,7 +159,28 @@ def cgroup_reads(group: str) -> tuple[int, int] | None:
         return None
 
 
-def run_once(contender: Contender, cold: bool, throttle: Throttle, log: Path, dataset_dir: str) -> dict | None:
+def other_throttles() -> list[str]:
+    """Other cgroups of the v1 blkio hierarchy with a read throttle and processes in it (another benchmark's)."""
+    found = []
+    for group in Path("/sys/fs/cgroup/blkio").glob("*/blkio.throttle.read_bps_device"):
+        procs = group.parent / "cgroup.procs"
+        if group.read_text().strip() and procs.exists() and procs.read_text().strip():
+            found.append(str(group.parent))
+    return found
+
+
+def wait_alone(seconds: float) -> list[str]:
+    """Wait up to ``seconds`` for other throttled benchmarks to end: they share the disk under the throttle."""
+    deadline = time.monotonic() + seconds
+    while (others := other_throttles()) and time.monotonic() < deadline:
+        print(f"  waiting for {', '.join(others)} to finish (another throttled run on this disk)", flush=True)
+        time.sleep(10)
+    return others
+
+
+def run_once(contender: Contender, cold: bool, throttle: Throttle, log: Path, dataset_dir: str,
+             wait: float) -> dict | None:
+    shared = wait_alone(wait) if cold else []
     if cold:
         state = make_cold(contender.files)
         with throttled([dataset_dir], throttle) as group:
@@ -178,7 +199,7 @@ def run_once(contender: Contender, cold: bool, throttle: Throttle, log: Path, da
     return {"images_s": images / seconds, "mb_s": contender.bytes * images / contender.images / seconds / 1e6,
             "seconds": seconds, "images": images, "peak_pss": run.peak_pss, "peak_rss": run.peak_rss,
             "resident": None if state is None else state.resident, "ios": disk[0] if disk else None,
-            "disk_bytes": disk[1] if disk else None}
+            "disk_bytes": disk[1] if disk else None, "shared": bool(shared or (cold and other_throttles()))}
 
 
 def main() -> int:
@@ -195,6 +216,8 @@ def main() -> int:
     parser.add_argument("--paced", type=float, default=1200.0, help="images/s of recpack-paced's consumer")
     parser.add_argument("--paced-256", type=float, default=2500.0, help="images/s of recpack-256-paced's consumer")
     parser.add_argument("--only", default=None, help="comma-separated contender names")
+    parser.add_argument("--wait-alone", type=float, default=900.0,
+                        help="seconds a cold run waits for other throttled runs on the machine to end")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "hdd.md")
     args = parser.parse_args()
 
@@ -216,7 +239,8 @@ def main() -> int:
     for round_index, contender in schedule(runs, args.rounds, rotate=True):
         for cold in (True, False):  # each contender's pair back to back: a slow minute hits both sides of its ratio
             where = str(sample_dir if contender.name == "imagefolder" else full)
-            result = run_once(contender, cold, throttle, work / "logs" / f"{contender.name}-{cold}-{round_index}", where)
+            result = run_once(contender, cold, throttle, work / "logs" / f"{contender.name}-{cold}-{round_index}", where,
+                              args.wait_alone)
             results[contender.name, cold].append(result)
             if result:
                 disk = (f"  {result['ios']:,} I/Os, {result['disk_bytes'] / max(result['ios'], 1) / 1e6:.2f} MB each, "
@@ -290,6 +314,9 @@ def write_report(args, corpus, runs: list[Contender], results, throttle: Throttl
                 "MB per I/O", "disk/needed", "PSS MiB", "cold per round", "warm per round"], "lrrrrrrrrll", rows),
         "", *targets_table(targets), "",
     ]
+    shared = sum(1 for runs_ in results.values() for r in runs_ if r and r["shared"])
+    if shared:
+        lines += [f"Note: {shared} cold run(s) overlapped another throttled run on this machine (sharing the disk).", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
