@@ -151,7 +151,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--recipe-images", type=int, default=2000)
-    parser.add_argument("--out", default=str(HERE / "results" / "stats.md"))
+    parser.add_argument("--out", default=str(HERE / "results" / "stats.md"), help="the report (and beside it the "
+                        "rounds' raw figures as .json)")
     args = parser.parse_args()
 
     dataset = packed(args.images)
@@ -172,10 +173,11 @@ def main() -> int:
             print(f"round {number + 1} {name:12s} {results[name]['rate']:8.1f} images/s "
                   f"({results[name]['seconds']:.2f} s), by CPU time {results[name]['cpu_rate']:8.1f}", flush=True)
         rounds.append(results)
+    recpack_stats(dataset)  # a last full pass: its statistics stay in the manifest and go into the report
     full = json.loads((dataset / "recpack.json").read_text())["stats"]
-    recpack_stats(dataset)  # leave the full statistics in the manifest
     text = report(rounds, args, full)
     Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(rounds, indent=1) + "\n")
     print(text)
     return 0
 
@@ -241,7 +243,7 @@ def report(rounds: list[dict], args, full: dict) -> str:
         f"`--sample {args.sample}`, the whole command: {_median(rounds, 'sample', 'seconds'):.2f} s "
         f"(rounds {fmt([r['sample']['seconds'] for r in rounds])}).",
         "",
-        "Statistics of the corpus (full pass, 0-1 scale): mean "
+        "Statistics of the corpus (a last full pass after the rounds, 0-1 scale): mean "
         + " ".join(f"{v:.4f}" for v in full["mean"]) + ", std " + " ".join(f"{v:.4f}" for v in full["std"])
         + "; the torchvision recipe on its subset: mean "
         + " ".join(f"{v:.4f}" for v in rounds[-1]["torchvision"]["mean"]) + ", std "

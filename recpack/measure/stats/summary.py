@@ -83,14 +83,15 @@ def _nearest_rank(sorted_values: list, cumulative: np.ndarray, q: float):
     return sorted_values[int(np.searchsorted(cumulative, max(1, math.ceil(q * cumulative[-1]))))]
 
 
-def _log_histogram(counts: dict[int, int]) -> dict[str, list[int]]:
-    """Counts of values on log bins PLOT_BINS_PER_OCTAVE to the octave: edges (rounded) and counts."""
-    bins = Counter()
-    for value, n in counts.items():
-        bins[math.floor(math.log2(max(value, 1)) * PLOT_BINS_PER_OCTAVE)] += n
+def _log_histogram(bins: Counter) -> dict[str, list[int]]:
+    """Counts on log bins PLOT_BINS_PER_OCTAVE to the octave (bin b: [2^(b/16), 2^((b+1)/16))): edges (rounded) and counts."""
     first, last = min(bins), max(bins)
     edges = [round(2 ** (b / PLOT_BINS_PER_OCTAVE)) for b in range(first, last + 2)]
     return {"edges": edges, "counts": [bins[b] for b in range(first, last + 1)]}
+
+
+def _plot_bin(value: int) -> int:
+    return math.floor(math.log2(max(value, 1)) * PLOT_BINS_PER_OCTAVE)
 
 
 def distribution(counts: Counter) -> dict[str, Any]:
@@ -100,7 +101,10 @@ def distribution(counts: Counter) -> dict[str, Any]:
     summary = {"min": values[0], "max": values[-1], "mean": sum(v * n for v, n in counts.items()) / int(cumulative[-1])}
     for name, q in (("p5", 0.05), ("median", 0.5), ("p95", 0.95)):
         summary[name] = _nearest_rank(values, cumulative, q)
-    return {**summary, "histogram": _log_histogram(counts)}
+    bins = Counter()
+    for value, n in counts.items():
+        bins[_plot_bin(value)] += n
+    return {**summary, "histogram": _log_histogram(bins)}
 
 
 def byte_distribution(tally: Tally) -> dict[str, Any]:
@@ -111,9 +115,9 @@ def byte_distribution(tally: Tally) -> dict[str, Any]:
                                "mean": tally.bytes_total / tally.images}
     for name, q in (("p5", 0.05), ("median", 0.5), ("p95", 0.95)):
         summary[name] = round(2 ** (_nearest_rank(bins, cumulative, q) / BYTE_BINS_PER_OCTAVE))
-    coarse = Counter()
+    coarse = Counter()  # whole fine bins into each coarse one: 64 to the octave into 16
     for b, n in tally.byte_bins.items():
-        coarse[round(2 ** (b / BYTE_BINS_PER_OCTAVE))] += n
+        coarse[b // (BYTE_BINS_PER_OCTAVE // PLOT_BINS_PER_OCTAVE)] += n
     return {**summary, "histogram": _log_histogram(coarse)}
 
 
