@@ -401,7 +401,7 @@ static const char *decode_and_measure(const Py_buffer *input, struct pass *pass,
     struct error_state error;
     const char *volatile failure = NULL;
     volatile int made = 0;
-    unsigned char *strip = NULL;
+    unsigned char *volatile strip = NULL; /* read after a longjmp */
     JSAMPROW rows[STRIP_ROWS];
     unsigned int k;
     cinfo.err = jpeg_std_error(&error.manager);
