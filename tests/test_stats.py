@@ -490,3 +490,16 @@ def test_a_record_whose_mask_fails_leaves_only_its_labels(image_kind, mask_kind)
                         payload.trailing_lengths(), resized)
     assert tally.records == 1 and tally.labels == {2.0: 1} and tally.images == 0
     assert not tally.pixel_histogram.any() and not resized.any() and not tally.mask_pixels.any()
+
+
+def test_multi_label_records_are_counted_once_per_distinct_label(tmp_path):
+    rng = np.random.default_rng(4)
+    lines = []
+    for index, labels in enumerate([(1, 3), (3, 3), (2, 5), (1, 2)]):
+        _photo(rng, (12, 10)).save(tmp_path / f"{index}.jpg", quality=90)
+        lines.append(f"{index}.jpg\t" + "\t".join(map(str, labels)))
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    pack(open_source(str(tmp_path / "list.txt")), str(tmp_path / "out"), PackOptions(shards=1, fsync=False),
+         show_progress=False)
+    stats = run(str(tmp_path / "out"), StatsOptions(mean_size=None, progress=False)).stats
+    assert stats["labels"] == {"kind": "multi", "values": [1, 2, 3, 5], "records": [2, 2, 2, 1]}
