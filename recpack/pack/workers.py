@@ -7,7 +7,6 @@ progress counters and one set of staging buffers that every shard it writes reus
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -22,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import PackError
+from ..processes import die_with_parent
 from .writer import StagingBuffers
 
 Task = TypeVar("Task")
@@ -29,33 +29,17 @@ Outcome = TypeVar("Outcome")
 
 _progress: tuple | None = None  # (images, bytes) shared counters, set once per worker process
 _buffers: StagingBuffers | None = None  # the worker's write buffers, reused for every shard it writes
-_PR_SET_PDEATHSIG = 1
 
 
 def _init_worker(images, nbytes, parent: int) -> None:
     global _progress, _buffers
-    _die_with_parent(parent)
+    die_with_parent(parent)
     _progress = (images, nbytes)
     _buffers = StagingBuffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     # Pillow warns of images over ~89 Mpixel and refuses those over twice that (a bad input, reported);
     # below its limit a large image is just packed: no warning through the progress bar
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this worker when the pack process dies (Linux; elsewhere a no-op).
-
-    Why: a worker outliving a killed pack would finish its shard and rename it
-    into place under a rerun.  The workers hold the folder's lock too
-    (inherited), so a rerun is refused while any of them lives; with this,
-    none outlives the pack.
-    """
-    if sys.platform != "linux":
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def report_progress(images: int, nbytes: int) -> None:

@@ -18,7 +18,6 @@ kill at any moment leaves the old manifest, or the new one, whole.  The folder's
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import resource
@@ -39,6 +38,7 @@ from ...format import manifest as mf
 from ...format import stats as contract
 from ...format.schema import trailing_of, unpack_payload
 from ...pack import resume
+from ...processes import die_with_parent
 from ...read.decode import decode_full, libjpeg_size, load_mask
 from ...read.opening import shard_reader
 from ...read.shard_reader import ShardReader
@@ -195,9 +195,6 @@ def _measure_task(task) -> tuple[int, Tally]:
     return sum(stop - first for first, stop in runs), measure_unit(spec, reader, shard, runs)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def _init_worker(parent: int) -> None:
     """Ctrl-C is the parent's to handle (it stops the pool); and a worker dies with its parent (Linux).
 
@@ -205,10 +202,7 @@ def _init_worker(parent: int) -> None:
     ``recpack stats`` would keep every later stats or pack refused.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
+    die_with_parent(parent)
 
 
 def _measure_all(tasks: list, workers: int, total: int, spec: _Spec, progress: bool) -> Tally:
