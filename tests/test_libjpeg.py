@@ -267,9 +267,10 @@ def test_the_first_failing_warning_ends_the_work(tmp_path):
     """A 16000 x 16000 claim within the memory bound: libjpeg used to decode on (1.5 GB, 4 s) after the data ran out."""
     claim = tmp_path / "claim.jpg"
     claim.write_bytes(_claiming(_flat("L", progressive=True), 16000, 16000))
-    script = ("import resource, sys\nfrom recpack.jpeg._libjpeg import gray_to_color\n"
+    # the child's peak from VmHWM: ru_maxrss would carry over the parent's (getrusage(2): kept across execve)
+    script = ("import re, sys\nfrom recpack.jpeg._libjpeg import gray_to_color\n"
               "try:\n    gray_to_color(open(sys.argv[1], 'rb').read())\nexcept ValueError as error:\n    print(error)\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+              "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)")
     result = subprocess.run([sys.executable, "-c", script, claim], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 2, result.stdout + result.stderr
     message, megabytes = result.stdout.splitlines()

@@ -18,7 +18,8 @@
 #      instrumented build's cjpeg for arithmetic coding and odd sampling factors);
 #   5. runs each target for its share of the time on .fuzz/corpus/TARGET (kept and grown across runs)
 #      plus the seeds and the inputs of past findings (recpack/jpeg/fuzz/regressions/TARGET), with the
-#      JPEG dictionary recpack/jpeg/fuzz/jpeg.dict.
+#      JPEG dictionary recpack/jpeg/fuzz/jpeg.dict; after a run of a minute or more a target's corpus is
+#      minimized (libFuzzer's -merge=1).
 # Exits 1 if any target found a crash, a leak, undefined behaviour, a broken promise (the targets' own
 # checks), an input slower than FUZZ_TIMEOUT seconds (default 25) or one needing more than FUZZ_RSS_MB
 # (default 2560) of memory; it prints the sanitizer's report and the command that reproduces it:
@@ -190,6 +191,16 @@ for target in "${targets[@]}"; do
         [ -n "$artifact" ] && echo "reproduce: $work/bin/$target $artifact" >&2
     fi
     echo "$line" | tee -a "$summary"
+    # after a long run, the kept corpus minimized (libFuzzer's merge: the fewest inputs with every feature),
+    # so that the next run, which replays all of it first, starts fast
+    if [ "$status" -eq 0 ] && [ "$share" -ge 60 ]; then
+        rm -rf "$work/corpus/$target.merged"
+        mkdir -p "$work/corpus/$target.merged"
+        if "$work/bin/$target" -merge=1 -timeout="${FUZZ_TIMEOUT:-25}" -rss_limit_mb="${FUZZ_RSS_MB:-2560}" \
+            "$work/corpus/$target.merged" "$work/corpus/$target" >"$work/logs/$target.merge.log" 2>&1; then
+            rm -rf "$work/corpus/$target" && mv "$work/corpus/$target.merged" "$work/corpus/$target"
+        fi
+    fi
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
