@@ -15,11 +15,14 @@ Committing twice is harmless: the second finds the dataset complete and says so.
 from __future__ import annotations
 
 import contextlib
+import threading
 import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import crc32c
 
 from ..errors import PackError
 from ..format import keyindex
@@ -56,12 +59,12 @@ def survey(out_dir: str, plan: StoredPlan, threads: int | None = None) -> ShardS
         files = mf.shard_from_json(note["files"]) if note is not None else None
         if files is None or not all(os.path.isfile(os.path.join(out_dir, info.name)) for info in files.files):
             return "missing"
-        if not resume.shard_intact(out_dir, files):
+        if not all(_crc32c(os.path.join(out_dir, info.name)) == (info.bytes, info.crc32c) for info in files.files):
             return "damaged"
         notes[index] = note
         return "ok"
 
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:  # CRC32C releases the GIL
+    with ThreadPoolExecutor(threads or READERS) as pool:
         states = list(pool.map(check, range(plan.shards)))
     for index, state in enumerate(states):
         if state == "missing":
@@ -72,6 +75,28 @@ def survey(out_dir: str, plan: StoredPlan, threads: int | None = None) -> ShardS
         elif state == "damaged":
             damaged.append(index)
     return ShardSurvey(notes, missing, damaged, reasons)
+
+
+READERS = 8  # shards read back at once: their files were written with O_DIRECT, so most reads go to the disk
+_buffer = threading.local()
+
+
+def _crc32c(path: str) -> tuple[int, int]:
+    """(size, CRC32C) of a file read through one reused 8 MB buffer per thread.
+
+    Why not ``manifest.file_crc32c``: a fresh 8 MB bytes object per read costs page
+    faults that, on this VM, made reading shards from the page cache twice as slow
+    as the CRC (13 GB/s).  CRC32C releases the GIL, and so do the reads.
+    """
+    view = getattr(_buffer, "view", None)
+    if view is None:
+        view = _buffer.view = memoryview(bytearray(8 << 20))
+    crc, size = 0, 0
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(view):
+            crc = crc32c.crc32c(view[:count], crc)
+            size += count
+    return size, crc
 
 
 def spans_text(indices: list[int]) -> str:
