@@ -281,3 +281,32 @@ def test_an_engine_that_is_not_installed_is_one_line(monkeypatch, tmp_path):
         "spark.master": "local[2,3]", "num_cpus": 2, "x": True}
     with pytest.raises(PackError, match="expected KEY=VALUE"):
         engines.engine_conf(["nothing"])
+
+
+def test_shards_read_back_early_are_not_read_again_unless_they_changed(listing, reference, tmp_path, monkeypatch):
+    import time
+
+    from recpack.pack import commit as commit_module
+
+    out = str(tmp_path / "out")
+    plan(read_list(str(listing)), out, OPTIONS)
+    with commit_module.EarlyChecks(out, OPTIONS.shards, every=0.02) as early:
+        pack_range(out, 0, 6)
+        deadline = time.monotonic() + 30
+        while len(early._checked) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert len(early._checked) == 6
+    with open(os.path.join(out, "shard-00003.rec"), "r+b") as handle:  # changed after its early read-back
+        handle.seek(40)
+        byte = handle.read(1)
+        handle.seek(40)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    read = []
+    real = commit_module._crc32c
+    monkeypatch.setattr(commit_module, "_crc32c", lambda path: read.append(os.path.basename(path)) or real(path))
+    with pytest.raises(PackError, match=r"1 damaged, their files differ from their notes \(3\)"):
+        commit(out, early=early)
+    assert read == ["shard-00003.rec"]  # the changed one alone; its .rec is found damaged first
+    pack_range(out, 3, 4)
+    commit(out, early=early)
+    assert_same_dataset(reference, out)

@@ -15,6 +15,7 @@ Committing twice is harmless: the second finds the dataset complete and says so.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import os
 import shutil
@@ -49,8 +50,11 @@ class ShardSurvey:
         return not self.missing and not self.damaged
 
 
-def survey(out_dir: str, plan: StoredPlan, threads: int | None = None) -> ShardSurvey:
-    """Check each shard's note and files (sizes, then checksums read in full, on ``threads`` threads)."""
+def survey(out_dir: str, plan: StoredPlan, threads: int | None = None, early: "EarlyChecks | None" = None) -> ShardSurvey:
+    """Check each shard's note and files (sizes, then checksums read in full, on ``threads`` threads).
+
+    A shard that ``early`` read back already, and whose note and files have not changed since, is not read again.
+    """
     notes: dict[int, dict] = {}
     missing, damaged, reasons = [], [], {}
 
@@ -59,7 +63,7 @@ def survey(out_dir: str, plan: StoredPlan, threads: int | None = None) -> ShardS
         files = mf.shard_from_json(note["files"]) if note is not None else None
         if files is None or not all(os.path.isfile(os.path.join(out_dir, info.name)) for info in files.files):
             return "missing"
-        if not all(_crc32c(os.path.join(out_dir, info.name)) == (info.bytes, info.crc32c) for info in files.files):
+        if not (early is not None and early.still_good(index, note, files)) and not _intact(out_dir, files):
             return "damaged"
         notes[index] = note
         return "ok"
@@ -99,6 +103,63 @@ def _crc32c(path: str) -> tuple[int, int]:
     return size, crc
 
 
+def _intact(out_dir: str, files: mf.ShardFiles) -> bool:
+    return all(_crc32c(os.path.join(out_dir, info.name)) == (info.bytes, info.crc32c) for info in files.files)
+
+
+def _signature(out_dir: str, note: dict, files: mf.ShardFiles) -> tuple:
+    """What must not change between an early read-back and the commit: the note, and each file's inode, size, mtime."""
+    stats = [os.stat(os.path.join(out_dir, info.name)) for info in files.files]
+    return json.dumps(note, sort_keys=True), tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
+
+
+class EarlyChecks:
+    """Shards read back by a driver's thread while the engine's tasks still run, so that commit need not wait on it.
+
+    Why: commit reads every shard back, and shards written with O_DIRECT come from the
+    disk (2.2 GB: 2.1 s, a fifth of the local pack's own time here).  A driver waiting
+    on its engine can do those reads meanwhile.  A read-back counts at commit only if
+    the note and the files' inodes, sizes and mtimes are still what they were; any
+    other shard is read there as usual.  A context manager around the tasks.
+    """
+
+    def __init__(self, out_dir: str, shards: int, every: float = 0.5):
+        self.out_dir, self.shards, self.every = out_dir, shards, every
+        self._checked: dict[int, tuple] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recpack-early-checks", daemon=True)
+
+    def __enter__(self) -> "EarlyChecks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for index in range(self.shards):
+                if self._stop.is_set():
+                    return
+                if index in self._checked or (note := finished_note(self.out_dir, index)) is None:
+                    continue
+                files = mf.shard_from_json(note["files"])
+                try:
+                    before = _signature(self.out_dir, note, files)
+                    if _intact(self.out_dir, files) and _signature(self.out_dir, note, files) == before:
+                        self._checked[index] = before
+                except OSError:  # a file renamed over meanwhile (a duplicate attempt): commit reads it
+                    continue
+
+    def still_good(self, index: int, note: dict, files: mf.ShardFiles) -> bool:
+        checked = self._checked.get(index)
+        try:
+            return checked is not None and checked == _signature(self.out_dir, note, files)
+        except OSError:
+            return False
+
+
 def spans_text(indices: list[int]) -> str:
     """Shard numbers as ranges for a person: ``3, 7-9, 12``."""
     parts, run = [], []
@@ -130,8 +191,11 @@ def incomplete_message(out_dir: str, shards: int, found: ShardSurvey) -> str:
             f"(e.g. recpack pack {out_dir} --shard-range {first}:{first + 1}), then commit again")
 
 
-def commit(out_dir: str, fsync: bool = True) -> PackResult:
-    """Publish OUT once every shard of its plan is there and intact; PackError naming the shards otherwise."""
+def commit(out_dir: str, fsync: bool = True, early: EarlyChecks | None = None) -> PackResult:
+    """Publish OUT once every shard of its plan is there and intact; PackError naming the shards otherwise.
+
+    ``early``: shards a driver read back while its tasks ran (``EarlyChecks``).
+    """
     started = time.monotonic()
     if not os.path.isdir(out_dir):
         raise PackError(f"{out_dir}: no such folder; plan into it first (recpack plan LIST {out_dir} ...)")
@@ -142,7 +206,7 @@ def commit(out_dir: str, fsync: bool = True) -> PackResult:
                               manifest.created.get("reencoded", 0), 0, sum(s.rec.bytes for s in manifest.shards),
                               time.monotonic() - started, manifest.num_shards, 0)
         plan = StoredPlan.open(out_dir)
-        found = survey(out_dir, plan)
+        found = survey(out_dir, plan, early=early)
         if not found.complete:
             raise PackError(incomplete_message(out_dir, plan.shards, found))
         with writing(out_dir):

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from ...errors import PackError
-from ..commit import commit, spans_text
+from ..commit import EarlyChecks, commit, spans_text
 from ..plan import PackOptions
 from ..publish import PackResult
 from ..shard_range import FAILED, finished, note_path, pack_range, read_note, task_ranges
@@ -69,10 +69,11 @@ def pack_on_engine(source: Source, out_dir: str, options: PackOptions, engine: s
     started = time.monotonic()
     plan(source, out_dir, options)
     ranges = task_ranges(options.shards, shards_per_task)
-    failures = run_ranges(engine, out_dir, ranges, conf, task)
+    with EarlyChecks(out_dir, options.shards) as early:  # the commit's read-back, while the tasks run
+        failures = run_ranges(engine, out_dir, ranges, conf, task)
     if failures:
         raise PackError(failure_message(engine, out_dir, options.shards, failures))
-    result = commit(out_dir, options.fsync)
+    result = commit(out_dir, options.fsync, early)
     return replace(result, seconds=time.monotonic() - started)
 
 
