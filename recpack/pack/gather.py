@@ -20,7 +20,7 @@ from ..format.schema import Payload
 from . import spill
 from .plan import shard_stem, split_evenly
 from .publish import ShardLedger, shard_note
-from .scatter import ScatterResult
+from .scatter import ScatterResult, forget_result
 from .writer import ShardWriter, StagingBuffers
 
 
@@ -45,8 +45,9 @@ class _OpenShard:
         note = shard_note(self.index, self.writer.files, [], self.label_width, self.has_masks, self.rewritten, 0)
         ledger.add(note, self.keys)
 
-    def discard(self) -> None:
-        self.writer.__exit__(PermissionError, None, None)  # any exception type: the writer deletes its .tmp files
+    def discard(self, error: BaseException) -> None:
+        """Give up the shard: the writer deletes its .tmp files, as when its ``with`` block raises."""
+        self.writer.__exit__(type(error), error, error.__traceback__)
 
 
 def gather(out_dir: str, spill_dir: str, scattered: ScatterResult, shards: int, ledger: ShardLedger,
@@ -69,6 +70,7 @@ def gather(out_dir: str, spill_dir: str, scattered: ScatterResult, shards: int, 
                     continue
                 data, frames = spill.read_bucket(spill_dir, bucket)
                 if len(frames) != count:
+                    forget_result(out_dir)
                     raise PackError(f"{spill.bucket_path(spill_dir, bucket)}: {len(frames)} spilled records, the first "
                                     f"pass wrote {count}; rerun the same command (it reads the sources again)")
                 for rank, frame in zip(ranks, frames):
@@ -85,9 +87,10 @@ def gather(out_dir: str, spill_dir: str, scattered: ScatterResult, shards: int, 
             if current is not None:
                 current.close(ledger)
                 current = None
-        finally:
+        except BaseException as error:
             if current is not None:
-                current.discard()
+                current.discard(error)
+            raise
 
 
 def labels_for(classes: list[str]) -> tuple[tuple[str, ...], list[tuple[float, ...]]]:

@@ -177,3 +177,11 @@ def load_result(out_dir: str, spill_dir: str) -> ScatterResult | None:
                              state["bytes_in"], state["processed"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def forget_result(out_dir: str) -> None:
+    """Drop the saved result, so that the next run of this pack scatters again (its spill proved damaged)."""
+    try:
+        os.unlink(os.path.join(out_dir, resume.WORK_DIR, _STATE))
+    except FileNotFoundError:
+        pass
