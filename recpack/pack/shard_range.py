@@ -12,7 +12,7 @@ What makes a range safe to retry, duplicate or run beside any other range:
   shard with either note whose files check out is not written again.  (A whole
   pack does not resume from a range's note: its keys are not in the key index,
   which ``commit`` builds for all shards at once, so the pack writes that shard
-  again, to the same bytes.);
+  again, to the same bytes.)
 - a range takes OUT's lock *shared*: ranges run side by side, while a whole
   ``recpack pack``, ``plan`` or ``commit`` (which take it exclusively) cannot
   run at the same time as any of them.
