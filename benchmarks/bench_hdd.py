@@ -16,8 +16,11 @@ Contenders, each one epoch in a fresh interpreter (harness.run_child), cold and 
                      on a quiet machine: the overlap of reading and decoding, seen whatever else the machine's
                      cores are doing (a sleeping consumer needs none)
 
-Cold: every file the contender reads is evicted from the page cache (posix_fadvise DONTNEED, checked with
-mincore), and the child runs in recpack's throttle (recpack.measure.throttle: a cgroup holding 110 read
+Cold: right before, the same contender runs once unthrottled over a small dataset of its own (the warm-up),
+so that the interpreter's files are in the page cache as in a training process already running: the
+libraries are on the throttled disk too, and a page of them evicted by memory pressure would cost a
+throttled read in the middle of the epoch.  Then every file the contender reads is evicted from the page
+cache (posix_fadvise DONTNEED, checked with mincore), and the child runs in recpack's throttle (recpack.measure.throttle: a cgroup holding 110 read
 IOPS and 170 MB/s by default on the dataset's disk); the I/Os and bytes the cgroup let through are
 recorded.  Warm: the files are read into the page cache first, no throttle.  Directories and inodes stay
 cached (eviction cannot drop them without dropping every other process's cache too): an ImageFolder file
@@ -68,6 +71,7 @@ class Contender:
     files: list[str]  # what it reads: evicted before a cold run, read in before a warm one
     images: int
     bytes: int  # compressed image bytes (files) or shard bytes (.rec) an epoch reads
+    warmup: list[str]  # the same reader over a small dataset of its own, run before each cold run
 
 
 def child_raw(dataset: str, paced: float | None = None) -> int:
@@ -121,27 +125,32 @@ def manifest_records(dataset: Path) -> int:
     return mf.load(str(dataset)).num_records
 
 
-def contenders(args, full: Path, small: Path, sample: list[Path], sample_dir: Path) -> list[Contender]:
+def contenders(args, full: Path, small: Path, sample: list[Path], sample_dir: Path, spare: Path,
+               spare_dir: Path) -> list[Contender]:
+    """``spare``: a small packed dataset, ``spare_dir``: a small ImageFolder, for the warm-ups."""
     recpack = lambda key, path: [sys.executable, str(READERS), key, str(path), "--workers", str(CPUS)]  # noqa: E731
     raw = lambda path, *paced: [sys.executable, __file__, "--child-raw", str(path), *map(str, paced)]  # noqa: E731
-    imagefolder = [str(PEERS_PYTHON), str(READERS), "imagefolder_pil", str(sample_dir), "--workers", str(CPUS)]
+    imagefolder = lambda path: [str(PEERS_PYTHON), str(READERS), "imagefolder_pil", str(path),  # noqa: E731
+                                "--workers", str(CPUS)]
+
+    def shards(name: str, label: str, command, path: Path, warmup) -> Contender:
+        return Contender(name, label, command, dataset_files(path), manifest_records(path), rec_bytes(path), warmup)
+
     found = [
-        Contender("recpack", "recpack shards", recpack("recpack_threads", full), dataset_files(full),
-                  manifest_records(full), rec_bytes(full)),
-        Contender("recpack-256", "recpack --resize 256 shards", recpack("recpack_threads", small), dataset_files(small),
-                  manifest_records(small), rec_bytes(small)),
-        Contender("recpack-raw", "recpack shards, records only", raw(full), dataset_files(full),
-                  manifest_records(full), rec_bytes(full)),
-        Contender("recpack-256-raw", "recpack --resize 256 shards, records only", raw(small), dataset_files(small),
-                  manifest_records(small), rec_bytes(small)),
-        Contender("recpack-paced", f"recpack shards, a consumer paced at {args.paced:,.0f} images/s",
-                  raw(full, args.paced), dataset_files(full), manifest_records(full), rec_bytes(full)),
-        Contender("recpack-256-paced", f"recpack --resize 256 shards, paced at {args.paced_256:,.0f} images/s",
-                  raw(small, args.paced_256), dataset_files(small), manifest_records(small), rec_bytes(small)),
+        shards("recpack", "recpack shards", recpack("recpack_threads", full), full, recpack("recpack_threads", spare)),
+        shards("recpack-256", "recpack --resize 256 shards", recpack("recpack_threads", small), small,
+               recpack("recpack_threads", spare)),
+        shards("recpack-raw", "recpack shards, records only", raw(full), full, raw(spare)),
+        shards("recpack-256-raw", "recpack --resize 256 shards, records only", raw(small), small, raw(spare)),
+        shards("recpack-paced", f"recpack shards, a consumer paced at {args.paced:,.0f} images/s",
+               raw(full, args.paced), full, raw(spare)),
+        shards("recpack-256-paced", f"recpack --resize 256 shards, paced at {args.paced_256:,.0f} images/s",
+               raw(small, args.paced_256), small, raw(spare)),
     ]
     if PEERS_PYTHON.exists():
-        found.insert(0, Contender("imagefolder", "ImageFolder files (torchvision + PIL)", imagefolder,
-                                  [str(path) for path in sample], len(sample), sum(p.stat().st_size for p in sample)))
+        found.insert(0, Contender("imagefolder", "ImageFolder files (torchvision + PIL)", imagefolder(sample_dir),
+                                  [str(path) for path in sample], len(sample), sum(p.stat().st_size for p in sample),
+                                  imagefolder(spare_dir)))
     else:
         print(f"no {PEERS_PYTHON}: the ImageFolder contender is left out (tools/setup_peers_venv.sh makes it)")
     return found
@@ -182,6 +191,7 @@ def run_once(contender: Contender, cold: bool, throttle: Throttle, log: Path, da
              wait: float) -> dict | None:
     shared = wait_alone(wait) if cold else []
     if cold:
+        run_child(contender.warmup, log.with_name(log.name + "-warmup"))
         state = make_cold(contender.files)
         with throttled([dataset_dir], throttle) as group:
             run = run_child(contender.command, log)
@@ -227,15 +237,19 @@ def main() -> int:
     small = pack(corpus, work / "recpack-256", "--resize", "256")
     sample_dir = work / f"imagefolder-{args.files}"
     sample = linked_sample(corpus, args.files, sample_dir)
+    spare_dir = work / "imagefolder-warmup"
+    spare_files = linked_sample(corpus, 256, spare_dir, seed=1)
+    spare = work / "recpack-warmup"
+    if not (spare / "recpack.json").exists():
+        spare_list = work / "warmup.txt"
+        spare_list.write_text("".join(f"{path}\t0\n" for path in spare_files))
+        subprocess.run([sys.executable, "-m", "recpack", "pack", str(spare_list), str(spare), "--shards", "4",
+                        "--quiet", "--overwrite"], check=True)
     throttle = Throttle(args.iops, args.mb_s)
-    runs = contenders(args, full, small, sample, sample_dir)
+    runs = contenders(args, full, small, sample, sample_dir, spare, spare_dir)
     if args.only:
         runs = [c for c in runs if c.name in args.only.split(",")]
     results: dict[tuple[str, bool], list[dict | None]] = {(c.name, cold): [] for c in runs for cold in (True, False)}
-    # the interpreters' own files into the page cache, so that the throttle's counters count the epochs' reads
-    subprocess.run([sys.executable, "-c", "import torch, recpack.read.dataset"], check=True)
-    if PEERS_PYTHON.exists():
-        subprocess.run([str(PEERS_PYTHON), "-c", "import torch, torchvision, PIL.Image"], check=True)
     for round_index, contender in schedule(runs, args.rounds, rotate=True):
         for cold in (True, False):  # each contender's pair back to back: a slow minute hits both sides of its ratio
             where = str(sample_dir if contender.name == "imagefolder" else full)
