@@ -221,7 +221,7 @@ def _unit_tallies(dataset_dir, units, keep_per_image=False):
     manifest = mf.load(str(dataset_dir))
     spec = _Spec(SIDE, keep_per_image, manifest.has_masks, None)
     return [measure_unit(spec, shard_reader(str(dataset_dir), manifest.shards[shard]), shard, runs)
-            for shard, runs in units]
+            for unit in units for shard, runs in unit]
 
 
 def _same(a: Tally, b: Tally) -> bool:
@@ -249,13 +249,19 @@ def test_tallies_merged_from_any_split_equal_one_pass(dataset, unit_records, shu
 
 def test_plan_covers_every_record_once_and_a_sample_is_seeded():
     sizes = [5, 0, 700, 3]
-    covered = [(shard, i) for shard, runs in plan_units(sizes, None, 0, unit_records=64)
-               for first, stop in runs for i in range(first, stop)]
+    plan = plan_units(sizes, None, 0, unit_records=64)
+    assert all(len(unit) == 1 and len(unit[0][1]) == 1 for unit in plan)  # a full pass: one run of one shard a unit
+    covered = [(shard, i) for unit in plan for shard, runs in unit for first, stop in runs for i in range(first, stop)]
     assert covered == [(shard, i) for shard, size in enumerate(sizes) for i in range(size)]
     sample = plan_units(sizes, 50, 3, unit_records=8)
-    drawn = [(shard, i) for shard, runs in sample for first, stop in runs for i in range(first, stop)]
-    assert len(set(drawn)) == 50 and all(sum(stop - first for first, stop in runs) <= 8 for _, runs in sample)
+    drawn = [(shard, i) for unit in sample for shard, runs in unit for first, stop in runs for i in range(first, stop)]
+    assert len(set(drawn)) == 50 and drawn == sorted(drawn)
+    assert all(sum(stop - first for _, runs in unit for first, stop in runs) <= 8 for unit in sample)
+    assert len(sample) == 7  # a sample's units take records from several shards: ceil(50 / 8), not one per shard
     assert sample == plan_units(sizes, 50, 3, unit_records=8) and sample != plan_units(sizes, 50, 4, unit_records=8)
+    # the draw does not depend on how it is cut into units
+    assert drawn == [(shard, i) for unit in plan_units(sizes, 50, 3, unit_records=13) for shard, runs in unit
+                     for first, stop in runs for i in range(first, stop)]
     assert plan_units(sizes, 10**6, 0) == plan_units(sizes, None, 0)
 
 
@@ -452,27 +458,62 @@ def test_kill_at_any_moment_leaves_the_old_or_the_new_manifest(tmp_path, dataset
     assert leftovers == [_consistent(copy)["mean_image"]["file"]]  # a finished run clears what killed ones left
 
 
-def test_ctrl_c_leaves_the_manifest_as_it_was_and_no_worker_behind(tmp_path, dataset):
-    # a pass long enough to interrupt: the dataset's images forty times over, each squashed to 512 x 512
+@pytest.fixture
+def long_pass(tmp_path, dataset):
+    """A dataset whose pass is long enough to interrupt: the dataset's images forty times over (run with --mean-size 512)."""
     root = dataset.parent / "images"
     paths = sorted(str(path) for path in root.rglob("*.jpg"))
     (tmp_path / "list.txt").write_text("".join(f"{path}\t0\n" for path in paths * 40))
     pack(open_source(str(tmp_path / "list.txt")), str(tmp_path / "big"), PackOptions(shards=4, fsync=False),
          show_progress=False)
-    before = (tmp_path / "big" / mf.MANIFEST_NAME).read_bytes()
-    process = _stats_process(tmp_path / "big", "--mean-size", 512, "--workers", 2)
+    return tmp_path / "big"
+
+
+def _started_workers(process, count: int = 2) -> list[int]:
     deadline = time.monotonic() + 20
-    while len(_children(process.pid)) < 2 and time.monotonic() < deadline:
+    while len(_children(process.pid)) < count and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)
-    workers = _children(process.pid)
+    return _children(process.pid)
+
+
+def test_ctrl_c_leaves_the_manifest_as_it_was_and_no_worker_behind(long_pass):
+    before = (long_pass / mf.MANIFEST_NAME).read_bytes()
+    process = _stats_process(long_pass, "--mean-size", 512, "--workers", 2)
+    workers = _started_workers(process)
     os.kill(process.pid, signal.SIGINT)
     assert process.wait(timeout=20) == 130
     assert process.stderr.read().strip().endswith("recpack: interrupted")
-    assert (tmp_path / "big" / mf.MANIFEST_NAME).read_bytes() == before
-    assert not [name for name in os.listdir(tmp_path / "big") if contract.is_mean_image(name)]
+    assert (long_pass / mf.MANIFEST_NAME).read_bytes() == before
+    assert not [name for name in os.listdir(long_pass) if contract.is_mean_image(name)]
     time.sleep(0.2)
     assert len(workers) == 2 and not [pid for pid in workers if _alive(pid)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the workers through /proc")
+@pytest.mark.parametrize("worker", [0, 1])
+def test_a_killed_worker_ends_the_command_in_one_line_and_leaves_the_manifest(long_pass, worker):
+    """kill -9 of one worker (the OOM killer's way): an error at once, not a pool waiting forever for its unit."""
+    before = (long_pass / mf.MANIFEST_NAME).read_bytes()
+    process = _stats_process(long_pass, "--mean-size", 512, "--workers", 2)
+    workers = _started_workers(process)
+    assert len(workers) == 2 and process.poll() is None, "the pass ended before both workers were at work"
+    killed = time.monotonic()
+    os.kill(sorted(workers)[worker], signal.SIGKILL)
+    try:
+        _, stderr = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("recpack stats hung after one of its workers was killed")
+    assert time.monotonic() - killed < 10
+    assert process.returncode == 1
+    assert stderr == ("recpack: error: a worker process died (killed by signal 9: out of memory, or kill -9); "
+                      "the manifest is unchanged: rerun the same command\n")
+    assert (long_pass / mf.MANIFEST_NAME).read_bytes() == before
+    assert not [name for name in os.listdir(long_pass) if contract.is_mean_image(name)]
+    time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)]
+    run_cli("stats", long_pass, "--quiet", "--mean-size", 0, "--sample", 50)  # nothing left holds the lock
 
 
 @pytest.mark.parametrize("mask_kind", ["wrong size", "missing"])

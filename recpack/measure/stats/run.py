@@ -18,11 +18,9 @@ kill at any moment leaves the old manifest, or the new one, whole.  The folder's
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import resource
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,7 +36,7 @@ from ...format import manifest as mf
 from ...format import stats as contract
 from ...format.schema import trailing_of, unpack_payload
 from ...pack import resume
-from ...processes import die_with_parent
+from ...processes import WorkerDied, die_with_parent, run_tasks
 from ...read.decode import decode_full, libjpeg_size, load_mask
 from ...read.opening import shard_reader
 from ...read.shard_reader import ShardReader
@@ -66,26 +64,41 @@ class StatsResult:
     seconds: float
 
 
-def plan_units(sizes: list[int], sample: int | None, seed: int,
-               unit_records: int = UNIT_RECORDS) -> list[tuple[int, tuple[tuple[int, int], ...]]]:
-    """(shard, runs of records (first, stop)) per unit, at most ``unit_records`` records a unit, in file order.
+Unit = tuple[tuple[int, tuple[tuple[int, int], ...]], ...]  # (shard, runs of records (first, stop)) per shard it reads
 
-    ``sample`` draws that many records without replacement with ``seed`` (all of them
-    when the dataset has no more).
+
+def plan_units(sizes: list[int], sample: int | None, seed: int, unit_records: int = UNIT_RECORDS) -> list[Unit]:
+    """The units of work, in file order: each at most ``unit_records`` records, as runs (first, stop) per shard.
+
+    Every record: a unit is one run of consecutive records of one shard.  ``sample``
+    draws that many records without replacement with ``seed`` (all of them when the
+    dataset has no more); a unit of a sample takes its records from as many shards as
+    it needs, in file order, so that a sample spread thin over many shards is still a
+    few units, not one per shard.
     """
     total = sum(sizes)
     if sample is None or sample >= total:
-        return [(shard, ((first, min(first + unit_records, size)),))
+        return [((shard, ((first, min(first + unit_records, size)),)),)
                 for shard, size in enumerate(sizes) for first in range(0, size, unit_records)]
     chosen = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
     starts = np.cumsum([0] + list(sizes))
     shards = np.searchsorted(starts, chosen, side="right") - 1
+    bounds = np.searchsorted(shards, np.arange(len(sizes) + 1))  # the chosen records of shard s: bounds[s]:bounds[s+1]
     units = []
-    for shard in np.unique(shards).tolist():
-        indices = (chosen[shards == shard] - starts[shard]).tolist()
-        for first in range(0, len(indices), unit_records):
-            units.append((shard, _runs(indices[first : first + unit_records])))
+    for first in range(0, sample, unit_records):
+        stop = min(first + unit_records, sample)
+        parts = []
+        for shard in range(int(shards[first]), int(shards[stop - 1]) + 1):
+            low, high = max(first, int(bounds[shard])), min(stop, int(bounds[shard + 1]))
+            if low < high:
+                parts.append((shard, _runs((chosen[low:high] - starts[shard]).tolist())))
+        units.append(tuple(parts))
     return units
+
+
+def sample_unit_records(sample: int, workers: int) -> int:
+    """Records per unit of a sample: eight units a worker (each ends with a tally to send), 16 to 256 records each."""
+    return max(16, min(UNIT_RECORDS, -(-sample // (8 * workers))))
 
 
 def _runs(indices: list[int]) -> tuple[tuple[int, int], ...]:
@@ -161,59 +174,132 @@ def _measure_record(tally: Tally, spec: _Spec, payload, trailing, resized: np.nd
     tally.add_image(width, height, len(record.image), moments)
 
 
-def measure_unit(spec: _Spec, reader: ShardReader, shard: int, runs: tuple[tuple[int, int], ...]) -> Tally:
-    """The tally of one unit's records.  Runs in a worker process; a bad record is counted and named, not raised.
+class _Measurer:
+    """Measures records into one tally, part after part.
 
     The average image is summed in 16 bits for up to 257 images at a time (a
     buffer the L2 cache holds, where 64 bits would not fit), then added to the tally's.
     """
-    tally = Tally(spec.mean_size, spec.keep_per_image)
-    resized = None if spec.mean_size is None else np.zeros((spec.mean_size, spec.mean_size, 4), np.uint16)
-    summed = 0  # images in tally.mean_image; the rest are in resized
-    for first, stop in runs:
-        trailing = trailing_of(reader.rows[first:stop])
-        for index, payload in enumerate(reader.read_run(first, stop), first):
-            try:
-                if isinstance(payload, CorruptRecordError):
-                    raise payload
-                _measure_record(tally, spec, payload, trailing[index - first], resized)
-            except CorruptRecordError as error:
-                tally.add_failure(shard, index, str(error))
-            except (BadImageError, ValueError) as error:
-                tally.add_failure(shard, index, f"{reader.name}: record {index}: {getattr(error, 'reason', error)}")
-            if resized is not None and tally.images - summed == IMAGES_PER_RESIZED_SUM:
-                tally.mean_image += resized[..., :CHANNELS]
-                resized[...], summed = 0, tally.images
-    if resized is not None:
-        tally.mean_image += resized[..., :CHANNELS]
-    reader.close()
-    return tally
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.tally = Tally(spec.mean_size, spec.keep_per_image)
+        self.resized = None if spec.mean_size is None else np.zeros((spec.mean_size, spec.mean_size, 4), np.uint16)
+        self.summed = 0  # images in tally.mean_image; the rest are in resized
+
+    def part(self, reader: ShardReader, shard: int, runs: tuple[tuple[int, int], ...]) -> None:
+        """Records of ``runs`` of one shard; a bad record is counted and named, not raised."""
+        tally, spec, resized = self.tally, self.spec, self.resized
+        for first, stop in runs:
+            trailing = trailing_of(reader.rows[first:stop])
+            for index, payload in enumerate(_read_run(reader, first, stop), first):
+                try:
+                    if isinstance(payload, CorruptRecordError):
+                        raise payload
+                    _measure_record(tally, spec, payload, trailing[index - first], resized)
+                except CorruptRecordError as error:
+                    tally.add_failure(shard, index, str(error))
+                except (BadImageError, ValueError) as error:
+                    tally.add_failure(shard, index, f"{reader.name}: record {index}: {getattr(error, 'reason', error)}")
+                if resized is not None and tally.images - self.summed == IMAGES_PER_RESIZED_SUM:
+                    tally.mean_image += resized[..., :CHANNELS]
+                    resized[...], self.summed = 0, tally.images
+
+    def finish(self) -> Tally:
+        if self.resized is not None:
+            self.tally.mean_image += self.resized[..., :CHANNELS]
+            self.resized[...], self.summed = 0, self.tally.images
+        return self.tally
 
 
-def _measure_task(task) -> tuple[int, Tally]:
-    spec, reader, shard, runs = task
-    return sum(stop - first for first, stop in runs), measure_unit(spec, reader, shard, runs)
+COPY_BYTES = 1 << 20  # a run of fewer bytes is read by pread, not mapped (see _read_run)
 
 
-def _init_worker(parent: int) -> None:
-    """Ctrl-C is the parent's to handle (it stops the pool); and a worker dies with its parent (Linux).
+def _read_run(reader: ShardReader, first: int, stop: int) -> list:
+    """Payloads of records first..stop-1 (or the error of each one that is damaged), as ``ShardReader.read_run``.
+
+    A long run is mapped (``read_run``: no copy, the kernel reads 2 MiB blocks).  A
+    short one, a sample's few records here and there, is read by pread, exactly its
+    bytes: a block read around one 100 KB record from a cold disk reads 20 times
+    what it needs.  A file shorter than the index says goes to ``read_run``, whose
+    errors name it.
+    """
+    base = int(reader.rows[first]["offset"])
+    size = reader.run_bytes(first, stop)
+    if size >= COPY_BYTES:
+        return reader.read_run(first, stop)
+    try:
+        with open(reader.rec_path, "rb", buffering=0) as handle:
+            data = os.pread(handle.fileno(), size, base)
+    except OSError:
+        return reader.read_run(first, stop)
+    if len(data) < size:
+        return reader.read_run(first, stop)
+    return reader.parse_run(memoryview(data), base, first, stop, True)
+
+
+def measure_unit(spec: _Spec, reader: ShardReader, shard: int, runs: tuple[tuple[int, int], ...]) -> Tally:
+    """The tally of some records of one shard (a bad record is counted and named, not raised)."""
+    measurer = _Measurer(spec)
+    measurer.part(reader, shard, runs)
+    return measurer.finish()
+
+
+# What every task of a run shares, set once per worker process by _init_worker: (dataset, its shards, _Spec).
+_job: tuple[str, list, _Spec] | None = None
+_readers: dict[int, ShardReader] = {}  # a worker's open shard readers, the last few it used
+_KEEP_READERS = 4
+
+
+def _init_worker(parent: int, dataset: str, shards: list, spec: _Spec) -> None:
+    """Ctrl-C is the parent's to handle (it stops the pool); a worker dies with its parent (Linux); the job's data.
 
     Why the second: forked workers hold the folder's lock too, so one outliving a killed
     ``recpack stats`` would keep every later stats or pack refused.
     """
+    global _job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
+    _job = (dataset, shards, spec)
+    _readers.clear()
 
 
-def _measure_all(tasks: list, workers: int, total: int, spec: _Spec, progress: bool) -> Tally:
-    """Run the units on a process pool; merge their tallies as they finish."""
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+def _reader(shard: int) -> ShardReader:
+    """This worker's reader of a shard: opened here, kept for the next units of the same shard."""
+    reader = _readers.pop(shard, None)
+    if reader is None:
+        dataset, shards, _ = _job
+        reader = shard_reader(dataset, shards[shard])
+        while len(_readers) >= _KEEP_READERS:
+            _readers.pop(next(iter(_readers))).close()
+    _readers[shard] = reader  # now the most recently used
+    return reader
+
+
+def _measure_task(unit: Unit) -> tuple[int, Tally]:
+    """(records, tally) of one unit, in a worker process."""
+    measurer = _Measurer(_job[2])
+    for shard, runs in unit:
+        measurer.part(_reader(shard), shard, runs)
+    return _unit_records(unit), measurer.finish()
+
+
+def _unit_records(unit: Unit) -> int:
+    return sum(stop - first for _, runs in unit for first, stop in runs)
+
+
+def _measure_all(dataset: str, shards: list, units: list[Unit], workers: int, total: int, spec: _Spec,
+                 progress: bool) -> Tally:
+    """Run the units on worker processes (``processes.run_tasks``); merge their tallies as they finish."""
     result = Tally(spec.mean_size, spec.keep_per_image)
-    with context.Pool(workers, initializer=_init_worker, initargs=(os.getpid(),)) as pool, \
-            tqdm(total=total, unit="img", desc="stats", disable=not progress, dynamic_ncols=True) as bar:
-        for records, tally in pool.imap_unordered(_measure_task, tasks):
-            result = merge(result, tally)
-            bar.update(records)
+    with tqdm(total=total, unit="img", desc="stats", disable=not progress, dynamic_ncols=True) as bar:
+        try:
+            for records, tally in run_tasks(_measure_task, units, workers, initializer=_init_worker,
+                                            initargs=(os.getpid(), dataset, shards, spec)):
+                result = merge(result, tally)
+                bar.update(records)
+        except WorkerDied as error:
+            raise RecpackError(f"{error}; the manifest is unchanged: rerun the same command") from None
     return result
 
 
@@ -228,15 +314,16 @@ def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, di
     manifest = mf.load(dataset)
     if manifest.num_records == 0:
         raise RecpackError(f"{dataset}: the dataset holds no records")
-    units = plan_units([shard.records for shard in manifest.shards], options.sample, options.seed)
     sampled = options.sample is not None and options.sample < manifest.num_records
+    workers = max(1, options.workers or os.cpu_count() or 1)
+    sizes = [shard.records for shard in manifest.shards]
+    units = plan_units(sizes, options.sample, options.seed,
+                       sample_unit_records(options.sample, workers) if sampled else UNIT_RECORDS)
     spec = _Spec(options.mean_size, sampled, manifest.has_masks, options.ignore_index)
-    readers = [shard_reader(dataset, shard) for shard in manifest.shards]
-    tasks = [(spec, readers[shard], shard, runs) for shard, runs in units]
-    measured = sum(stop - first for _, runs in units for first, stop in runs)
-    workers = max(1, min(options.workers or os.cpu_count() or 1, len(tasks)))
+    measured = sum(map(_unit_records, units))
+    workers = min(workers, len(units))
     started, cpu_started = time.monotonic(), _cpu_seconds()
-    tally = _measure_all(tasks, workers, measured, spec, options.progress)
+    tally = _measure_all(dataset, list(manifest.shards), units, workers, measured, spec, options.progress)
     seconds, cpu_seconds = time.monotonic() - started, _cpu_seconds() - cpu_started
     computed = {
         "method": "sample" if sampled else "full",
