@@ -40,6 +40,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         order=args.order,
         spill_dir=args.spill_dir,
         spill_memory=args.spill_memory << 20,
+        device_reads=not args.no_device_reads,
     )
     if args.engine:
         result = _pack_on_engine(args, source, out, options)
@@ -351,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where disk order parks prepared records (default: inside OUT); another disk is faster")
     pack.add_argument("--spill-memory", type=_positive, default=1024, metavar="MB",
                       help="MB of spill mapped at a time when writing shards in disk order (default 1024)")
+    pack.add_argument("--no-device-reads", action="store_true",
+                      help="in disk order, read every file through the filesystem (by default, as root, files on "
+                      "ext4 that are not in the page cache are read from the disk device, many to a request)")
     pack.add_argument("--staging", default=None, metavar="DIR",
                       help="OUT is a URL: pack in a folder under DIR, then upload (default: the temporary folder)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")

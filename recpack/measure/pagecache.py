@@ -6,11 +6,13 @@ is followed by a residency check that says so when it did not.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 from dataclasses import dataclass
 from typing import Iterable
+
+from ..pack.layout import libc as layout_libc
+from ..pack.layout import resident_pages
 
 RESIDENT_TOLERANCE = 0.01  # a cold stage with more of its files still cached than this gets a note
 
@@ -39,41 +41,23 @@ def evict(paths: Iterable[str]) -> None:
             os.close(fd)
 
 
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
-    return libc
-
-
 def resident_bytes(path: str, libc=None) -> tuple[int, int]:
     """(bytes of the file in the page cache, file size), by mincore(2) over a map that is never touched."""
-    libc = libc or _libc()
     size = os.path.getsize(path)
     if size == 0:
         return 0, 0
     fd = os.open(path, os.O_RDONLY)
     try:
-        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "mmap failed", path)
-        try:
-            pages = -(-size // mmap.PAGESIZE)
-            vector = (ctypes.c_ubyte * pages)()
-            if libc.mincore(address, size, vector) != 0:
-                raise OSError(ctypes.get_errno(), "mincore failed", path)
-            resident = sum(1 for flag in bytes(vector) if flag & 1)
-        finally:
-            libc.munmap(address, size)
+        resident = resident_pages(fd, size, libc)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, path) from None
     finally:
         os.close(fd)
     return min(resident * mmap.PAGESIZE, size), size
 
 
 def resident_fraction(paths: list[str]) -> float:
-    libc = _libc()
+    libc = layout_libc()
     cached = total = 0
     for path in paths:
         resident, size = resident_bytes(path, libc)

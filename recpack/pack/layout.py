@@ -7,16 +7,23 @@ written (ext4, XFS) places their data the same way, so files written together (a
 extracted archive, a copied folder) have neighbouring inodes and neighbouring blocks.
 They come from the directory entries (``d_ino``), one listing per folder, without a
 stat or an open per file, which on a cold disk would cost the very seeks this avoids.
+Better, where the filesystem reports extents (FIEMAP: ext4, XFS, btrfs...), the first
+extent's place on the device is where the file's data actually lies (``disk_order``):
+an open and an ioctl per file, on metadata the listing has usually brought in already.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import random
 from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
+
+from .extents import fiemap
 
 PAGE = 4096
 
@@ -46,6 +53,77 @@ def inode_order(paths: Sequence[str]) -> np.ndarray:
                 listings.popitem(last=False)
         keys[position] = listings[folder].get(name, 0)
     return np.argsort(keys, kind="stable")
+
+
+FIEMAP_PROBE = 64  # files that open without one FIEMAP answer: the filesystem has none, inode order it is
+
+
+def disk_order(paths: Sequence[str]) -> np.ndarray:
+    """Indices of ``paths`` in the order their data lies on the disk: by extent where FIEMAP answers, else by inode."""
+    order = physical_order(paths)
+    return inode_order(paths) if order is None else order
+
+
+def physical_order(paths: Sequence[str]) -> np.ndarray | None:
+    """Indices sorted by (device, byte offset of the first extent); files that cannot be mapped keep their place, first.
+
+    None when the first ``FIEMAP_PROBE`` files that open all refuse FIEMAP.  Memory: 16
+    bytes a path.  (``O_NONBLOCK``: a FIFO in a list must not hang the pack here.)
+    """
+    devices = np.full(len(paths), -1, dtype=np.int64)
+    offsets = np.full(len(paths), -1, dtype=np.int64)
+    opened = answered = 0
+    for position, path in enumerate(paths):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        opened += 1
+        try:
+            extents = fiemap(fd, 1)
+            answered += 1
+            if extents:
+                devices[position], offsets[position] = os.fstat(fd).st_dev, min(extents[0].physical, 2**63 - 1)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        if opened == FIEMAP_PROBE and not answered:
+            return None
+    if opened and not answered:
+        return None
+    order = np.argsort(offsets, kind="stable")
+    return order[np.argsort(devices[order], kind="stable")]
+
+
+def libc():
+    """The C library, with ``mmap``, ``munmap`` and ``mincore`` typed."""
+    library = ctypes.CDLL(None, use_errno=True)
+    library.mmap.restype = ctypes.c_void_p
+    library.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    library.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    library.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
+    return library
+
+
+def resident_pages(fd: int, size: int, library=None) -> int:
+    """Pages of an open file's first ``size`` bytes in the page cache, by mincore(2) over a map never touched.
+
+    Dirty pages count: a file with any page here may differ on the disk from what a read returns.
+    """
+    if size <= 0:
+        return 0
+    library = library or libc()
+    address = library.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap failed")
+    try:
+        vector = (ctypes.c_ubyte * -(-size // mmap.PAGESIZE))()
+        if library.mincore(address, size, vector) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        return sum(1 for flag in bytes(vector) if flag & 1)
+    finally:
+        library.munmap(address, size)
 
 
 def cached_fraction(paths: Sequence[str], sample: int = 64, seed: int = 0) -> float | None:

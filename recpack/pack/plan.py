@@ -37,10 +37,11 @@ class PackOptions:
     strict: bool = False  # any bad input fails the pack
     fsync: bool = True  # make every shard durable before the manifest commits the dataset
     overwrite: bool = False  # replace a complete dataset in OUT
-    # the order inputs are read in; none of these three changes a byte of the output
+    # the order inputs are read in, and how; none of these changes a byte of the output
     order: str = "auto"  # "list", "disk" (spill, then write), or "auto": disk for archives and uncached lists
     spill_dir: str | None = None  # where a disk-order pack parks prepared records (default: in OUT)
     spill_memory: int = 1 << 30  # bytes per spill bucket: what the second pass maps at a time
+    device_reads: bool = True  # disk order may read a list's files from their block device (device_reads)
 
     def __post_init__(self) -> None:
         if self.shards < 1:

@@ -1,7 +1,10 @@
 """The first pass of a pack in disk order: read every input in the order it lies, prepare it, spill it.
 
 Worker processes prepare the inputs (the same ``prepare`` as a pack in list order) and
-append each record to the spill bucket of its shuffle key (``spill``).  A bad input
+append each record to the spill bucket of its shuffle key (``spill``).  A list's files
+are taken in the order they lie on the disk (``layout.disk_order``) and, where it is
+allowed and safe, read here from their block device many to a request
+(``device_reads``); the others are read by the workers, as in list order.  A bad input
 leaves a hole frame, so that the ranks, and hence the shards, come out exactly as a
 pack in list order cuts them.  The pass is all or nothing: an interrupted one is
 started again, while the shards the second pass (``gather``) finished are kept.
@@ -19,9 +22,10 @@ from ..errors import BadImageError, PackError
 from ..format import manifest as mf
 from . import resume, spill
 from .archive import ArchiveSource, read_located, stream_members
-from .layout import inode_order
+from .device_reads import DeviceReader
+from .layout import disk_order
 from .plan import PackOptions, shuffle_keys
-from .prepare import Inputs, PrepareOptions, prepare
+from .prepare import Inputs, PrepareOptions, prepare, read_inputs
 from .sources import Source
 from .workers import report_progress
 from .workers import run as run_workers
@@ -39,7 +43,7 @@ class ScatterItem:
     class_id: int = -1  # an archive member's class, numbered as met
     path: str | None = None  # a file to read, or
     mask: str | None = None
-    data: bytes | None = None  # an archive member's bytes, already read, or
+    data: bytes | None = None  # an archive member's or a file's bytes, already read, or
     location: tuple[str, int, int] | None = None  # where they lie in an uncompressed archive
 
     @property
@@ -80,7 +84,9 @@ def scatter_task(task: ScatterTask) -> tuple[dict[int, int], list[tuple[int, str
     bad, bytes_in = [], 0
     for item, key, bucket in zip(task.items, keys.tolist(), buckets):
         try:
-            inputs = Inputs(item.data) if item.data is not None else None
+            inputs = None
+            if item.data is not None:  # a mask is read here, as in list order
+                inputs = Inputs(item.data, None if item.mask is None else read_inputs(item.mask, None).image)
             if item.location is not None:
                 inputs = Inputs(read_located(item.location))
             prepared = prepare(item.path or item.key, item.mask, task.prepare, inputs)
@@ -104,11 +110,21 @@ def scatter_task(task: ScatterTask) -> tuple[dict[int, int], list[tuple[int, str
     return {bucket: len(frames) for bucket, frames in pieces.items()}, bad, bytes_in
 
 
-def _list_items(source: Source) -> Iterator[ScatterItem]:
-    """A list's items in the order their files lie on the disk."""
-    for index in inode_order(source.paths()).tolist():
-        item = source.item(index)
-        yield ScatterItem(index, item.line, item.key, item.labels, path=item.path, mask=item.mask)
+def _list_items(source: Source, device_reads: bool) -> Iterator[ScatterItem]:
+    """A list's items in the order their files lie on the disk, with their bytes where the device gave them."""
+    order = disk_order(source.paths()).tolist()
+    if not device_reads:
+        read = ((index, None) for index in order)
+    else:
+        reader = DeviceReader()
+        read = reader.read_all((index, source.item(index).path) for index in order)
+    try:
+        for index, data in read:
+            item = source.item(index)
+            yield ScatterItem(index, item.line, item.key, item.labels, path=item.path, mask=item.mask, data=data)
+    finally:
+        if device_reads:
+            reader.close()
 
 
 def _archive_items(source: ArchiveSource, classes: list[str]) -> Iterator[ScatterItem]:
@@ -122,12 +138,13 @@ def _archive_items(source: ArchiveSource, classes: list[str]) -> Iterator[Scatte
                           location=member.location)
 
 
-def _tasks(items: Iterable[ScatterItem], make, by_bytes: bool) -> Iterator[ScatterTask]:
+def _tasks(items: Iterable[ScatterItem], make, archive: bool) -> Iterator[ScatterTask]:
+    """Tasks of ``ARCHIVE_TASK_BYTES`` of members, or ``LIST_TASK_ITEMS`` files (fewer when read bytes reach as many)."""
     chunk, size = [], 0
     for item in items:
         chunk.append(item)
         size += item.size
-        if (size >= ARCHIVE_TASK_BYTES) if by_bytes else (len(chunk) >= LIST_TASK_ITEMS):
+        if size >= ARCHIVE_TASK_BYTES or (not archive and len(chunk) >= LIST_TASK_ITEMS):
             yield make(chunk)
             chunk, size = [], 0
     if chunk:
@@ -140,7 +157,7 @@ def scatter(source: Source | ArchiveSource, spill_dir: str, buckets: int, option
     os.makedirs(spill_dir, exist_ok=True)
     result = ScatterResult([0] * buckets)
     archive = isinstance(source, ArchiveSource)
-    items = _archive_items(source, result.classes) if archive else _list_items(source)
+    items = _archive_items(source, result.classes) if archive else _list_items(source, options.device_reads)
     make = lambda chunk: ScatterTask(spill_dir, buckets, options.seed, options.prepare, options.strict, chunk)  # noqa: E731
     workers = options.workers or os.cpu_count() or 1
     total = None if archive else len(source)
