@@ -124,10 +124,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "geometry.md")
+    parser.add_argument("--no-prefault", action="store_true",
+                        help="skip touching the free memory first (a machine up for a while needs none, and on one "
+                             "shared with other work it can run them or this out of memory)")
     args = parser.parse_args()
 
     dataset = packed(args.images)
-    prefault()
+    if not args.no_prefault:
+        prefault()
     datas = jpeg_bytes(dataset)
     with ProcessPoolExecutor(CORES) as pool:
         pool.map(_torchvision_part, [datas[:2]] * CORES)  # import torch and torchvision before the clock

@@ -22,6 +22,8 @@
  * check(data) -> None: the packer's decode check (_libjpeg_decode.c).
  * shrink(data, ...): pack --resize in one call, for YCbCr JPEGs (_libjpeg_shrink.c);
  *   resample_plane(...) exposes its plane resize for tests.
+ * place(data, out, eighths, left, top, width, height, flip) -> bool: the reader's decode of a source
+ *   rectangle straight onto its target rectangle of a numpy canvas, in YCbCr planes (_libjpeg_place.c).
  * decode_whole(data, eighths), encode(pixels, ...): pack --resize's decode and encode for the rest.
  * gray_to_color(data) -> bytes: the packer's lossless grayscale conversion (_libjpeg_transcode.c).
  *
@@ -35,7 +37,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #endif
+#include <math.h>
 #include <setjmp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +52,7 @@
 #include "_libjpeg_errors.c"
 #include "_libjpeg_decode.c"
 #include "_libjpeg_shrink.c"
+#include "_libjpeg_place.c"
 #include "_libjpeg_transcode.c"
 
 /* ------------------------------------------------------------------------------------------------------
@@ -202,7 +207,8 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
     struct plane in = {(unsigned char *)input.buf, width, width, height};
     struct plane out = {(unsigned char *)PyBytes_AS_STRING(result), out_width, out_width, out_height};
     Py_BEGIN_ALLOW_THREADS
-    struct axis_map x = {(double)width / out_width, width, 1.0}, y = {(double)height / out_height, height, 1.0};
+    struct axis_map x = {(double)width / out_width, width, 1.0, 0.0};
+    struct axis_map y = {(double)height / out_height, height, 1.0, 0.0};
     failed = resample_plane(&in, &out, &x, &y);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&input);
@@ -211,6 +217,36 @@ static PyObject *resample_one_plane(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     return result;
+}
+
+/* place(data, out, eighths, left, top, width, height, flip) -> bool.  out: a writable (h, w, 3) uint8 buffer
+ * whose pixels and channels are packed and whose rows may lie any distance apart (a numpy slice of a
+ * canvas).  False, with out untouched, for JPEGs whose planes it does not take. */
+static PyObject *place(PyObject *self, PyObject *args) {
+    Py_buffer input, target;
+    PyObject *out;
+    unsigned int eighths;
+    double box[4];
+    int flip, failed, taken = 0;
+    struct error_state error;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*OIddddp", &input, &out, &eighths, &box[0], &box[1], &box[2], &box[3], &flip))
+        return NULL;
+    if (PyObject_GetBuffer(out, &target, PyBUF_WRITABLE | PyBUF_STRIDES) != 0)
+        return finish(&input, NULL, NULL, NULL);
+    if (target.ndim != 3 || target.itemsize != 1 || target.shape[2] != 3 || target.strides[2] != 1 ||
+        target.strides[1] != 3 || target.strides[0] < target.shape[1] * 3 || target.shape[0] > JPEG_MAX_DIMENSION ||
+        target.shape[1] > JPEG_MAX_DIMENSION || target.shape[0] == 0 || target.shape[1] == 0) {
+        PyBuffer_Release(&target);
+        return finish(&input, NULL, "place needs out as a non-empty (height, width, 3) uint8 array of packed pixels",
+                      NULL);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    failed = place_jpeg(input.buf, (size_t)input.len, eighths, box, target.buf, (size_t)target.strides[0],
+                        (unsigned int)target.shape[1], (unsigned int)target.shape[0], flip, &taken, &error);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&target);
+    return finish(&input, failed ? NULL : PyBool_FromLong(taken), failed ? error.message : NULL, "corrupt JPEG");
 }
 
 static PyObject *gray_to_color(PyObject *self, PyObject *args) {
@@ -238,6 +274,8 @@ static PyMethodDef methods[] = {
     {"resample_plane", resample_one_plane, METH_VARARGS,
      "resample_plane(pixels, width, height, out_width, out_height) -> bytes, shrink's plane resize"},
     {"encode", encode, METH_VARARGS, "encode(pixels, width, height, channels, quality) -> 4:2:0 JPEG bytes"},
+    {"place", place, METH_VARARGS,
+     "place(data, out, eighths, left, top, width, height, flip) -> bool: the source rectangle resampled onto out"},
     {"decode_region", decode_region, METH_VARARGS,
      "decode_region(data, left, top, width, height, eighths) -> (rgbx, x, y, w, h)"},
     {NULL, NULL, 0, NULL},

@@ -107,14 +107,17 @@ static int allocate_shrunk(struct planes *out, unsigned int width, unsigned int 
     return 0;
 }
 
-/* Decode every iMCU row into in; under setjmp.  NULL, or why it stopped short. */
-static const char *read_planes(struct jpeg_decompress_struct *cinfo, const struct planes *in) {
+/* Decode the iMCU rows before end into in, whose planes hold those from first on (in->rows[c] / (end -
+ * first) rows each); the rows before first go to first's place, overwritten in turn: raw data cannot be
+ * skipped.  Under setjmp.  NULL, or why it stopped short. */
+static const char *read_planes(struct jpeg_decompress_struct *cinfo, const struct planes *in, unsigned int first,
+                               unsigned int end) {
     unsigned int step = cinfo->max_v_samp_factor * MIN_SCALED_HEIGHT(cinfo), imcu;
     int c;
-    for (imcu = 0; imcu < cinfo->total_iMCU_rows; imcu++) {
+    for (imcu = 0; imcu < end; imcu++) {
         JSAMPARRAY at[3];
-        for (c = 0; c < 3; c++)
-            at[c] = in->row_pointers[c] + (size_t)imcu * (in->rows[c] / cinfo->total_iMCU_rows);
+        for (c = 0; c < cinfo->num_components; c++)
+            at[c] = in->row_pointers[c] + (size_t)(imcu < first ? 0 : imcu - first) * (in->rows[c] / (end - first));
         if (jpeg_read_raw_data(cinfo, at, step) != step)
             return "image data ended early";
     }
@@ -137,8 +140,8 @@ static int shrink_planes(const struct jpeg_decompress_struct *cinfo, const struc
         double luma_x = (double)cinfo->output_width / out->plane[0].width * in_x; /* per output luma pixel */
         double luma_y = (double)cinfo->output_height / out->plane[0].height * in_y;
         /* a chroma sample past an odd width or height is the last luma column or row's */
-        struct axis_map x = {luma_x / out_fraction, (out->plane[0].width - 0.5) * luma_x, luma_x};
-        struct axis_map y = {luma_y / out_fraction, (out->plane[0].height - 0.5) * luma_y, luma_y};
+        struct axis_map x = {luma_x / out_fraction, (out->plane[0].width - 0.5) * luma_x, luma_x, 0.0};
+        struct axis_map y = {luma_y / out_fraction, (out->plane[0].height - 0.5) * luma_y, luma_y, 0.0};
         if (resample_plane(&in->plane[c], &out->plane[c], &x, &y) != 0)
             return -1;
         pad_plane(&out->plane[c], (unsigned int)out->plane[c].stride, out->rows[c]);
@@ -203,7 +206,7 @@ static int shrink_jpeg(const unsigned char *data, size_t size, unsigned int eigh
         if (setjmp(error->jump)) {
             failed = 1;
         } else {
-            const char *short_by = read_planes(&src, &in);
+            const char *short_by = read_planes(&src, &in, 0, src.total_iMCU_rows);
             if (short_by != NULL)
                 fail_with(error, short_by);
             if (error->message[0] == '\0' && shrink_planes(&src, &in, &out) != 0)

@@ -70,7 +70,7 @@ static int make_windows(struct windows *w, unsigned int in_size, unsigned int ou
         return -1;
     }
     for (i = 0; i < out_size; i++) {
-        double centre = (i + 0.5) * map->scale, support = half_width(map->scale), total = 0.0;
+        double centre = map->offset + (i + 0.5) * map->scale, support = half_width(map->scale), total = 0.0;
         if (centre > map->edge_centre)
             centre = map->edge_centre, support = half_width(map->edge_scale);
         int low = (int)(centre - support + 0.5), high = (int)(centre + support + 0.5);

@@ -11,13 +11,15 @@ struct plane {
 };
 
 /* Where one axis's output pixels sit on the input: output i is centred on input coordinate
- * (i + 0.5) * scale, and its filter spans scale input pixels each side when shrinking.  Outputs centred
- * past edge_centre are centred there instead, with a filter edge_scale wide: so that a chroma sample
- * past an odd image edge is the image's last pixel, as libjpeg's downsampler (which replicates the
- * edge) makes it. */
+ * offset + (i + 0.5) * scale (offset: where a box starts, as Pillow's resize(box=) takes it), and its
+ * filter spans scale input pixels each side when shrinking.  Outputs centred past edge_centre are
+ * centred there instead, with a filter edge_scale wide: so that a chroma sample past an odd image edge
+ * is the image's last pixel, as libjpeg's downsampler (which replicates the edge) makes it.  Windows
+ * never reach outside the input: the weights left are normalised to 1, as Pillow does at its edges. */
 struct axis_map {
     double scale;
     double edge_centre, edge_scale;
+    double offset; /* last, so that a map written {scale, edge_centre, edge_scale} starts at 0 */
 };
 
 /* Resample in onto out's width x height with a triangle filter widened by the reduction (the filter

@@ -2,11 +2,18 @@
 
 Geometry is decided first, from the JPEG header alone: the placement of
 ``read.geometry`` (which source rectangle lands where on the canvas, the
-flip, the padding).  Then libjpeg-turbo decodes only the source rectangle's
-rows and columns (``_libjpeg``), at the smallest of the DCT scales 1/8, 1/4,
-1/2 and 1 that still leaves it at least as large as its target, and
-pillow-simd resamples it onto the canvas.  Both release the GIL, so decode
-threads run on all cores.
+flip, the padding).  Then the JPEG is decoded at the smallest of the DCT
+scales 1/8, 1/4, 1/2 and 1 that still leaves the source rectangle at least
+as large as its target, one of two ways, both releasing the GIL so that
+decode threads run on all cores:
+
+- whole-image placements (``resize``, ``letterbox``): ``_libjpeg.place``
+  decodes the YCbCr planes and resamples them straight onto the canvas,
+  converting to RGB only at the target's size;
+- crops: libjpeg-turbo decodes only the source rectangle's rows and columns
+  to RGB (``_libjpeg.decode_region``), and pillow-simd resamples it onto the
+  canvas.  The planes cannot skip rows and columns (libjpeg's raw data refuses
+  it), which costs crops more than the planes save (``_PLANES_AREA``).
 Masks (PNG) get the same placement, resampled with nearest neighbour.
 
 Sources that are not YCbCr or grayscale JPEGs (CMYK JPEGs, PNGs -- possible in
@@ -24,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import BadImageError
-from ..jpeg._libjpeg import decode_region
+from ..jpeg._libjpeg import decode_region, place
 from ..jpeg.header import read_jpeg_header
 from ..jpeg.scales import dct_eighths
 from .geometry import MODES, RANDOM_MODES, Placement, choose_placement, decode_scale_eighths
@@ -122,6 +129,46 @@ def _draw(out: np.ndarray | None, image: Image.Image, placement: Placement, scal
     return out
 
 
+# The least fraction of the image's area a source rectangle covers for ``_libjpeg.place`` to decode it: it
+# decodes every row above the rectangle and every column beside it, which decode_region skips.  Measured
+# (benchmarks/bench_geometry.py): faster for whole images, slower for random_resized_crop, center_crop and
+# scale_crop, whose rectangles cover 8-100%, 77% and (at zoom > 1) less of the image.
+_PLANES_AREA = 0.95
+
+
+def _planes_pay(placement: Placement) -> bool:
+    """Whether ``_libjpeg.place`` beats decode_region + Pillow for this placement: a rectangle (nearly) the whole image."""
+    _, _, width, height = placement.source
+    image_width, image_height = placement.source_size
+    return width * height >= _PLANES_AREA * image_width * image_height
+
+
+def _place(data, out: np.ndarray | None, placement: Placement, eighths: int, fill) -> np.ndarray | None:
+    """The image drawn onto its canvas by ``_libjpeg.place``, or None for a JPEG it does not take (not YCbCr or grey)."""
+    height, width = placement.canvas
+    canvas = np.empty((height, width, 3), np.uint8) if out is None else out
+    if canvas.shape[:2] != placement.canvas:
+        raise ValueError(f"output buffer is {canvas.shape[:2]}, the placement's canvas {placement.canvas}")
+    left, top, w, h = placement.drawn
+    try:
+        if not place(data, canvas[top : top + h, left : left + w], eighths, *placement.source, placement.flip):
+            return None
+    except ValueError as error:
+        raise BadImageError(f"image does not decode ({error})") from None
+    if placement.padded:  # after: a JPEG place() does not take leaves out untouched for the other path
+        _pad_around(canvas, (left, top, w, h), fill)
+    return canvas
+
+
+def _pad_around(canvas: np.ndarray, drawn: tuple[int, int, int, int], fill) -> None:
+    """Fill the canvas outside the drawn rectangle."""
+    left, top, w, h = drawn
+    canvas[:top] = fill
+    canvas[top + h :] = fill
+    canvas[top : top + h, :left] = fill
+    canvas[top : top + h, left + w :] = fill
+
+
 def _pil_rgb(data) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
@@ -147,10 +194,12 @@ def decode_image(data, augment: Augment, rng: random.Random | None,
                  out: np.ndarray | None = None) -> tuple[np.ndarray, Placement]:
     """Decode one record's image into ``out`` ((H, W, 3) uint8; allocated when None); return it and its placement.
 
-    Only the source rectangle's rows and columns are decoded (``_libjpeg``),
-    at the DCT scale that leaves it at least as large as its target on both
-    axes, as RGBX so that Pillow wraps the pixels without a copy (Pillow
-    keeps RGB images 4 bytes a pixel).
+    Decoded at the DCT scale that leaves the source rectangle at least as
+    large as its target on both axes: whole-image placements onto another size
+    in YCbCr planes straight onto the canvas (``_libjpeg.place``); the rest
+    only the source rectangle's rows and columns, as RGBX so that Pillow wraps
+    the pixels without a copy (Pillow keeps RGB images 4 bytes a pixel), then
+    resampled by Pillow.
     """
     size = libjpeg_size(data)
     if size is None:
@@ -160,6 +209,10 @@ def decode_image(data, augment: Augment, rng: random.Random | None,
     width, height = size
     placement = augment.placement(width, height, rng)
     eighths = decode_scale_eighths(placement, dct_eighths)
+    if placement.drawn[2] and placement.drawn[3] and _planes_pay(placement) and placement.canvas != (height, width):
+        placed = _place(data, out, placement, eighths, augment.pad_value)
+        if placed is not None:
+            return placed, placement
     scale = eighths / 8
     box_left, box_top, box_width, box_height = placement.source
     left, top = int(box_left * scale), int(box_top * scale)

@@ -125,6 +125,12 @@ def _shrink(eighths: int, width: int, height: int, quality: int) -> bytes:
     return struct.pack(">BHHB", eighths, width, height, quality)
 
 
+def _place(left: float, top: float, width: float, height: float, eighths: int, out_width: int, out_height: int,
+           gap: int, flip: int) -> bytes:
+    return struct.pack(">IIIIBHHBB", *(round(value * 16) for value in (left, top, width, height)), eighths, out_width,
+                       out_height, gap, flip)
+
+
 def target_seeds(files: dict[str, bytes]) -> dict[str, dict[str, bytes]]:
     """Target -> seed name -> input (parameters, then the file)."""
     plain = dict(files)
@@ -140,6 +146,12 @@ def target_seeds(files: dict[str, bytes]) -> dict[str, dict[str, bytes]]:
         for i, params in enumerate([_shrink(8, 20, 15, 90), _shrink(4, 7, 5, 75), _shrink(2, 31, 23, 96),
                                     _shrink(1, 1, 1, 50)]):
             shrink[f"{name}_{i}"] = params + data
+    placed = {}
+    for name, data in files.items():
+        for i, params in enumerate([_place(0, 0, 64, 48, 8, 32, 24, 0, 0), _place(0, 0, 37, 29, 4, 50, 40, 7, 1),
+                                    _place(3.5, 2.25, 20, 17.5, 8, 9, 11, 3, 0), _place(0, 0, 1, 1, 8, 1, 1, 0, 1),
+                                    _place(30, 20, 100, 100, 2, 5, 3, 1, 0)]):
+            placed[f"{name}_{i}"] = params + data
     rng = np.random.default_rng(0)
     pixels = np.asarray(Image.open(io.BytesIO(files["grey"]))).tobytes()
     resample = {}
@@ -152,6 +164,7 @@ def target_seeds(files: dict[str, bytes]) -> dict[str, dict[str, bytes]]:
         "libjpeg_decode_region": region,
         "libjpeg_decode_whole": whole,
         "libjpeg_shrink": shrink,
+        "libjpeg_place": placed,
         "resample_plane": resample,
         "jpegscan_scan_is_clean": plain,
         "jpegscan_gray_to_color": {**grey, **{name: data for name, data in plain.items() if name not in grey}},

@@ -25,8 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 "resample_plane refuses %ux%u -> %ux%u", image_width, image_height, out_width, out_height);
         in.width = image_width, in.height = image_height;
         out.width = padded_width = out_width, out.height = padded_height = out_height;
-        x = (struct axis_map){(double)image_width / out_width, image_width, 1.0};
-        y = (struct axis_map){(double)image_height / out_height, image_height, 1.0};
+        x = (struct axis_map){(double)image_width / out_width, image_width, 1.0, 0.0};
+        y = (struct axis_map){(double)image_height / out_height, image_height, 1.0, 0.0};
     } else {
         int chroma = (mode >> 1) & 1;
         double in_x = (mode & 4) ? 0.5 : 1.0, in_y = (mode & 8) ? 0.5 : 1.0, out_fraction = chroma ? 0.5 : 1.0;
@@ -34,8 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         in.width = (unsigned int)ceil(image_width * in_x), in.height = (unsigned int)ceil(image_height * in_y);
         out.width = chroma ? (out_width + 1) / 2 : out_width, out.height = chroma ? (out_height + 1) / 2 : out_height;
         padded_width = (out_width + 15) / 16 * (chroma ? 8 : 16), padded_height = (out_height + 15) / 16 * (chroma ? 8 : 16);
-        x = (struct axis_map){luma_x / out_fraction, (out_width - 0.5) * luma_x, luma_x};
-        y = (struct axis_map){luma_y / out_fraction, (out_height - 0.5) * luma_y, luma_y};
+        x = (struct axis_map){luma_x / out_fraction, (out_width - 0.5) * luma_x, luma_x, 0.0};
+        y = (struct axis_map){luma_y / out_fraction, (out_height - 0.5) * luma_y, luma_y, 0.0};
     }
     in.stride = in.width, out.stride = padded_width;
     in.pixels = malloc((size_t)in.stride * in.height);
