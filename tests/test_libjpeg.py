@@ -187,7 +187,9 @@ def test_shrink_refuses_sizes_and_qualities_out_of_range():
 @pytest.mark.parametrize(("size", "out_size"), [
     ((203, 131), (120, 77)),  # 1.7x: vectors over 16 columns and 4 rows, then their tails
     ((64, 48), (64, 48)),  # same size
-    ((33, 9), (50, 20)),  # enlarged: the filter keeps its unit support
+    ((33, 9), (50, 20)),  # enlarged: the filter keeps its unit support; windows of at most 4 pixels
+    ((203, 131), (151, 99)),  # 1.34x: windows of at most 4, four outputs a row at a time, then the tail
+    ((7, 3), (3, 2)),  # under 4 outputs a row: the plain loops
     ((211, 97), (40, 19)),  # over 3x: windows wider than 8 pixels, the plain horizontal loops
     ((17, 5), (1, 1)),
 ])

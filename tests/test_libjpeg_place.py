@@ -98,7 +98,9 @@ def test_flip_mirrors_the_target(box):
     jpeg = _jpeg(_picture(203, 131))
     straight = _placed(jpeg, box, (41, 57))
     flipped = _placed(jpeg, box, (41, 57), flip=True)
-    assert (flipped == straight[:, ::-1]).all()
+    # the mirrored column map's weights are rounded from mirrored centres: the same to within 1
+    assert np.abs(flipped.astype(int) - straight[:, ::-1]).max() <= 1
+    _close(flipped, _reference(jpeg, box, (41, 57), flip=True))
 
 
 @pytest.mark.parametrize("margin", [(3, 5, 2, 4), (0, 9, 0, 0), (11, 0, 0, 0), (0, 0, 0, 1)])

@@ -45,6 +45,9 @@
 #include <string.h>
 #include <jpeglib.h>
 #include <jerror.h> /* message codes, to tell warnings apart */
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "_resample.h"
 

@@ -9,8 +9,9 @@
  * pixels, floats) straight onto the target's size with _resample.c, the filter of
  * Pillow's BILINEAR, so that chroma upsampling is the same resample; converts
  * YCbCr to RGB at the target's size, with the integer arithmetic of libjpeg's own
- * converter (jdcolor.c); and writes the rows into out, stride bytes apart (the
- * target inside a larger canvas), mirrored when flip.
+ * converter (jdcolor.c; SSE2 in 14-bit fixed point, at most 1 off it); and
+ * writes the rows into out, stride bytes apart (the target inside a larger
+ * canvas), mirrored when flip (by the resample's column map: no extra pass).
  *
  * Against decode_region + Pillow-SIMD's RGBX resize + the copy into the canvas:
  * a whole image onto a smaller target skips the upsampling and colour conversion
@@ -51,9 +52,48 @@ static void make_ycc_tables(struct ycc_tables *t) {
 
 static unsigned char clamp8(int value) { return value < 0 ? 0 : value > 255 ? 255 : (unsigned char)value; }
 
+#ifdef __SSE2__
+/* libjpeg's conversion in 14-bit fixed point, 8 pixels at a time (at most 1 off its tables' result): each
+ * product a pmaddwd of (chroma - 128, 1) pairs with (weight, rounding) pairs.  Each pixel is stored as 4
+ * bytes 3 apart, in order, the next pixel's store overwriting the fourth: so the last pixel of a row is
+ * never done here (its fourth byte is not the target's).  Returns the pixels done. */
+#define YCC14(x) ((int)((x) * (1 << 14) + 0.5))
+static unsigned int rgb_vectors(const unsigned char *luma, const unsigned char *cb, const unsigned char *cr,
+                                unsigned int width, unsigned char *at) {
+    const __m128i zero = _mm_setzero_si128(), centre = _mm_set1_epi16(128), one = _mm_set1_epi16(1);
+    const __m128i r_weights = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)YCC14(1.40200) | 8192u << 16));
+    const __m128i b_weights = _mm_set1_epi32((int32_t)((uint32_t)(uint16_t)YCC14(1.77200) | 8192u << 16));
+    const __m128i g_weights = _mm_set1_epi32(
+        (int32_t)((uint32_t)(uint16_t)(int16_t)-YCC14(0.34414) | (uint32_t)(uint16_t)(int16_t)-YCC14(0.71414) << 16));
+    const __m128i g_rounding = _mm_set1_epi32(8192);
+    unsigned int x, k;
+    for (x = 0; x + 8 < width; x += 8) { /* "<": the row's last pixel is left to the caller */
+        __m128i l = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(luma + x)), zero);
+        __m128i b = _mm_sub_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(cb + x)), zero), centre);
+        __m128i r = _mm_sub_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(cr + x)), zero), centre);
+#define PRODUCT(pairs_lo, pairs_hi, weights, rounding)                                                               \
+    _mm_packs_epi32(_mm_srai_epi32(_mm_add_epi32(_mm_madd_epi16(pairs_lo, weights), rounding), 14),                \
+                    _mm_srai_epi32(_mm_add_epi32(_mm_madd_epi16(pairs_hi, weights), rounding), 14))
+        __m128i red = _mm_add_epi16(l, PRODUCT(_mm_unpacklo_epi16(r, one), _mm_unpackhi_epi16(r, one), r_weights, zero));
+        __m128i blue = _mm_add_epi16(l, PRODUCT(_mm_unpacklo_epi16(b, one), _mm_unpackhi_epi16(b, one), b_weights, zero));
+        __m128i green =
+            _mm_add_epi16(l, PRODUCT(_mm_unpacklo_epi16(b, r), _mm_unpackhi_epi16(b, r), g_weights, g_rounding));
+#undef PRODUCT
+        __m128i rg = _mm_unpacklo_epi8(_mm_packus_epi16(red, red), _mm_packus_epi16(green, green));
+        __m128i bx = _mm_unpacklo_epi8(_mm_packus_epi16(blue, blue), zero);
+        uint32_t rgbx[8];
+        _mm_storeu_si128((__m128i *)rgbx, _mm_unpacklo_epi16(rg, bx));
+        _mm_storeu_si128((__m128i *)(rgbx + 4), _mm_unpackhi_epi16(rg, bx));
+        for (k = 0; k < 8; k++)
+            memcpy(at + (size_t)(x + k) * 3, &rgbx[k], 4);
+    }
+    return x;
+}
+#endif
+
 /* The target's planes (one for grey, three for colour, width x height each) as RGB rows into out. */
 static void write_rgb(const unsigned char *const planes[3], int components, unsigned int width, unsigned int height,
-                      unsigned char *out, size_t stride, int flip) {
+                      unsigned char *out, size_t stride) {
     struct ycc_tables t;
     unsigned int x, y;
     if (components == 3)
@@ -61,19 +101,21 @@ static void write_rgb(const unsigned char *const planes[3], int components, unsi
     for (y = 0; y < height; y++) {
         const unsigned char *luma = planes[0] + (size_t)y * width;
         unsigned char *row = out + (size_t)y * stride;
-        ptrdiff_t step = flip ? -3 : 3;
-        unsigned char *at = flip ? row + (size_t)(width - 1) * 3 : row;
         if (components == 1) {
-            for (x = 0; x < width; x++, at += step)
-                at[0] = at[1] = at[2] = luma[x];
+            for (x = 0; x < width; x++)
+                row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = luma[x];
             continue;
         }
         const unsigned char *cb = planes[1] + (size_t)y * width, *cr = planes[2] + (size_t)y * width;
-        for (x = 0; x < width; x++, at += step) {
+        x = 0;
+#ifdef __SSE2__
+        x = rgb_vectors(luma, cb, cr, width, row);
+#endif
+        for (; x < width; x++) {
             int l = luma[x];
-            at[0] = clamp8(l + t.cr_r[cr[x]]);
-            at[1] = clamp8(l + (int)((t.cb_g[cb[x]] + t.cr_g[cr[x]]) >> YCC_BITS));
-            at[2] = clamp8(l + t.cb_b[cb[x]]);
+            row[3 * x] = clamp8(l + t.cr_r[cr[x]]);
+            row[3 * x + 1] = clamp8(l + (int)((t.cb_g[cb[x]] + t.cr_g[cr[x]]) >> YCC_BITS));
+            row[3 * x + 2] = clamp8(l + t.cb_b[cb[x]]);
         }
     }
 }
@@ -92,13 +134,15 @@ struct plane_span {
 };
 
 static struct plane_span span_on_plane(double start, double length, double fraction, unsigned int size,
-                                       unsigned int out) {
+                                       unsigned int out, int mirror) {
     struct plane_span span;
     double scale = length * fraction / out, from = start * fraction, reach = (scale > 1.0 ? scale : 1.0) + 1.0;
     double low = floor(from - reach), high = ceil(from + length * fraction + reach);
     span.first = low <= 0 ? 0 : low >= size ? size - 1 : (unsigned int)low;
     span.end = high >= size ? size : high <= span.first ? span.first + 1 : (unsigned int)high;
-    span.map = (struct axis_map){scale, HUGE_VAL, 1.0, from - span.first};
+    /* mirrored: output i centred at the far end minus (i + 0.5) * scale, so the flip costs nothing */
+    span.map = mirror ? (struct axis_map){-scale, HUGE_VAL, 1.0, from + length * fraction - span.first}
+                      : (struct axis_map){scale, HUGE_VAL, 1.0, from - span.first};
     return span;
 }
 
@@ -119,7 +163,7 @@ struct placing {
 
 /* The spans of every plane, and the iMCU rows that hold them; needs jpeg_start_decompress. */
 static void plan_placing(const struct jpeg_decompress_struct *cinfo, const double box[4], unsigned int eighths,
-                         unsigned int out_width, unsigned int out_height, struct placing *p) {
+                         unsigned int out_width, unsigned int out_height, int flip, struct placing *p) {
     double scale = eighths / 8.0;
     int c;
     p->first_imcu = cinfo->total_iMCU_rows, p->end_imcu = 1;
@@ -127,9 +171,9 @@ static void plan_placing(const struct jpeg_decompress_struct *cinfo, const doubl
         const jpeg_component_info *component = &cinfo->comp_info[c];
         unsigned int per_imcu = component->v_samp_factor * SCALED_HEIGHT(component);
         p->across[c] = span_on_plane(box[0] * scale, box[2] * scale, plane_fraction(cinfo, c, 0),
-                                     component->downsampled_width, out_width);
+                                     component->downsampled_width, out_width, flip);
         p->down[c] = span_on_plane(box[1] * scale, box[3] * scale, plane_fraction(cinfo, c, 1),
-                                   component->downsampled_height, out_height);
+                                   component->downsampled_height, out_height, 0);
         if (p->down[c].first / per_imcu < p->first_imcu)
             p->first_imcu = p->down[c].first / per_imcu;
         if ((p->down[c].end + per_imcu - 1) / per_imcu > p->end_imcu)
@@ -156,7 +200,7 @@ static int allocate_placing(const struct jpeg_decompress_struct *cinfo, const st
  * the other), then write them as RGB.  -1 when out of memory. */
 static int place_planes(const struct jpeg_decompress_struct *cinfo, const struct placing *p, const struct planes *in,
                         unsigned char *target, unsigned int width, unsigned int height, unsigned char *out,
-                        size_t stride, int flip) {
+                        size_t stride) {
     const unsigned char *done[3] = {target, target, target};
     int c;
     for (c = 0; c < cinfo->num_components; c++) {
@@ -171,7 +215,7 @@ static int place_planes(const struct jpeg_decompress_struct *cinfo, const struct
             return -1;
         done[c] = onto.pixels;
     }
-    write_rgb(done, cinfo->num_components, width, height, out, stride, flip);
+    write_rgb(done, cinfo->num_components, width, height, out, stride);
     return 0;
 }
 
@@ -209,7 +253,7 @@ static int place_jpeg(const unsigned char *data, size_t size, unsigned int eight
             cinfo.raw_data_out = TRUE;
             cinfo.dct_method = JDCT_ISLOW;
             jpeg_start_decompress(&cinfo);
-            plan_placing(&cinfo, box, eighths, width, height, &placing);
+            plan_placing(&cinfo, box, eighths, width, height, flip, &placing);
         }
         failed = error->message[0] != '\0';
     }
@@ -224,7 +268,7 @@ static int place_jpeg(const unsigned char *data, size_t size, unsigned int eight
             const char *short_by = read_planes(&cinfo, &in, placing.first_imcu, placing.end_imcu);
             if (short_by != NULL)
                 fail_with(error, short_by); /* the rows below stay undecoded, as in decode_region */
-            else if (place_planes(&cinfo, &placing, &in, target, width, height, out, stride, flip) != 0)
+            else if (place_planes(&cinfo, &placing, &in, target, width, height, out, stride) != 0)
                 fail_with(error, "out of memory");
             failed = error->message[0] != '\0';
         }

@@ -55,7 +55,7 @@ static double half_width(double scale) {
 }
 
 static int make_windows(struct windows *w, unsigned int in_size, unsigned int out_size, const struct axis_map *map) {
-    double needed = ceil(fmax(half_width(map->scale), half_width(map->edge_scale))) * 2 + 1, *raw;
+    double needed = ceil(fmax(half_width(fabs(map->scale)), half_width(map->edge_scale))) * 2 + 1, *raw;
     unsigned int i, k;
     if (needed > in_size + 2.0) /* no window is wider than the input */
         needed = in_size + 2.0;
@@ -70,7 +70,7 @@ static int make_windows(struct windows *w, unsigned int in_size, unsigned int ou
         return -1;
     }
     for (i = 0; i < out_size; i++) {
-        double centre = map->offset + (i + 0.5) * map->scale, support = half_width(map->scale), total = 0.0;
+        double centre = map->offset + (i + 0.5) * map->scale, support = half_width(fabs(map->scale)), total = 0.0;
         if (centre > map->edge_centre)
             centre = map->edge_centre, support = half_width(map->edge_scale);
         int low = (int)(centre - support + 0.5), high = (int)(centre + support + 0.5);
@@ -191,6 +191,41 @@ static void horizontal_rows(const unsigned char *in, size_t in_stride, const str
 }
 
 #ifdef __SSE2__
+/* Windows of at most 4 pixels (shrinking less than 1.5x, or enlarging: what the reader's whole-image
+ * placements mostly are): one row at a time, four outputs from two pmaddwd of two windows each, stored
+ * together.  Needs the 4-tap weights (four16, zero past each count).  Returns the outputs done per row. */
+static unsigned int horizontal_fours(const unsigned char *in, size_t in_stride, const struct windows *columns,
+                                     const int16_t *four16, const struct plane *out) {
+    const __m128i zero = _mm_setzero_si128(), rounding = _mm_set1_epi32(ROUNDING);
+    unsigned int y, x = 0;
+    for (y = 0; y < out->height; y++) {
+        const unsigned char *source = in + y * in_stride;
+        unsigned char *target = out->pixels + y * out->stride;
+        for (x = 0; x + 4 <= out->width; x += 4) {
+            uint32_t w[4];
+            unsigned int k;
+            for (k = 0; k < 4; k++)
+                memcpy(&w[k], source + columns->first[x + k], 4);
+            __m128i ab = _mm_unpacklo_epi8(_mm_unpacklo_epi32(_mm_cvtsi32_si128((int)w[0]), _mm_cvtsi32_si128((int)w[1])), zero);
+            __m128i cd = _mm_unpacklo_epi8(_mm_unpacklo_epi32(_mm_cvtsi32_si128((int)w[2]), _mm_cvtsi32_si128((int)w[3])), zero);
+            /* [a01, a23, b01, b23] and [c01, c23, d01, d23] -> [a, b, c, d] */
+            __m128i s0 = _mm_madd_epi16(ab, _mm_loadu_si128((const __m128i *)(four16 + (size_t)x * 4)));
+            __m128i s1 = _mm_madd_epi16(cd, _mm_loadu_si128((const __m128i *)(four16 + (size_t)x * 4 + 8)));
+            s0 = _mm_shuffle_epi32(s0, _MM_SHUFFLE(3, 1, 2, 0));
+            s1 = _mm_shuffle_epi32(s1, _MM_SHUFFLE(3, 1, 2, 0));
+            __m128i totals = _mm_add_epi32(_mm_unpacklo_epi64(s0, s1), _mm_unpackhi_epi64(s0, s1));
+            totals = _mm_srai_epi32(_mm_add_epi32(totals, rounding), PRECISION_BITS);
+            totals = _mm_packs_epi32(totals, totals);
+            uint32_t bytes = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(totals, totals));
+            memcpy(target + x, &bytes, 4);
+        }
+        for (; x < out->width; x++)
+            target[x] = window_sum(source + columns->first[x], columns->weights + (size_t)x * columns->taps,
+                                   columns->count[x]);
+    }
+    return out->height;
+}
+
 /* Four rows at a time, each window of 8 pixels (zero weights past its count, ROW_SLACK readable past a
  * row's end) in one pmaddwd; the four rows' partial sums are reduced together.  Returns rows done. */
 static unsigned int horizontal_vectors(const unsigned char *in, size_t in_stride, const struct windows *columns,
@@ -225,13 +260,28 @@ static unsigned int horizontal_vectors(const unsigned char *in, size_t in_stride
 }
 #endif
 
-static void horizontal_pass(const unsigned char *in, size_t in_stride, const struct windows *columns,
-                            const struct plane *out) {
+static int horizontal_pass(const unsigned char *in, size_t in_stride, const struct windows *columns,
+                           const struct plane *out) {
     unsigned int done = 0;
 #ifdef __SSE2__
-    done = horizontal_vectors(in, in_stride, columns, out);
+    unsigned int x, k, widest = 0;
+    for (x = 0; x < out->width; x++)
+        widest = columns->count[x] > widest ? columns->count[x] : widest;
+    if (widest <= 4 && out->width >= 4) {
+        int16_t *four16 = malloc((size_t)out->width * 4 * sizeof *four16);
+        if (four16 == NULL)
+            return -1;
+        for (x = 0; x < out->width; x++)
+            for (k = 0; k < 4; k++)
+                four16[(size_t)x * 4 + k] = columns->weights[(size_t)x * columns->taps + k];
+        done = horizontal_fours(in, in_stride, columns, four16, out);
+        free(four16);
+    } else {
+        done = horizontal_vectors(in, in_stride, columns, out);
+    }
 #endif
     horizontal_rows(in, in_stride, columns, out, done);
+    return 0;
 }
 
 int resample_plane(const struct plane *in, const struct plane *out, const struct axis_map *x,
@@ -242,10 +292,8 @@ int resample_plane(const struct plane *in, const struct plane *out, const struct
     int result = -1;
     if (between != NULL && make_windows(&rows, in->height, out->height, y) == 0) {
         if (make_windows(&columns, in->width, out->width, x) == 0) {
-            if (vertical_pass(in, &rows, between, between_stride, out->height) == 0) {
-                horizontal_pass(between, between_stride, &columns, out);
-                result = 0;
-            }
+            if (vertical_pass(in, &rows, between, between_stride, out->height) == 0)
+                result = horizontal_pass(between, between_stride, &columns, out);
             free_windows(&columns);
         }
         free_windows(&rows);
