@@ -258,6 +258,10 @@ class StoredPlan:
         """Shard ``index``'s (start, stop) in the shuffled list: as ``plan.shard_spans`` cuts it."""
         return split_evenly(self.header["count"], self.shards)[index]
 
+    def keys(self, start: int, stop: int) -> tuple[list[int], list[str]]:
+        """The lines and keys at shuffled positions start..stop-1: all that a key index needs (no path resolved)."""
+        return self.array("lines")[start:stop].tolist(), _texts(self.array("key_ends"), self.array("keys"), start, stop)
+
     def items(self, start: int, stop: int) -> list[SourceItem]:
         """The items at shuffled positions start..stop-1, resolved as ``Source.item`` resolves them."""
         root = self.header["root"]
