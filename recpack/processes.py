@@ -68,7 +68,7 @@ def run_tasks(function: Callable[[Task], Outcome], tasks: Iterable[Task], worker
     the caller stopping early), the workers are killed, not asked to exit: no task
     is left for them, and a worker killed while waiting for a task keeps the task
     queue's lock, so that the others never read the request to exit and a polite
-    shutdown waits forever.
+    shutdown waits forever (and one killed mid-outcome, ``_close_result_writer``).
     """
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=initializer, initargs=initargs)
@@ -77,7 +77,22 @@ def run_tasks(function: Callable[[Task], Outcome], tasks: Iterable[Task], worker
     finally:
         for process in set(multiprocessing.active_children()) - before:
             process.kill()
+        _close_result_writer(pool)
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _close_result_writer(pool: ProcessPoolExecutor) -> None:
+    """Close this process's end for writing of the pool's result pipe (only workers write to it).
+
+    Why: a worker killed while writing an outcome larger than the pipe holds leaves
+    part of a message in it, and the pool's thread waits for the rest; with every
+    writer's end closed (the killed workers' by the kernel) it reads the end of the
+    pipe instead, and the shutdown that joins it returns.  ``_result_queue`` is
+    ``concurrent.futures``' own (CPython 3.8-3.13); without it, nothing is done.
+    """
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        writer.close()
 
 
 def _outcomes(pool: ProcessPoolExecutor, function: Callable, tasks: Iterator, in_flight: int,

@@ -36,7 +36,7 @@ from ...format import manifest as mf
 from ...format import stats as contract
 from ...format.schema import trailing_of, unpack_payload
 from ...pack import resume
-from ...processes import WorkerDied, die_with_parent, run_tasks
+from ...processes import WorkerDied, die_with_parent, pool_context, run_tasks
 from ...read.decode import decode_full, libjpeg_size, load_mask
 from ...read.opening import shard_reader
 from ...read.shard_reader import ShardReader
@@ -177,15 +177,23 @@ def _measure_record(tally: Tally, spec: _Spec, payload, trailing, resized: np.nd
 class _Measurer:
     """Measures records into one tally, part after part.
 
-    The average image is summed in 16 bits for up to 257 images at a time (a
-    buffer the L2 cache holds, where 64 bits would not fit), then added to the tally's.
+    The average image is summed in 16 bits for up to 257 images at a time (``resized``:
+    a buffer the L2 cache holds, where 64 bits would not fit), then added to ``image``
+    (64 bits; by default the tally's own).
     """
 
-    def __init__(self, spec: _Spec) -> None:
+    def __init__(self, spec: _Spec, image: np.ndarray | None = None, resized: np.ndarray | None = None) -> None:
         self.spec = spec
         self.tally = Tally(spec.mean_size, spec.keep_per_image)
-        self.resized = None if spec.mean_size is None else np.zeros((spec.mean_size, spec.mean_size, 4), np.uint16)
-        self.summed = 0  # images in tally.mean_image; the rest are in resized
+        self.image = self.tally.mean_image if image is None else image
+        self.resized = resized
+        if spec.mean_size is None:
+            self.resized = None
+        elif resized is None:
+            self.resized = np.zeros((spec.mean_size, spec.mean_size, 4), np.uint16)
+        else:
+            resized[...] = 0
+        self.summed = 0  # images in self.image; the rest are in resized
 
     def part(self, reader: ShardReader, shard: int, runs: tuple[tuple[int, int], ...]) -> None:
         """Records of ``runs`` of one shard; a bad record is counted and named, not raised."""
@@ -202,13 +210,15 @@ class _Measurer:
                 except (BadImageError, ValueError) as error:
                     tally.add_failure(shard, index, f"{reader.name}: record {index}: {getattr(error, 'reason', error)}")
                 if resized is not None and tally.images - self.summed == IMAGES_PER_RESIZED_SUM:
-                    tally.mean_image += resized[..., :CHANNELS]
-                    resized[...], self.summed = 0, tally.images
+                    self._flush()
+
+    def _flush(self) -> None:
+        self.image += self.resized[..., :CHANNELS]
+        self.resized[...], self.summed = 0, self.tally.images
 
     def finish(self) -> Tally:
         if self.resized is not None:
-            self.tally.mean_image += self.resized[..., :CHANNELS]
-            self.resized[...], self.summed = 0, self.tally.images
+            self._flush()
         return self.tally
 
 
@@ -249,19 +259,33 @@ def measure_unit(spec: _Spec, reader: ShardReader, shard: int, runs: tuple[tuple
 _job: tuple[str, list, _Spec] | None = None
 _readers: dict[int, ShardReader] = {}  # a worker's open shard readers, the last few it used
 _KEEP_READERS = 4
+# A worker's share of the average image (its slot of the shared sums), and its 16-bit buffer, kept for every unit
+_image: np.ndarray | None = None
+_resized: np.ndarray | None = None
 
 
-def _init_worker(parent: int, dataset: str, shards: list, spec: _Spec) -> None:
+def _init_worker(parent: int, dataset: str, shards: list, spec: _Spec, images, claimed) -> None:
     """Ctrl-C is the parent's to handle (it stops the pool); a worker dies with its parent (Linux); the job's data.
 
     Why the second: forked workers hold the folder's lock too, so one outliving a killed
-    ``recpack stats`` would keep every later stats or pack refused.
+    ``recpack stats`` would keep every later stats or pack refused.  ``images`` holds one
+    average-image sum per worker; the worker claims the next free one (``claimed``).
     """
-    global _job
+    global _job, _image, _resized
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
     _job = (dataset, shards, spec)
     _readers.clear()
+    if spec.mean_size is not None:
+        with claimed.get_lock():
+            slot, claimed.value = claimed.value, claimed.value + 1
+        _image = _shared_images(images, spec.mean_size)[slot]
+        _resized = np.zeros((spec.mean_size, spec.mean_size, 4), np.uint16)
+
+
+def _shared_images(images, side: int) -> np.ndarray:
+    """The shared average-image sums as (workers, side, side, 3) uint64."""
+    return np.frombuffer(images, np.uint64).reshape(-1, side, side, CHANNELS)
 
 
 def _reader(shard: int) -> ShardReader:
@@ -277,11 +301,19 @@ def _reader(shard: int) -> ShardReader:
 
 
 def _measure_task(unit: Unit) -> tuple[int, Tally]:
-    """(records, tally) of one unit, in a worker process."""
-    measurer = _Measurer(_job[2])
+    """(records, tally) of one unit, in a worker process.
+
+    The unit's average-image sums go into the worker's shared ones, not into the
+    tally: a tally sent back is then a few KB, where 1.2 MB (224 px) took a pickle,
+    a pipe and an unpickle per unit, and a worker killed while writing so much to
+    the pipe could leave the pool's reader waiting for the rest forever.
+    """
+    measurer = _Measurer(_job[2], _image, _resized)
     for shard, runs in unit:
         measurer.part(_reader(shard), shard, runs)
-    return _unit_records(unit), measurer.finish()
+    tally = measurer.finish()
+    tally.mean_image = None
+    return _unit_records(unit), tally
 
 
 def _unit_records(unit: Unit) -> int:
@@ -292,14 +324,19 @@ def _measure_all(dataset: str, shards: list, units: list[Unit], workers: int, to
                  progress: bool) -> Tally:
     """Run the units on worker processes (``processes.run_tasks``); merge their tallies as they finish."""
     result = Tally(spec.mean_size, spec.keep_per_image)
+    side = spec.mean_size or 0
+    context = pool_context()
+    images, claimed = context.RawArray("Q", workers * side * side * CHANNELS or 1), context.Value("i", 0)
     with tqdm(total=total, unit="img", desc="stats", disable=not progress, dynamic_ncols=True) as bar:
         try:
             for records, tally in run_tasks(_measure_task, units, workers, initializer=_init_worker,
-                                            initargs=(os.getpid(), dataset, shards, spec)):
+                                            initargs=(os.getpid(), dataset, shards, spec, images, claimed)):
                 result = merge(result, tally)
                 bar.update(records)
         except WorkerDied as error:
             raise RecpackError(f"{error}; the manifest is unchanged: rerun the same command") from None
+    if spec.mean_size is not None:
+        result.mean_image += _shared_images(images, side).sum(axis=0, dtype=np.uint64)
     return result
 
 

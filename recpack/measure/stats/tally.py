@@ -49,6 +49,7 @@ class Tally:
     high: list[int] = field(default_factory=lambda: [0] * CHANNELS)
     pixel_histogram: np.ndarray = field(default_factory=lambda: np.zeros((CHANNELS, 256), np.uint64))  # HISTOGRAM_STEP
     mean_image: np.ndarray | None = None  # (side, side, 3) uint64: sums of the squashed images' pixels
+    # (None after construction only in a worker's tally whose sums were added elsewhere: see run._measure_task)
     widths: Counter = field(default_factory=Counter)
     heights: Counter = field(default_factory=Counter)
     byte_bins: Counter = field(default_factory=Counter)  # byte_bin(size) -> records
@@ -113,6 +114,11 @@ class Tally:
             self.failed.append((shard, record, message))
 
 
+def _sum_images(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """Average-image sums added; None counts as none (a worker's tally whose sums went elsewhere, ``run``)."""
+    return a if b is None else b if a is None else a + b
+
+
 def merge(a: Tally, b: Tally) -> Tally:
     """The tally of both parts' records, as one pass over them would have made it (exactly)."""
     if a.mean_size != b.mean_size:
@@ -129,7 +135,7 @@ def merge(a: Tally, b: Tally) -> Tally:
         low=[min(x, y) for x, y in zip(a.low, b.low)],
         high=[max(x, y) for x, y in zip(a.high, b.high)],
         pixel_histogram=a.pixel_histogram + b.pixel_histogram,
-        mean_image=None if a.mean_image is None else a.mean_image + b.mean_image,
+        mean_image=_sum_images(a.mean_image, b.mean_image),
         widths=a.widths + b.widths,
         heights=a.heights + b.heights,
         byte_bins=a.byte_bins + b.byte_bins,
