@@ -136,13 +136,13 @@ class DeviceReader:
 
     def read(self, found: list[Found]) -> list[bytes | None]:
         """The files' bytes, read from their devices; None for each that must be read the ordinary way."""
-        buffers = [bytearray(item.status.st_size) for item in found]
+        parts: list[list[tuple[int, bytes]]] = [[] for _ in found]  # (where in the file, bytes) as read
         failed: set[int] = set()
         for device in {item.device for item in found}:
             pieces = [Piece(number, piece.logical, piece.physical, piece.length)
                       for number, item in enumerate(found) if item.device == device for piece in item.pieces]
-            self._read_pieces(device, pieces, buffers, failed)
-        return [None if number in failed or not self._unchanged(item) else bytes(buffers[number])
+            self._read_pieces(device, pieces, parts, failed)
+        return [None if number in failed or not self._unchanged(item) else _joined(parts[number])
                 for number, item in enumerate(found)]
 
     def _read_window(self, window: list[tuple[int, str, Found | None]]) -> Iterator[tuple[int, bytes | None]]:
@@ -151,7 +151,8 @@ class DeviceReader:
         for index, _, item in window:
             yield index, (next(data) if item is not None else None)
 
-    def _read_pieces(self, device: Device, pieces: list[Piece], buffers: list[bytearray], failed: set[int]) -> None:
+    def _read_pieces(self, device: Device, pieces: list[Piece], parts: list[list[tuple[int, bytes]]],
+                     failed: set[int]) -> None:
         pieces.sort(key=lambda piece: piece.physical)
         first = 0
         for offset, length in plan_reads(pieces, device.align, MAX_GAP, device.max_read):
@@ -171,8 +172,8 @@ class DeviceReader:
                     if high > offset + got:  # the device ended early, or the read failed
                         failed.add(piece.item)
                     else:
-                        start = piece.logical + low - piece.physical
-                        buffers[piece.item][start : start + high - low] = view[low - offset : high - offset]
+                        data = bytes(view[low - offset : high - offset])
+                        parts[piece.item].append((piece.logical + low - piece.physical, data))
                 at += 1
 
     def _unchanged(self, found: Found) -> bool:
@@ -195,6 +196,11 @@ class DeviceReader:
         if st_dev not in self._devices:
             self._devices[st_dev] = _open_device(st_dev, fd, self._libc)
         return self._devices[st_dev]
+
+
+def _joined(parts: list[tuple[int, bytes]]) -> bytes:
+    """A file's bytes from the parts read (one, for a file in one extent read by one request)."""
+    return parts[0][1] if len(parts) == 1 else b"".join(data for _, data in sorted(parts, key=lambda part: part[0]))
 
 
 def _open_device(st_dev: int, fd: int, library) -> Device | None:
