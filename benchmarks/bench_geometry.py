@@ -167,7 +167,7 @@ def write_report(args, rates: dict[str, list[float]], cpu_rates: dict[str, list[
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, PIL {PIL.__version__}.",
         "",
         "Command: `benchmarks/.venv-peers/bin/python benchmarks/bench_geometry.py "
-        f"--images {args.images} --rounds {args.rounds}`",
+        f"--images {args.images} --rounds {args.rounds}{' --no-prefault' if args.no_prefault else ''}`",
         "",
         "Ratios: the median over rounds of (contender / bare decode of the same round), on each clock. "
         f"CPU clock: images per CPU-second of the contender's processes, times {CORES} cores.",
