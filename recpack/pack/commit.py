@@ -20,8 +20,8 @@ import fcntl
 import json
 import mmap
 import os
-import threading
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
