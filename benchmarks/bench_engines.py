@@ -8,8 +8,9 @@ namespace (Ray binds the machine's address otherwise), one after the other in
 every round (rounds.py: targets are medians of per-round ratios):
 
 Each engine task writes 8 of the 64 shards (``--shards-per-task 8``: 2,500 images a
-task).  Why: a task costs an engine ~0.15 s per core to schedule and hand to a Python
-worker (measured here with empty tasks), which 312-image shards would not amortise
+task).  Why: a task costs an engine ~0.1 s of a core to schedule and hand to a Python
+worker (Spark: ~90 ms between two tasks of one worker, 64 tasks against 8 and 2 in one
+warm session; recpack's own part, 3 ms), which 312-image shards would not amortise
 while ImageNet-21k's shards (14k images each at 1,024 shards) do.
 
 * ``local``: ``recpack pack LIST OUT --workers 2``, the whole process.
