@@ -469,11 +469,11 @@ def long_pass(tmp_path, dataset):
     return tmp_path / "big"
 
 
-def _started_workers(process, count: int = 2) -> list[int]:
+def _started_workers(process, count: int = 2, settle: float = 0.2) -> list[int]:
     deadline = time.monotonic() + 20
     while len(_children(process.pid)) < count and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.2)
+    time.sleep(settle)
     return _children(process.pid)
 
 
@@ -496,8 +496,9 @@ def test_a_killed_worker_ends_the_command_in_one_line_and_leaves_the_manifest(lo
     """kill -9 of one worker (the OOM killer's way): an error at once, not a pool waiting forever for its unit."""
     before = (long_pass / mf.MANIFEST_NAME).read_bytes()
     process = _stats_process(long_pass, "--mean-size", 512, "--workers", 2)
-    workers = _started_workers(process)
-    assert len(workers) == 2 and process.poll() is None, "the pass ended before both workers were at work"
+    workers = _started_workers(process, settle=0.05)
+    assert len(workers) == 2 and process.poll() is None, (f"{len(workers)} workers seen, exit {process.poll()}: "
+                                                          "the pass ended before both workers were at work")
     killed = time.monotonic()
     os.kill(sorted(workers)[worker], signal.SIGKILL)
     try:

@@ -2,9 +2,11 @@
 
 How the work is cut (``plan_units``, pure): runs of consecutive records of one shard,
 at most ``UNIT_RECORDS`` to a unit; a sample is a seeded draw of records without
-replacement, cut the same way.  Worker processes each measure a unit into a ``Tally``
-and the tallies are merged here as they finish, exactly (``tally``), so the order in
-which units finish changes nothing.  A record is decoded as the reader decodes it: the
+replacement, its units taking records from several shards in file order.  Worker
+processes (``processes.run_tasks``, the packer's pool) each measure a unit into a
+``Tally`` and the tallies are merged here as they finish, exactly (``tally``), so the
+order in which units finish changes nothing; the average image's sums stay in memory
+the workers share.  A record is decoded as the reader decodes it: the
 JPEGs libjpeg takes (the reader's rule, ``read.decode.libjpeg_size``) by ``_pixels``, with
 the reader's settings, row by row, measured as they come; the rest by Pillow
 (``read.decode.decode_full``).  So grayscale, CMYK and PNG-origin records count as the
