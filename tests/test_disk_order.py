@@ -38,11 +38,15 @@ def manifest_without_provenance(out) -> dict:
 
 
 def pack_both_ways(source_path, tmp_path, **options):
+    """Packs in list order, in disk order with the spill in memory, and with it in a folder (--spill-dir)."""
     outs = []
-    for order, extra in (("list", {}), ("disk", {"spill_memory": 20_000})):  # small buckets: many of them
-        out = tmp_path / f"out-{order}"
+    small = {"spill_memory": 20_000}  # small buckets: many of them
+    for name, order, extra in (("list", "list", {}), ("disk", "disk", small),
+                               ("disk-spill-dir", "disk", {**small, "spill_dir": str(tmp_path / "spills")})):
+        out = tmp_path / f"out-{name}"
         pack(open_input(str(source_path)), str(out), PackOptions(order=order, **options, **extra), show_progress=False)
         outs.append(out)
+    assert not (tmp_path / "spills").exists() or not os.listdir(tmp_path / "spills")  # removed once packed
     return outs
 
 
@@ -58,12 +62,13 @@ def mixed_list(tmp_path, photo_dir, hostile, masks=False):
 @pytest.mark.parametrize("shards,workers", [(1, 1), (4, 2), (7, 2)])
 def test_disk_order_writes_the_bytes_of_list_order(photo_dir, hostile, tmp_path, shards, workers):
     listing = mixed_list(tmp_path, photo_dir, hostile)
-    by_list, by_disk = pack_both_ways(listing, tmp_path, shards=shards, workers=workers, seed=5)
-    assert digests(by_list) == digests(by_disk)
-    assert manifest_without_provenance(by_list) == manifest_without_provenance(by_disk)
-    assert (by_list / mf.REPORT_NAME).read_text() == (by_disk / mf.REPORT_NAME).read_text()
+    by_list, by_disk, by_spill_dir = pack_both_ways(listing, tmp_path, shards=shards, workers=workers, seed=5)
+    for other in (by_disk, by_spill_dir):
+        assert digests(by_list) == digests(other)
+        assert manifest_without_provenance(by_list) == manifest_without_provenance(other)
+        assert (by_list / mf.REPORT_NAME).read_text() == (other / mf.REPORT_NAME).read_text()
+        assert not (other / ".recpack-pack").exists()
     assert len((by_disk / mf.REPORT_NAME).read_text().splitlines()) == 3  # header, empty, truncated
-    assert not (by_disk / ".recpack-pack").exists()
     assert run_cli("get", by_disk, f"{photo_dir}/dog/small_0003.jpg", "-o", tmp_path / "x.jpg").returncode == 0
     assert (tmp_path / "x.jpg").read_bytes() == (photo_dir / "dog" / "small_0003.jpg").read_bytes()
 
@@ -72,8 +77,8 @@ def test_disk_order_with_resize_and_header_checks_too(photo_dir, tmp_path):
     for prepare in (PrepareOptions(resize=32), PrepareOptions(check="header")):
         root = tmp_path / prepare.check / str(prepare.resize)
         root.mkdir(parents=True)
-        by_list, by_disk = pack_both_ways(photo_dir, root, shards=3, prepare=prepare)
-        assert digests(by_list) == digests(by_disk)
+        by_list, by_disk, by_spill_dir = pack_both_ways(photo_dir, root, shards=3, prepare=prepare)
+        assert digests(by_list) == digests(by_disk) == digests(by_spill_dir)
 
 
 def test_buckets_are_key_ranges_in_key_order():
@@ -83,6 +88,75 @@ def test_buckets_are_key_ranges_in_key_order():
         assert of.min() >= 0 and of.max() < buckets
         order = keys.argsort()
         assert (of[order][1:] >= of[order][:-1]).all()  # sorted keys never go back a bucket
+
+
+def test_a_spill_is_kept_in_memory_only_below_half_the_available_memory_and_without_spill_dir():
+    gb = 1 << 30
+    assert spill.kept_in_memory(1 * gb, 8 * gb, None, memory_files=True)
+    assert not spill.kept_in_memory(4 * gb, 8 * gb, None, memory_files=True)  # half: on disk
+    assert not spill.kept_in_memory(1 * gb, 8 * gb, "/ssd/tmp", memory_files=True)  # a folder was asked for
+    assert not spill.kept_in_memory(1 * gb, 8 * gb, None, memory_files=False)  # no memfd_create here
+    assert not spill.kept_in_memory(1, 0, None, memory_files=True)  # MemAvailable unknown
+    for estimate in (0, 1, gb, 3 * gb, 5 * gb):  # the disk spill stays cached exactly when it would fit
+        assert spill.fits_in_memory(estimate, 8 * gb) == spill.kept_in_memory(estimate, 8 * gb, None, True)
+
+
+def random_frames(rng, count, start):
+    return [spill.Frame(rng.getrandbits(64), start + i, start + i, -1, (float(i),), f"k{start + i}",
+                        rng.randbytes(rng.randrange(0, 300_000))) for i in range(count)]
+
+
+@pytest.mark.skipif(not spill.MEMORY_FILES, reason="no memfd_create")
+def test_forked_workers_appending_to_one_memory_bucket_leave_whole_frames():
+    store = spill.MemorySpill.create(2)
+    try:
+        children = []
+        for child in range(3):  # as the scatter's workers: forked after the store, writing through its fds
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    rng = random.Random(child)
+                    for round_ in range(40):
+                        frames = random_frames(rng, rng.randrange(1, 6), child * 10_000 + round_ * 10)
+                        store.append(round_ % 2, b"".join(spill.encode(f) for f in frames))
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        assert all(os.waitpid(pid, 0)[1] == 0 for pid in children)
+        expected = {}
+        for child in range(3):
+            rng = random.Random(child)
+            for round_ in range(40):
+                for frame in random_frames(rng, rng.randrange(1, 6), child * 10_000 + round_ * 10):
+                    expected[frame.index] = (round_ % 2, frame.key, hashlib.sha256(frame.image).hexdigest())
+        got = {}
+        for bucket in range(2):
+            data, frames = store.read_bucket(bucket)
+            for frame in frames:
+                got[frame.index] = (bucket, frame.key, hashlib.sha256(frame.image).hexdigest())
+            del data, frames, frame
+            store.release(bucket)
+            assert store.read_bucket(bucket) == (None, [])  # released: its memory is free
+        assert got == expected
+        assert not [name for name in os.listdir("/dev/shm") if "recpack" in name]
+    finally:
+        store.close()
+
+
+def test_a_spill_that_fits_is_held_in_memory_else_written_to_the_work_folder(photo_dir, tmp_path, monkeypatch):
+    from recpack.pack import packer
+
+    made = []
+    for kind in (spill.MemorySpill, spill.DiskSpill):
+        create = kind.create.__func__
+        monkeypatch.setattr(kind, "create", classmethod(lambda cls, *a, _c=create: made.append(cls.__name__) or _c(cls, *a)))
+    options = PackOptions(shards=3, order="disk", spill_memory=20_000)
+    pack(open_source(str(photo_dir)), str(tmp_path / "memory"), options, show_progress=False)
+    monkeypatch.setattr(packer, "_available_memory", lambda: 0)  # nothing fits: the spill goes to OUT/.recpack-pack
+    pack(open_source(str(photo_dir)), str(tmp_path / "disk"), options, show_progress=False)
+    assert made == (["MemorySpill", "DiskSpill"] if spill.MEMORY_FILES else ["DiskSpill", "DiskSpill"])
+    assert digests(tmp_path / "memory") == digests(tmp_path / "disk")
+    assert not (tmp_path / "disk" / ".recpack-pack").exists()
 
 
 def test_inode_order_is_a_permutation_that_sorts_by_inode(photo_dir):
@@ -203,29 +277,66 @@ def _wait_for(condition, process, limit=120.0) -> bool:
     return False
 
 
-def test_a_disk_order_pack_killed_at_any_moment_reruns_to_the_same_bytes(tmp_path):
+def memory_spill_bytes(pid: int) -> int:
+    """Bytes in the memory spill files process ``pid`` holds (0: none, or it has ended)."""
+    total = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:recpack-spill"):
+                    total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+def rec_identity(path) -> tuple[int, int]:
+    return path.stat().st_ino, path.stat().st_mtime_ns
+
+
+def finished_shards(out) -> dict[str, tuple[int, int]]:
+    """The noted shards' .rec files, by inode and mtime: a rerun that keeps them leaves both as they are."""
+    work = out / ".recpack-pack"
+    stems = [note.name.removesuffix(".done.json") for note in work.glob("*.done.json")] if work.exists() else []
+    return {stem: rec_identity(out / f"{stem}.rec") for stem in stems if (out / f"{stem}.rec").exists()}
+
+
+@pytest.mark.parametrize("where", ["memory", "spill-dir"])
+def test_a_disk_order_pack_killed_at_any_moment_reruns_to_the_same_bytes(tmp_path, where):
+    """In memory, the spill dies with the pack: a rerun reads the sources again and keeps the finished shards.
+    On disk (forced here with --spill-dir), a rerun after the first pass goes straight to the second."""
     corpus.make_small_jpegs(tmp_path / "imgs" / "a", 150, size=(96, 72), seed=1)
     corpus.make_small_jpegs(tmp_path / "imgs" / "b", 150, size=(96, 72), seed=2)
+    spill_root = tmp_path / "spills"
     command = ["pack", str(tmp_path / "imgs"), None, "--shards", "9", "--order", "disk", "--spill-memory", "1",
-               "--workers", "2", "--quiet"]
+               "--workers", "2", "--quiet", *(["--spill-dir", str(spill_root)] if where == "spill-dir" else [])]
     reference = tmp_path / "reference"
     run_cli(*command[:2], reference, *command[3:])
     work = lambda out: out / ".recpack-pack"  # noqa: E731
+    shard_files = lambda out: out.exists() and any(n.startswith("shard-") for n in os.listdir(out))  # noqa: E731
+    if where == "memory":
+        spilling = lambda out, pid: memory_spill_bytes(pid) > 0 and not shard_files(out)  # noqa: E731
+        gathering = lambda out, pid: shard_files(out) and not any(work(out).glob("*.done.json"))  # noqa: E731
+    else:
+        spilling = lambda out, pid: (any(f.stat().st_size for f in spill_root.glob("*/*.spill"))  # noqa: E731
+                                     and not (work(out) / "scatter.json").exists())
+        gathering = lambda out, pid: (work(out) / "scatter.json").exists()  # noqa: E731
     moments = {  # when to kill: inside each pass for sure, then at a few random instants
-        "scatter": lambda out: any(f.stat().st_size for f in (work(out) / "spill").glob("*.spill"))
-        if (work(out) / "spill").exists() and not (work(out) / "scatter.json").exists() else False,
-        "gather, before any shard": lambda out: (work(out) / "scatter.json").exists(),
-        "gather, shards done": lambda out: any(work(out).glob("*.done.json")) if work(out).exists() else False,
+        "scatter": spilling,
+        "gather, before any shard": gathering,
+        "gather, shards done": lambda out, pid: any(work(out).glob("*.done.json")) if work(out).exists() else False,
     }
     rng = random.Random(7)
     trials = list(moments.items()) + [(f"at {delay:.2f} s", delay) for delay in (rng.uniform(0.3, 2.5) for _ in range(3))]
-    phases = set()
+    phases, kept_any = set(), False
     for trial, (name, moment) in enumerate(trials):
         out = tmp_path / f"out-{trial}"
         process = subprocess.Popen([sys.executable, "-m", "recpack", *command[:2], str(out), *command[3:]],
                                    start_new_session=True)
         if callable(moment):
-            caught = _wait_for(lambda: moment(out), process)
+            caught = _wait_for(lambda: moment(out, process.pid), process)
             assert caught, f"the pack ended before the moment '{name}'"
         else:
             time.sleep(moment)
@@ -234,16 +345,30 @@ def test_a_disk_order_pack_killed_at_any_moment_reruns_to_the_same_bytes(tmp_pat
         if not (out / mf.MANIFEST_NAME).exists():  # else it finished before the kill
             refused = run_cli("verify", out, check=False)
             assert refused.returncode == 1 and ("incomplete dataset" in refused.stderr or not out.exists())
-            phases.add("gather" if (work(out) / "scatter.json").exists() else "scatter")
+            in_gather = (work(out) / "scatter.json").exists() if where == "spill-dir" else shard_files(out)
+            phases.add("gather" if in_gather else "scatter")
+            if where == "memory":
+                assert not (work(out) / "scatter.json").exists() and not (work(out) / "spill").exists()
+            kept = finished_shards(out)
+            kept_any = kept_any or bool(kept)
             run_cli(*command[:2], out, *command[3:])
+            assert {stem: rec_identity(out / f"{stem}.rec") for stem in kept} == kept  # not written again
         assert digests(out) == digests(reference), f"killed {name}"
     assert phases == {"scatter", "gather"}, phases
+    assert kept_any  # some rerun had finished shards to keep
+    assert not [name for name in os.listdir("/dev/shm") if "recpack" in name]
 
 
 def test_spill_that_cannot_fit_is_refused_before_anything_is_read(photo_dir, tmp_path, monkeypatch):
     class Tiny:
         f_bavail, f_frsize = 1, 4096
 
+    from recpack.pack import packer
+
     monkeypatch.setattr(spill.os, "statvfs", lambda path: Tiny())
+    with pytest.raises(PackError, match="GB needed for the shards"):  # a spill in memory: the shards need room
+        pack(open_source(str(photo_dir)), str(tmp_path / "out"), PackOptions(shards=2, order="disk"), show_progress=False)
+    monkeypatch.setattr(packer, "_available_memory", lambda: 0)
     with pytest.raises(PackError, match="GB needed for spill files"):
         pack(open_source(str(photo_dir)), str(tmp_path / "out"), PackOptions(shards=2, order="disk"), show_progress=False)
+    assert not (tmp_path / "out" / ".recpack-pack" / "spill").exists()  # refused before the spill was made

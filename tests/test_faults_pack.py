@@ -179,7 +179,8 @@ def kill_trials(source, clean_pack, tmp_path, count: int, seed: int) -> None:
     for trial in range(count):
         out = tmp_path / f"trial{trial}"
         order = "disk" if trial % 4 == 3 else "list"  # disk order: spilled, then gathered into the same bytes
-        command = pack_command(source, out, order, extra=NO_FSYNC)
+        spill_dir = ("--spill-dir", str(tmp_path / f"spill{trial}")) if trial % 8 == 7 else ()  # else in memory
+        command = pack_command(source, out, order, extra=NO_FSYNC + spill_dir)
         process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         if trial % 5 == 0:  # now and then anywhere, startup included
@@ -197,6 +198,7 @@ def kill_trials(source, clean_pack, tmp_path, count: int, seed: int) -> None:
         else:
             assert rerun.returncode == 0, (phases[-1], rerun.stderr)
         assert contents(out) == expected, f"trial {trial}, killed at: {phases[-1]}"
+        assert not spill_dir or not os.listdir(spill_dir[1])  # the spill is gone with the pack
         shutil.rmtree(out)
     print("pack kill trials:", phases)
     assert len({p for p in phases if "noted" in p or p.startswith("started")}) >= 2, phases  # mid-pack, not only ends
@@ -210,26 +212,44 @@ def children_of(pid: int) -> list[int]:
         return []
 
 
-def working(out, order: str) -> bool:
-    """Whether the workers are at work: writing a shard (list order), or filling the spill (disk order)."""
+def working(out, order: str, pid: int) -> bool:
+    """Whether the workers are at work: writing a shard (list order), or filling the spill (disk order:
+    the memory files the pack process holds, or with --spill-dir its folder)."""
     if order == "list":
         return os.path.isdir(out) and any(n.endswith(".rec.tmp") for n in os.listdir(out))
-    spill = out / mf.WORK_DIR_NAME / "spill"
-    return spill.is_dir() and any(spill.iterdir())
+    if order == "disk-spill-dir":
+        return any(f.stat().st_size for f in (out.parent / "spill").glob("*/*.spill"))
+    return memory_spill_bytes(pid) > 0
+
+
+def memory_spill_bytes(pid: int) -> int:
+    """Bytes in the memory spill files process ``pid`` holds (0: none, or it has ended)."""
+    total = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:recpack-spill"):
+                    total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the workers through /proc")
-@pytest.mark.parametrize("order, worker", [("list", 0), ("list", 1), ("disk", 0)])
+@pytest.mark.parametrize("order, worker", [("list", 0), ("list", 1), ("disk", 0), ("disk-spill-dir", 1)])
 def test_a_killed_worker_ends_the_pack_with_one_line_and_the_rerun_completes(source, clean_pack, tmp_path, order,
                                                                               worker):
     out = tmp_path / "out"
-    command = pack_command(source, out, order)
+    extra = ("--spill-dir", str(tmp_path / "spill")) if order == "disk-spill-dir" else ()
+    command = pack_command(source, out, order.removesuffix("-spill-dir"), extra=extra)
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         workers = children_of(process.pid)
-        if len(workers) == 2 and working(out, order):
+        if len(workers) == 2 and working(out, order, process.pid):
             break
         time.sleep(0.001)
     else:
@@ -241,7 +261,7 @@ def test_a_killed_worker_ends_the_pack_with_one_line_and_the_rerun_completes(sou
         kill_group(process)
         pytest.fail(f"the pack hung for {EXIT_SECONDS} s after one of its workers was killed")
     if process.returncode == 0:  # disk order reads all 101 inputs in one task: it may have been done already
-        assert order == "disk" and contents(out) == contents(clean_pack[0])
+        assert order.startswith("disk") and contents(out) == contents(clean_pack[0])
         return
     assert process.returncode == 1 and "Traceback" not in stderr
     assert stderr == ("recpack: error: a worker process died (killed by signal 9: out of memory, or kill -9); "

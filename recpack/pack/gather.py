@@ -2,7 +2,7 @@
 
 Buckets are contiguous ranges of shuffle keys, so reading them in order and sorting
 each one gives the whole shuffled sequence, one bucket in memory at a time (its frames'
-bytes stay in the mapped file).  Ranks count holes too, and the shards are cut at the
+bytes stay in the mapped file, on disk or in memory).  Ranks count holes too, and the shards are cut at the
 same ranks as a pack in list order cuts them (``plan.split_evenly``), which is why both
 write the same bytes.  Shards whose resume notes survived are skipped, and buckets that
 hold only ranks of such shards are not read at all.
@@ -50,7 +50,7 @@ class _OpenShard:
         self.writer.__exit__(type(error), error, error.__traceback__)
 
 
-def gather(out_dir: str, spill_dir: str, scattered: ScatterResult, shards: int, ledger: ShardLedger,
+def gather(out_dir: str, store: spill.SpillStore, scattered: ScatterResult, shards: int, ledger: ShardLedger,
            labels_of_class: list[tuple[float, ...]] | None, show_progress: bool) -> None:
     """Write every shard without a note in ``ledger.notes``, in order, from the buckets."""
     starts = [start for start, _ in split_evenly(sum(scattered.counts), shards)]
@@ -68,10 +68,10 @@ def gather(out_dir: str, spill_dir: str, scattered: ScatterResult, shards: int, 
                 if not count or all(shard in done for shard in range(shard_of(ranks[0]), shard_of(ranks[-1]) + 1)):
                     bar.update(count)  # only finished shards' records here: the bucket is not read
                     continue
-                data, frames = spill.read_bucket(spill_dir, bucket)
+                data, frames = store.read_bucket(bucket)
                 if len(frames) != count:
                     forget_result(out_dir)
-                    raise PackError(f"{spill.bucket_path(spill_dir, bucket)}: {len(frames)} spilled records, the first "
+                    raise PackError(f"{store.name(bucket)}: {len(frames)} spilled records, the first "
                                     f"pass wrote {count}; rerun the same command (it reads the sources again)")
                 for rank, frame in zip(ranks, frames):
                     shard = shard_of(rank)
@@ -84,6 +84,7 @@ def gather(out_dir: str, spill_dir: str, scattered: ScatterResult, shards: int, 
                         current.write(frame, frame.labels if frame.class_id < 0 else labels_of_class[frame.class_id])
                     bar.update(1)
                 del data, frames, frame  # the map closes once no record's view of it is left
+                store.release(bucket)
             if current is not None:
                 current.close(ledger)
                 current = None

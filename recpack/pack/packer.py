@@ -29,7 +29,7 @@ from . import resume, spill
 from .archive import ArchiveSource
 from .gather import gather, labels_for
 from .layout import cached_fraction, mean_file_bytes, on_spinning_disk
-from .scatter import load_result, save_result, scatter
+from .scatter import forget_result, load_result, save_result, scatter
 from .plan import PackOptions, ShardTask, fingerprint, plan_tasks, shard_spans
 from .prepare import Inputs, PrepareOptions, prepare, read_inputs, stored_as_is
 from .publish import PackResult, ShardLedger, publish, shard_note
@@ -238,28 +238,45 @@ def _pack_in_disk_order(source: Source | ArchiveSource, out_dir: str, options: P
     resumed = len(notes)
     spill_dir = _spill_dir(out_dir, options, print_hash)
     scattered = load_result(out_dir, spill_dir)
-    if scattered is None:
+    if scattered is not None:
+        store: spill.SpillStore = spill.DiskSpill(spill_dir, len(scattered.counts))
+    else:
+        forget_result(out_dir)
         shutil.rmtree(spill_dir, ignore_errors=True)
         estimate = _estimated_bytes(source)
-        spill.check_room(spill_dir, out_dir, estimate)
-        buckets = spill.bucket_count(estimate, options.spill_memory)
-        scattered = scatter(source, spill_dir, buckets, options, show_progress)
-        sizes = spill.settle(spill_dir, buckets, durable=options.fsync,
-                             drop_from_cache=estimate > _available_memory() // 2)
-        save_result(out_dir, scattered, sizes)
-    if sum(scattered.counts) < options.shards:
-        raise PackError(f"--shards {options.shards} exceeds the number of images ({sum(scattered.counts)}) "
-                        f"in {source.description}")
-    if isinstance(source, ArchiveSource):
-        classes, labels_of_class = labels_for(scattered.classes)
-    else:
-        classes, labels_of_class = source.classes, None
-    with ShardLedger(out_dir, options.fsync, notes) as ledger:
-        gather(out_dir, spill_dir, scattered, options.shards, ledger, labels_of_class, show_progress)
-    result = publish(out_dir, notes, options, {"description": source.description, "root": source.root}, classes,
-                     started, resumed, scattered.processed, scattered.bytes_in, extra_bad=scattered.bad)
-    shutil.rmtree(spill_dir, ignore_errors=True)  # gone with the work folder unless --spill-dir put it elsewhere
+        store = _spill_store(estimate, spill_dir, out_dir, options)
+    try:
+        if scattered is None:
+            scattered = scatter(source, store, options, show_progress)
+            sizes = store.settle(durable=options.fsync,
+                                 drop_from_cache=not spill.fits_in_memory(estimate, _available_memory()))
+            if store.lasting:
+                save_result(out_dir, scattered, sizes)
+        if sum(scattered.counts) < options.shards:
+            raise PackError(f"--shards {options.shards} exceeds the number of images ({sum(scattered.counts)}) "
+                            f"in {source.description}")
+        if isinstance(source, ArchiveSource):
+            classes, labels_of_class = labels_for(scattered.classes)
+        else:
+            classes, labels_of_class = source.classes, None
+        with ShardLedger(out_dir, options.fsync, notes) as ledger:
+            gather(out_dir, store, scattered, options.shards, ledger, labels_of_class, show_progress)
+        result = publish(out_dir, notes, options, {"description": source.description, "root": source.root}, classes,
+                         started, resumed, scattered.processed, scattered.bytes_in, extra_bad=scattered.bad)
+    finally:
+        store.close()  # a memory spill's memory is freed; a disk spill stays for a rerun
+    store.remove()  # gone with the work folder unless --spill-dir put it elsewhere
     return result
+
+
+def _spill_store(estimate: int, spill_dir: str, out_dir: str, options: PackOptions) -> spill.SpillStore:
+    """In memory files if the spill fits in memory and no --spill-dir is given, else in ``spill_dir``."""
+    buckets = spill.bucket_count(estimate, options.spill_memory)
+    if spill.kept_in_memory(estimate, _available_memory(), options.spill_dir):
+        spill.check_room(None, out_dir, estimate)
+        return spill.MemorySpill.create(buckets)
+    spill.check_room(spill_dir, out_dir, estimate)
+    return spill.DiskSpill.create(spill_dir, buckets)
 
 
 def _spill_dir(out_dir: str, options: PackOptions, print_hash: str) -> str:

@@ -54,8 +54,7 @@ class ScatterItem:
 
 @dataclass(frozen=True)
 class ScatterTask:
-    spill_dir: str
-    buckets: int
+    spill: spill.SpillStore
     seed: int
     prepare: PrepareOptions
     strict: bool
@@ -79,7 +78,7 @@ def scatter_task(task: ScatterTask) -> tuple[dict[int, int], list[tuple[int, str
     Returns (frames per bucket, bad inputs, input bytes read).
     """
     keys = shuffle_keys(task.seed, [item.index for item in task.items])
-    buckets = spill.bucket_of(keys, task.buckets).tolist()
+    buckets = spill.bucket_of(keys, task.spill.buckets).tolist()
     pieces: dict[int, list[bytes]] = defaultdict(list)
     bad, bytes_in = [], 0
     for item, key, bucket in zip(task.items, keys.tolist(), buckets):
@@ -100,12 +99,8 @@ def scatter_task(task: ScatterTask) -> tuple[dict[int, int], list[tuple[int, str
             frame = spill.Frame(key, item.index, item.record_id, item.class_id, item.labels, item.key,
                                 prepared.image, prepared.mask, rewritten=prepared.reencoded)
         pieces[bucket].append(spill.encode(frame))
-    try:
-        for bucket, frames in pieces.items():
-            spill.append(task.spill_dir, bucket, b"".join(frames))
-    except OSError as error:
-        raise PackError(f"{task.spill_dir}: cannot write spill files ({error.strerror or error}); "
-                        "free space (or point --spill-dir elsewhere) and rerun the same command") from None
+    for bucket, frames in pieces.items():
+        task.spill.append(bucket, b"".join(frames))
     report_progress(len(task.items), bytes_in)
     return {bucket: len(frames) for bucket, frames in pieces.items()}, bad, bytes_in
 
@@ -151,14 +146,16 @@ def _tasks(items: Iterable[ScatterItem], make, archive: bool) -> Iterator[Scatte
         yield make(chunk)
 
 
-def scatter(source: Source | ArchiveSource, spill_dir: str, buckets: int, options: PackOptions,
+def scatter(source: Source | ArchiveSource, store: spill.SpillStore, options: PackOptions,
             show_progress: bool) -> ScatterResult:
-    """Read every input once, in disk order, and spill it; the counts per bucket say where each rank lies."""
-    os.makedirs(spill_dir, exist_ok=True)
-    result = ScatterResult([0] * buckets)
+    """Read every input once, in disk order, and spill it into ``store``; the counts per bucket say where each rank lies.
+
+    The workers are forked here, after ``store`` was created: a memory spill's files are theirs too.
+    """
+    result = ScatterResult([0] * store.buckets)
     archive = isinstance(source, ArchiveSource)
     items = _archive_items(source, result.classes) if archive else _list_items(source, options.device_reads)
-    make = lambda chunk: ScatterTask(spill_dir, buckets, options.seed, options.prepare, options.strict, chunk)  # noqa: E731
+    make = lambda chunk: ScatterTask(store, options.seed, options.prepare, options.strict, chunk)  # noqa: E731
     workers = options.workers or os.cpu_count() or 1
     total = None if archive else len(source)
     for counts, bad, bytes_in in run_workers(scatter_task, _tasks(items, make, archive), workers, total,
@@ -175,7 +172,11 @@ _STATE = "scatter.json"
 
 
 def save_result(out_dir: str, result: ScatterResult, sizes: list[int]) -> None:
-    """Note that the pass completed, once its spill files are durable (``spill.settle``)."""
+    """Note that the pass completed, once its spill files are durable (``spill.settle``).
+
+    Only for a spill on disk (``DiskSpill``): a memory spill dies with the process, so
+    after a kill the pass must run again (the shards finished meanwhile are kept).
+    """
     state = {"counts": result.counts, "sizes": sizes, "classes": result.classes, "bad": result.bad,
              "bytes_in": result.bytes_in, "processed": result.processed}
     mf.write_json_atomic(os.path.join(out_dir, resume.WORK_DIR, _STATE), state)

@@ -4,8 +4,10 @@ A pack that reads its sources in disk order (``scatter``) cannot write shards as
 since consecutive inputs belong anywhere in the shuffle.  Each prepared record is appended
 to the bucket that holds its range of shuffle keys (``plan.shuffle_keys``); buckets are key
 ranges, so bucket b's records, sorted by key, are exactly the shuffled order's next stretch,
-and ``gather`` writes the shards bucket after bucket.  These files live only in the pack's
-work folder (``OUT/.recpack-pack/spill/`` or ``--spill-dir``) and are gone with it.
+and ``gather`` writes the shards bucket after bucket.  A spill store holds the buckets:
+memory files when the spill fits in memory (``MemorySpill``: nothing written to a disk,
+gone with the process), else files in the pack's work folder (``DiskSpill``:
+``OUT/.recpack-pack/spill/`` or ``--spill-dir``), gone with it.
 
 One frame per source item, little endian::
 
@@ -20,13 +22,15 @@ One frame per source item, little endian::
     labels, key (UTF-8), image, mask
 
 A worker writes all its frames for a bucket with one ``O_APPEND`` write, which the kernel
-places whole at the end of the file whatever other workers append.
+places whole at the end of the file whatever other workers append (memory files alike).
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
+import shutil
 import struct
 from dataclasses import dataclass
 from typing import Iterator
@@ -36,6 +40,7 @@ import numpy as np
 from ..errors import PackError
 
 FRAME = struct.Struct("<QQqiHHIII")
+MEMORY_FILES = hasattr(os, "memfd_create")  # Linux: a spill that fits in memory can live in memory files
 HOLE, REWRITTEN = 1, 2
 
 
@@ -72,32 +77,164 @@ def bucket_path(spill_dir: str, bucket: int) -> str:
     return os.path.join(spill_dir, f"bucket-{bucket:05d}.spill")
 
 
-def append(spill_dir: str, bucket: int, data: bytes) -> None:
-    """Append whole frames to a bucket, in one write (other workers may append too)."""
-    fd = os.open(bucket_path(spill_dir, bucket), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        written = os.write(fd, view)
-        if written != len(view):  # a regular file takes a write whole or fails; never leave half a frame
-            raise PackError(f"{bucket_path(spill_dir, bucket)}: short write ({written} of {len(view)} bytes); "
-                            "is the disk full?")
-    finally:
-        os.close(fd)
+def kept_in_memory(estimated_bytes: int, available_bytes: int, spill_dir: str | None,
+                   memory_files: bool = MEMORY_FILES) -> bool:
+    """Whether a spill of ``estimated_bytes`` lives in memory files rather than on disk.
+
+    Why: a spill that fits in the page cache is read back from it anyway; held in
+    memory files it is also never written to the disk (no journal, no writeback, no
+    fsync of a copy as large as the inputs), and gone with the process.  Only without
+    ``--spill-dir`` (asking for a folder means a folder), and below half the memory
+    available, the rule that also keeps a disk spill in the page cache (``fits_in_memory``).
+    """
+    return spill_dir is None and memory_files and fits_in_memory(estimated_bytes, available_bytes)
 
 
-def read_bucket(spill_dir: str, bucket: int) -> tuple[mmap.mmap | None, list[Frame]]:
+def fits_in_memory(estimated_bytes: int, available_bytes: int) -> bool:
+    """Below half the memory available (``MemAvailable``): the other half stays for everything else."""
+    return estimated_bytes < available_bytes // 2
+
+
+@dataclass(frozen=True)
+class DiskSpill:
+    """Buckets as files in a folder (``OUT/.recpack-pack/spill/`` or under ``--spill-dir``).
+
+    They outlive a killed pack: once settled (fsynced), the first pass's saved result
+    may claim them, and a rerun goes straight to the second pass.
+    """
+
+    folder: str
+    buckets: int
+    lasting = True  # a rerun may trust buckets this store settled
+
+    @classmethod
+    def create(cls, folder: str, buckets: int) -> "DiskSpill":
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder, exist_ok=True)
+        return cls(folder, buckets)
+
+    def name(self, bucket: int) -> str:
+        return bucket_path(self.folder, bucket)
+
+    def append(self, bucket: int, data: bytes) -> None:
+        """Append whole frames to a bucket, in one write (other workers may append too)."""
+        try:
+            fd = os.open(self.name(bucket), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                _write_whole(fd, data, self.name(bucket))
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise PackError(f"{self.folder}: cannot write spill files ({error.strerror or error}); "
+                            "free space (or point --spill-dir elsewhere) and rerun the same command") from None
+
+    def read_bucket(self, bucket: int) -> tuple[mmap.mmap | None, list[Frame]]:
+        path = self.name(bucket)
+        if not os.path.exists(path):
+            return None, []
+        with open(path, "rb") as handle:
+            return _read_bucket(handle.fileno(), path)
+
+    def settle(self, durable: bool, drop_from_cache: bool) -> list[int]:
+        return settle(self.folder, self.buckets, durable, drop_from_cache)
+
+    def release(self, bucket: int) -> None:
+        """Nothing: after a kill in the second pass, a rerun reads the bucket again."""
+
+    def close(self) -> None:
+        """Nothing: the files stay for a rerun until the pack has succeeded (``remove``)."""
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class MemorySpill:
+    """Buckets as memory files (``memfd_create``): never written to a disk, gone with the pack's process.
+
+    They are created in the pack process before the first pass forks its workers,
+    which inherit the descriptors (their numbers travel in the tasks).  Each is set
+    ``O_APPEND`` once, and every worker writes through that one open file: an append
+    lands whole at the end whatever the others append, as on a disk (the file's size
+    is read and moved under its inode's lock).  Their pages count as shared memory
+    (``Shmem`` in /proc/meminfo) until each bucket is written into its shards.  A kill
+    loses them, so the first pass's result is never saved for them (``lasting``).
+    """
+
+    fds: tuple[int, ...]
+    lasting = False
+
+    @classmethod
+    def create(cls, buckets: int) -> "MemorySpill":
+        fds: list[int] = []
+        try:
+            for bucket in range(buckets):
+                fds.append(os.memfd_create(f"recpack-spill-{bucket:05d}", os.MFD_CLOEXEC))
+                fcntl.fcntl(fds[-1], fcntl.F_SETFL, fcntl.fcntl(fds[-1], fcntl.F_GETFL) | os.O_APPEND)
+        except OSError as error:
+            for fd in fds:
+                os.close(fd)
+            raise PackError(f"cannot create memory files for the spill ({error.strerror or error}); "
+                            "pass --spill-dir") from None
+        return cls(tuple(fds))
+
+    @property
+    def buckets(self) -> int:
+        return len(self.fds)
+
+    def name(self, bucket: int) -> str:
+        return f"spill bucket {bucket} (in memory)"
+
+    def append(self, bucket: int, data: bytes) -> None:
+        try:
+            _write_whole(self.fds[bucket], data, self.name(bucket))
+        except OSError as error:
+            raise PackError(f"cannot hold the spill in memory ({error.strerror or error}); free memory "
+                            "or pass --spill-dir, and rerun the same command") from None
+
+    def read_bucket(self, bucket: int) -> tuple[mmap.mmap | None, list[Frame]]:
+        return _read_bucket(self.fds[bucket], self.name(bucket))
+
+    def settle(self, durable: bool, drop_from_cache: bool) -> list[int]:
+        """Their sizes: nothing to make durable (a kill loses them whatever is done) or to evict."""
+        return [os.fstat(fd).st_size for fd in self.fds]
+
+    def release(self, bucket: int) -> None:
+        """Free a bucket's memory once its shards are written (no map of it may be left)."""
+        os.ftruncate(self.fds[bucket], 0)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def remove(self) -> None:
+        """Nothing: ``close`` freed them (closing twice could close a descriptor reused since)."""
+
+
+SpillStore = DiskSpill | MemorySpill
+
+
+def _write_whole(fd: int, data: bytes, name: str) -> None:
+    view = memoryview(data)
+    written = os.write(fd, view)
+    if written != len(view):  # a regular file takes a write whole or fails; never leave half a frame
+        raise PackError(f"{name}: short write ({written} of {len(view)} bytes); is the disk (or memory) full?")
+
+
+def _read_bucket(fd: int, name: str) -> tuple[mmap.mmap | None, list[Frame]]:
     """A bucket's frames sorted into shuffle order, and the map their bytes are views of (None if empty).
 
-    The file is mapped, not read: its pages are the page cache's to keep or drop,
-    so a bucket larger than memory still works (slower, faulting pages back in).
+    The file is mapped, not read: a disk bucket's pages are the page cache's to keep
+    or drop, so a bucket larger than memory still works (slower, faulting pages back in).
     """
-    path = bucket_path(spill_dir, bucket)
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
+    if os.fstat(fd).st_size == 0:
         return None, []
-    with open(path, "rb") as handle:  # MAP_POPULATE: map every page in one kernel pass, not one fault each
-        data = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                         prot=mmap.PROT_READ)
-    frames = list(_frames(memoryview(data), path))
+    # MAP_POPULATE: map every page in one kernel pass, not one fault each
+    data = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+    frames = list(_frames(memoryview(data), name))
     frames.sort(key=lambda frame: (frame.key, frame.index))
     return data, frames
 
@@ -130,9 +267,17 @@ def bucket_count(estimated_bytes: int, bucket_bytes: int) -> int:
     return max(1, -(-int(estimated_bytes) // max(1, bucket_bytes)))
 
 
-def check_room(spill_dir: str, out_dir: str, estimated_bytes: int) -> None:
+def check_room(spill_dir: str | None, out_dir: str, estimated_bytes: int) -> None:
     """Refuse to start when the spill and the shards would not fit: the spill takes about the
-    inputs' size until the pack ends, and the shards as much again (on the same disk, both)."""
+    inputs' size until the pack ends, and the shards as much again (on the same disk, both).
+    ``spill_dir`` None: the spill is in memory, and only the shards need room."""
+    if spill_dir is None:
+        out_parent = _existing_parent(out_dir)
+        free = os.statvfs(out_parent).f_bavail * os.statvfs(out_parent).f_frsize
+        if free < int(estimated_bytes * 1.05):
+            raise PackError(f"{out_parent}: about {estimated_bytes * 1.05 / 1e9:.1f} GB needed for the shards, "
+                            f"{free / 1e9:.1f} GB free; free space or write them elsewhere")
+        return
     spill_parent = _existing_parent(spill_dir)
     spill_stat, out_stat = os.stat(spill_parent), os.stat(_existing_parent(out_dir))
     free = os.statvfs(spill_parent).f_bavail * os.statvfs(spill_parent).f_frsize
