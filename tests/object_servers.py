@@ -2,6 +2,8 @@
 
 ``S3Server``: moto in server mode, an S3-compatible endpoint; fake credentials
 go into the environment of the test process only (and its children).
+``GCSServer``: gcp-storage-emulator (pure Python, the GCS JSON API) in memory; gcsfs finds it through
+``STORAGE_EMULATOR_HOST`` and, with no Google credentials anywhere standard, talks to it anonymously.
 ``RangeServer``: a folder over HTTP with byte ranges (``Range: bytes=a-b``, 206),
 and faults on request: a number of 503 answers first, a connection dropped in
 the middle of a body every n-th ranged answer.  It counts what it served.
@@ -10,6 +12,7 @@ the middle of a body every n-th ranged answer.  It counts what it served.
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import re
 import socket
@@ -56,6 +59,80 @@ class S3Server:
             if path.is_file() and path.name != "lock.mdb":
                 client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
         return f"s3://{bucket}/{prefix}"
+
+
+class GCSServer:
+    """``with GCSServer() as server: server.bucket("data")``; ``server.environment()`` points gcsfs at it.
+
+    The emulator's own ``Server`` takes a port but never tells which one port 0 became, and its
+    HTTPServer keeps a listen backlog of 5 (more concurrent connects wait a second for a SYN retry):
+    so its request handler and storage are served here by an HTTPServer with a deeper backlog, one
+    request at a time, as the emulator does (its storage has no lock).
+    """
+
+    def __init__(self):
+        from functools import partial
+
+        from gcp_storage_emulator.server import RequestHandler
+        from gcp_storage_emulator.storage import Storage
+
+        logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+        self.storage = Storage(use_memory_fs=True)
+        self.requests: list[tuple[str, str]] = []  # (method, path with query), in the order served
+
+        class Recording(RequestHandler):
+            def parse_request(handler) -> bool:  # noqa: N805  (the handler; ``self`` is the server object)
+                parsed = super().parse_request()
+                if parsed:
+                    self.requests.append((handler.command, handler.path))
+                return parsed
+
+        self._server = _QuietServer(("127.0.0.1", 0), partial(Recording, self.storage))
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "GCSServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def environment(self, config_dir: str) -> dict[str, str]:
+        """gcsfs's standard places, aimed here: the emulator's endpoint, no GCE metadata probe (it would wait for
+        169.254.169.254), and an empty gcloud config folder (this machine's own gcloud login is never used)."""
+        return {"STORAGE_EMULATOR_HOST": self.endpoint, "NO_GCE_CHECK": "true", "CLOUDSDK_CONFIG": config_dir,
+                "GOOGLE_APPLICATION_CREDENTIALS": ""}
+
+    def client(self):
+        """A gcsfs client of the emulator, anonymous, for filling and inspecting buckets."""
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(token="anon", endpoint_url=self.endpoint, skip_instance_cache=True,
+                             use_listings_cache=False)
+
+    def bucket(self, name: str) -> str:
+        self.client().mkdir(name)
+        return name
+
+    def upload_folder(self, folder: Path, bucket: str, prefix: str) -> str:
+        client = self.client()
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and path.name != "lock.mdb":
+                client.put_file(str(path), f"{bucket}/{prefix}/{path.relative_to(folder).as_posix()}")
+        return f"gs://{bucket}/{prefix}"
+
+
+class _QuietServer(http.server.HTTPServer):
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):  # a client that hung up
+            super().handle_error(request, client_address)
 
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")

@@ -30,8 +30,9 @@ fi
 # matplotlib for recpack stats --plot (the [plot] extra) and its test, with its requirements by name and
 # --no-deps: its Pillow requirement would replace pillow-simd.
 "${pip[@]}" --no-deps "matplotlib>=3.7" contourpy cycler fonttools kiwisolver pyparsing python-dateutil six
-# s3/http: datasets at URLs; test-storage: moto's S3 server that tests/test_storage.py starts on 127.0.0.1
-"${pip[@]}" -e ".[test,s3,http,test-storage]"
+# s3/gcs/http: datasets at URLs; test-storage: the servers tests/test_storage*.py start on 127.0.0.1 (moto's S3,
+# gcp-storage-emulator for gs://)
+"${pip[@]}" -e ".[test,s3,gcs,http,test-storage]"
 # the [spark] and [ray] extras, pinned, for tests/test_engines.py (recpack pack --engine); PySpark runs on a Java
 # 17+ runtime, and the engine tests make a loopback-only network namespace with ip(8)
 apt_install_missing setup openjdk-17-jre-headless iproute2

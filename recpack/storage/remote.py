@@ -1,4 +1,4 @@
-"""``RemoteStore``: a URL's files through fsspec (gs://, http(s)://), and the base of ``s3.S3Store``.
+"""``RemoteStore``: a URL's files through fsspec (http(s)://), and the base of ``s3.S3Store`` and ``gcs.GCSStore``.
 
 The client is built on first use in each process (a DataLoader worker never
 uses a client forked from its parent, whose connections and event loop belong
@@ -20,9 +20,9 @@ from .urls import Location, shown
 
 
 class RemoteStore:
-    """A URL's files through fsspec (gs://, http(s)://), with retries, per-process clients and the block cache.
+    """A URL's files through fsspec (http(s)://, any other fsspec scheme), with retries, per-process clients and the block cache.
 
-    Subclasses for other clients (``s3.S3Store``) replace the client and the
+    Subclasses for other clients (``s3.S3Store``, ``gcs.GCSStore``) replace the client and the
     primitive requests (``_fetch``, ``_size``, ``_exists``, ``_list``, ``_put_file``,
     ``_put``); retries, range checks, the cache and error wording stay here.
     """

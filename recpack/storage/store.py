@@ -1,8 +1,8 @@
 """The storage protocol (``protocol.Store``) and its stores: a dataset location's files, read whole or by
 byte range, listed, and put.
 
-``open_store`` gives a ``LocalStore`` for a path, an ``s3.S3Store`` for ``s3://``
-and a ``remote.RemoteStore`` (fsspec) for ``gs://`` and ``http(s)://``.  Local
+``open_store`` gives a ``LocalStore`` for a path, an ``s3.S3Store`` for ``s3://``,
+a ``gcs.GCSStore`` for ``gs://`` and a ``remote.RemoteStore`` (fsspec) for ``http(s)://``.  Local
 reading keeps its own fast path (memory maps, O_DIRECT writes); the local store
 is for the few callers that handle both kinds alike (verify, uploads, tests).
 
@@ -21,12 +21,13 @@ import functools
 import os
 import shutil
 
+from .gcs import GCSStore
 from .protocol import AlreadyExists, StorageOptions, Store
 from .remote import RemoteStore
 from .s3 import S3Store
 from .urls import Location, location
 
-__all__ = ["AlreadyExists", "LocalStore", "RemoteStore", "S3Store", "StorageOptions", "Store", "open_store"]
+__all__ = ["AlreadyExists", "GCSStore", "LocalStore", "RemoteStore", "S3Store", "StorageOptions", "Store", "open_store"]
 
 
 class LocalStore:
@@ -89,4 +90,5 @@ def open_store(path: str | Location, options: StorageOptions | None = None, *, w
 def _remote_store(where: Location, options: StorageOptions) -> RemoteStore:
     """One store per location and options in a process, so that its client (made on first use, a few hundred
     ms for botocore) serves every caller: verify opens the store once per shard."""
-    return (S3Store if where.scheme == "s3" else RemoteStore)(where, options)
+    kind = {"s3": S3Store, "gs": GCSStore, "gcs": GCSStore}.get(where.scheme, RemoteStore)
+    return kind(where, options)
