@@ -12,6 +12,7 @@ the middle of a body every n-th ranged answer.  It counts what it served.
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import os
 import re
@@ -67,7 +68,8 @@ class GCSServer:
     The emulator's own ``Server`` takes a port but never tells which one port 0 became, and its
     HTTPServer keeps a listen backlog of 5 (more concurrent connects wait a second for a SYN retry):
     so its request handler and storage are served here by an HTTPServer with a deeper backlog, one
-    request at a time, as the emulator does (its storage has no lock).
+    request at a time, as the emulator does (its storage has no lock).  ``requests`` records what was
+    asked; ``failing`` holds answers of GCS's error shape to give the next requests instead.
     """
 
     def __init__(self):
@@ -79,13 +81,28 @@ class GCSServer:
         logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
         self.storage = Storage(use_memory_fs=True)
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in the order served
+        self.failing: list[tuple[int, str]] = []  # answer the next requests with these (status, message), in turn
+        self.failed = 0
+        server = self
 
         class Recording(RequestHandler):
-            def parse_request(handler) -> bool:  # noqa: N805  (the handler; ``self`` is the server object)
-                parsed = super().parse_request()
-                if parsed:
-                    self.requests.append((handler.command, handler.path))
-                return parsed
+            def parse_request(self) -> bool:
+                if not super().parse_request():
+                    return False
+                server.requests.append((self.command, self.path))
+                if not server.failing:
+                    return True
+                status, message = server.failing.pop(0)
+                server.failed += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"error": {"code": status, "message": message}}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+                return False  # the emulator never sees it
 
         self._server = _QuietServer(("127.0.0.1", 0), partial(Recording, self.storage))
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"

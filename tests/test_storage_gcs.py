@@ -5,6 +5,7 @@ local one, one clear line for a missing dataset or bucket, and no credential in 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from conftest import run_cli  # noqa: E402
 from object_servers import GCSServer, environment  # noqa: E402
 from recpack import RecordDataset  # noqa: E402
 from recpack.errors import IncompleteDatasetError, StorageError  # noqa: E402
-from recpack.storage.store import AlreadyExists, open_store  # noqa: E402
+from recpack.storage.retry import RetryPolicy  # noqa: E402
+from recpack.storage.store import AlreadyExists, StorageOptions, open_store  # noqa: E402
 from test_storage import EVERY_ONCE, RECORDS, cli, labels_of, listed, local  # noqa: E402,F401  (fixtures)
 
 
@@ -53,6 +55,7 @@ def test_ranged_reads_return_exactly_the_range(gcs, gs_url, local):
     assert bytes(store.read("shard-00001.rec")) == data
     assert store.size("shard-00001.rec") == len(data)
     assert "recpack.json" in store.list() and "shard-00003.rec" in store.list()
+    assert bytes(open_store(gs_url.replace("gs://", "gcs://")).read("shard-00001.rec", 7, 70)) == data[7:70]
 
 
 def test_pack_to_gcs_is_byte_identical_and_info_verify_read_it(gcs, listed, local, capsys):
@@ -149,20 +152,53 @@ def test_a_missing_dataset_or_bucket_is_one_line_naming_the_url(gcs, capsys):
 
 
 def test_no_credential_reaches_a_message(gcs, tmp_path):
-    """The standard credential variable's value never shows in a failure's message."""
+    """A credential file in the standard variable (one google-auth cannot use: gcsfs goes on to anonymous) shows
+    neither its path nor its contents in a failure's message."""
+    secret = "recpack-fake-private-key-0123456789"
     secret_file = tmp_path / "very-secret-adc-file.json"
-    with environment({"GOOGLE_APPLICATION_CREDENTIALS": str(secret_file)}):  # a path gcsfs cannot load: anonymous
+    secret_file.write_text(json.dumps({"type": "service_account", "client_email": "x@example.iam.gserviceaccount.com",
+                                       "private_key": secret, "token_uri": "http://127.0.0.1:9/token"}))
+    with environment({"GOOGLE_APPLICATION_CREDENTIALS": str(secret_file)}):
         result = subprocess.run([sys.executable, "-m", "recpack", "info", "gs://no-such-bucket/x"],
                                 capture_output=True, text=True, env=os.environ.copy())
-    assert result.returncode == 1 and str(secret_file) not in result.stdout + result.stderr
-    assert result.stderr.count("\n") == 1 and "gs://no-such-bucket/x" in result.stderr, result.stderr
+    shown = result.stdout + result.stderr
+    assert result.returncode == 1 and str(secret_file) not in shown and secret not in shown
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("recpack: error: gs://no-such-bucket/x"), shown
+
+
+QUICK = dict(retry=RetryPolicy(attempts=6, first_delay=0.01, max_delay=0.05))
+
+
+def test_an_epoch_rides_out_503_502_429_and_408(gcs, gs_url):
+    """GCS's transient answers, each through gcsfs's own exception (HttpError; requests' ProxyError for a 502)."""
+    dataset = RecordDataset(gs_url, batch_size=16, augment=None, shuffle=True, storage=StorageOptions(**QUICK))
+    gcs.failed = 0
+    gcs.failing[:] = [(503, "Service Unavailable")] * 3 + [(502, "Bad Gateway"), (429, "Too Many Requests"),
+                                                           (408, "Request Timeout")]
+    assert labels_of(dataset) == EVERY_ONCE
+    assert gcs.failed == 6 and not gcs.failing
+
+
+def test_a_refused_token_rebuilds_the_client_and_a_denial_fails_at_once(gcs, gs_url):
+    """401 "Invalid Credentials" is GCS's expired token: a new client (credentials read anew), then the same
+    request again.  403 is final: one line naming the object, no second try."""
+    store = open_store(gs_url, StorageOptions(**QUICK))
+    first = store.client()
+    gcs.failing[:] = [(401, "Invalid Credentials")]
+    assert bytes(store.read("recpack.json", 0, 1)) == b"{"
+    assert store.client() is not first and not gcs.failing
+    gcs.requests.clear()
+    gcs.failing[:] = [(403, "recpack-test@example.iam.gserviceaccount.com does not have storage.objects.get")]
+    with pytest.raises(StorageError) as caught:
+        store.read("recpack.json", 0, 1)
+    gcs.failing.clear()
+    assert len(gcs.requests) == 1
+    message = str(caught.value)
+    assert message.startswith("gs://data/uploaded/recpack.json bytes 0-0: OSError: Forbidden: ") and "\n" not in message
 
 
 def test_a_server_that_is_gone_fails_after_the_budget_naming_the_object(gcs, gs_url):
     """gcsfs's own retries are off (one budget: recpack's): a refused connection ends in one line, quickly."""
-    from recpack.storage.protocol import StorageOptions
-    from recpack.storage.retry import RetryPolicy
-
     with socket_closed() as endpoint, environment({"STORAGE_EMULATOR_HOST": endpoint}):
         quick = StorageOptions(retry=RetryPolicy(attempts=3, first_delay=0.01, max_delay=0.02), timeout_s=5)
         store = open_store("gs://data/uploaded", quick)

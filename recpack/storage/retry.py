@@ -6,8 +6,9 @@ k-th wait drawn uniformly from [0, min(max_delay, first_delay x 2^k)] so that
 many workers that failed together do not come back together.
 
 What is worth another try (``transient``): a connection refused, reset or dropped
-mid-body, a timeout, a short read, HTTP 5xx, 429 and S3's throttling codes, and
-an expired token (the client is then rebuilt, which reads the credentials anew).
+mid-body, a timeout, a short read, HTTP 5xx, 408, 429 and S3's throttling codes, and
+an expired token (S3's codes, GCS's 401 "Invalid Credentials"; the client is then
+rebuilt, which reads the credentials anew).
 A missing object, a denied request or a bad argument fails at once.
 """
 
@@ -32,6 +33,7 @@ _CONNECTION_FAILURES = {
     "ClientConnectorError", "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
     "ConnectTimeoutError", "IncompleteRead", "ResponseStreamingError", "FSTimeoutError", "ProtocolError",
     "ContentLengthError", "TransferEncodingError",
+    "ProxyError",  # gcsfs raises requests' ProxyError for a 502
 }
 
 
@@ -78,9 +80,14 @@ def _status_and_code(error: BaseException) -> tuple[int | None, str | None]:
     return (status if isinstance(status, int) else None), None
 
 
+def _refused_token(error: BaseException) -> bool:
+    """GCS's answer to an expired or revoked access token: 401 "Invalid Credentials" (gcsfs's HttpError)."""
+    return _status_and_code(error)[0] == 401 and "Invalid Credentials" in str(getattr(error, "message", ""))
+
+
 def expired(error: BaseException) -> bool:
     """Whether the store refused an expired credential (the client should be rebuilt before the retry)."""
-    return any(_status_and_code(link)[1] in _EXPIRED for link in _chain(error))
+    return any(_status_and_code(link)[1] in _EXPIRED or _refused_token(link) for link in _chain(error))
 
 
 def transient(error: BaseException) -> bool:
@@ -95,7 +102,8 @@ def transient(error: BaseException) -> bool:
         if {cls.__name__ for cls in type(link).__mro__} & _CONNECTION_FAILURES:
             return True
         status, code = _status_and_code(link)
-        if code in _THROTTLING or code in _EXPIRED or (status is not None and (status >= 500 or status == 429)):
+        if code in _THROTTLING or code in _EXPIRED or _refused_token(link) or \
+                (status is not None and (status >= 500 or status in (408, 429))):
             return True
     return False
 
