@@ -48,6 +48,14 @@ def test_every_record_once_from_gcs_alone_and_with_workers(gs_url):
     assert labels_of(dataset, num_workers=2) == EVERY_ONCE  # each worker builds its own gcsfs client after the fork
 
 
+def test_the_block_cache_serves_gcs_reads_in_workers(gs_url, tmp_path):
+    options = StorageOptions(cache_dir=str(tmp_path / "cache"), cache_mb=1, block_mb=1)
+    assert labels_of(RecordDataset(gs_url, batch_size=16, augment=None, storage=options)) == EVERY_ONCE
+    assert list((tmp_path / "cache" / "blocks").rglob("*.*"))
+    again = RecordDataset(gs_url, batch_size=16, augment=None, storage=options, seed=5)
+    assert labels_of(again, num_workers=2) == EVERY_ONCE
+
+
 def test_ranged_reads_return_exactly_the_range(gcs, gs_url, local):
     store = open_store(gs_url)
     data = (local / "shard-00001.rec").read_bytes()
@@ -75,6 +83,8 @@ def test_pack_to_gcs_is_byte_identical_and_info_verify_read_it(gcs, listed, loca
     assert labels_of(RecordDataset(url, batch_size=8, augment=None)) == EVERY_ONCE
     assert f"records   {RECORDS} in 4 shards" in cli(capsys, "info", url)[1]
     assert cli(capsys, "verify", url, "--quiet")[1].startswith(f"ok: {RECORDS} records in 4 shards")
+    status, out, _ = cli(capsys, "bench", url, "--stages", "raw", "--quiet", "--batch-size", "32")
+    assert status == 0 and "\nraw " in out and "remote dataset" in out
     status, _, err = cli(capsys, "pack", listed, url, "--shards", "4", "--quiet")
     assert status == 1 and "a dataset is already there" in err and "--overwrite" in err
 
