@@ -35,9 +35,9 @@ def hostile(tmp_path_factory):
     return corpus.make_hostile_files(tmp_path_factory.mktemp("hostile"))
 
 
-def run_cli(*args, check=True):
-    """Run ``python -m recpack`` as a user would; returns the CompletedProcess."""
-    result = subprocess.run([sys.executable, "-m", "recpack", *map(str, args)], capture_output=True, text=True)
+def run_cli(*args, check=True, env=None):
+    """Run ``python -m recpack`` as a user would (in ``env``, by default this one); returns the CompletedProcess."""
+    result = subprocess.run([sys.executable, "-m", "recpack", *map(str, args)], capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"recpack {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result

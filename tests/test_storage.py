@@ -385,3 +385,39 @@ def test_http_reads_need_no_listing(http, local, capsys):
     url = f"{http.url}/{local.name}"
     assert labels_of(RecordDataset(url, batch_size=30, augment=None), num_workers=2) == EVERY_ONCE
     assert cli(capsys, "verify", url, "--quiet")[0] == 0
+
+
+# --- HTTPS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def https(local, tmp_path_factory):
+    from object_servers import self_signed
+
+    certificate, key = self_signed(tmp_path_factory.mktemp("tls"))
+    with RangeServer(local.parent, tls=(certificate, key)) as server:
+        server.certificate = certificate
+        yield server
+
+
+def test_https_reads_with_the_servers_certificate_trusted(https, local):
+    """The CA bundle from the standard place (``SSL_CERT_FILE``, read by OpenSSL in a fresh process)."""
+    url = f"{https.url}/{local.name}"
+    trusted = {**os.environ, "SSL_CERT_FILE": str(https.certificate)}
+    assert run_cli("verify", url, "--quiet", env=trusted).stdout.startswith(f"ok: {RECORDS} records in 4 shards")
+    read = ("from collections import Counter; import sys; from recpack import RecordDataset; "
+            "d = RecordDataset(sys.argv[1], batch_size=16, augment=None, shuffle=True); "
+            "print(sorted(Counter(int(l) for _, ls in d for l in ls).items()) == [(i, 1) for i in range(int(sys.argv[2]))])")
+    result = subprocess.run([sys.executable, "-c", read, url, str(RECORDS)], capture_output=True, text=True, env=trusted)
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_an_untrusted_certificate_fails_at_once_in_one_line(https, local):
+    """A certificate that does not verify is not a transient failure: no retries, one line naming the URL."""
+    url = f"{https.url}/{local.name}?token=secret-query"
+    before = https.faults.requests
+    result = run_cli("info", url, check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"recpack: error: {https.url}/{local.name}") and "secret-query" not in result.stderr
+    assert "certificate" in result.stderr.lower() and "failed 8 times" not in result.stderr
+    assert https.faults.requests == before  # the handshake failed: no request reached the server

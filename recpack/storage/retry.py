@@ -9,12 +9,14 @@ What is worth another try (``transient``): a connection refused, reset or droppe
 mid-body, a timeout, a short read, HTTP 5xx, 408, 429 and S3's throttling codes, and
 an expired token (S3's codes, GCS's 401 "Invalid Credentials"; the client is then
 rebuilt, which reads the credentials anew).
-A missing object, a denied request or a bad argument fails at once.
+A missing object, a denied request, a server certificate that does not verify or a bad
+argument fails at once.
 """
 
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -93,7 +95,10 @@ def expired(error: BaseException) -> bool:
 def transient(error: BaseException) -> bool:
     """Whether another try may succeed (see the module's docstring)."""
     for link in _chain(error):
-        if isinstance(link, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError)):
+        if isinstance(link, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
+                             ssl.SSLCertVerificationError)):
+            return False
+        if type(link).__name__ == "ClientConnectorCertificateError":  # aiohttp's; it names the ssl error, not chains it
             return False
         if _status_and_code(link)[1] in ("PreconditionFailed", "NoSuchKey", "NoSuchBucket", "AccessDenied"):
             return False
