@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..errors import PackError
-from ..format.schema import Payload
+from ..format.schema import Payload, payload_prefix
 from . import spill
 from .plan import shard_stem, split_evenly
 from .publish import ShardLedger, shard_note
@@ -34,7 +34,13 @@ class _OpenShard:
         self.label_width, self.has_masks, self.rewritten = 1, False, 0
 
     def write(self, frame: spill.Frame, labels: tuple[float, ...]) -> None:
-        offset = self.writer.write(Payload(labels, frame.record_id, frame.image, frame.mask))
+        # straight into the shard's buffer where it fits: one copy of the image, not two (a joined payload, then it)
+        slot = None if len(frame.mask) else self.writer.reserve(payload_prefix(labels, frame.record_id), len(frame.image))
+        if slot is not None:
+            slot.image[:] = frame.image
+            offset = self.writer.commit(slot)
+        else:
+            offset = self.writer.write(Payload(labels, frame.record_id, frame.image, frame.mask))
         self.keys.append((frame.source_key, self.writer.records - 1, offset))
         self.label_width = max(self.label_width, len(labels))
         self.has_masks = self.has_masks or bool(len(frame.mask))

@@ -32,6 +32,7 @@ import mmap
 import os
 import shutil
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -40,7 +41,8 @@ import numpy as np
 from ..errors import PackError
 
 FRAME = struct.Struct("<QQqiHHIII")
-MEMORY_FILES = hasattr(os, "memfd_create")  # Linux: a spill that fits in memory can live in memory files
+# a spill that fits in memory can live in memory files: Linux, where the workers are forked and inherit them
+MEMORY_FILES = sys.platform == "linux" and hasattr(os, "memfd_create")
 HOLE, REWRITTEN = 1, 2
 
 
