@@ -9,20 +9,24 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("gcsfs")
 pytest.importorskip("gcp_storage_emulator")
 
+import test_storage  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from object_servers import GCSServer, environment  # noqa: E402
+from test_storage import EVERY_ONCE, RECORDS, cli, labels_of  # noqa: E402
+
 from recpack import RecordDataset  # noqa: E402
 from recpack.errors import IncompleteDatasetError, StorageError  # noqa: E402
 from recpack.storage.retry import RetryPolicy  # noqa: E402
 from recpack.storage.store import AlreadyExists, StorageOptions, open_store  # noqa: E402
-from test_storage import EVERY_ONCE, RECORDS, cli, labels_of, listed, local  # noqa: E402,F401  (fixtures)
+
+# the S3 tests' images (labels name their records) and their local pack, made again for this module
+listed, local = test_storage.listed, test_storage.local
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +174,13 @@ def test_no_credential_reaches_a_message(gcs, tmp_path):
                                        "private_key": secret, "token_uri": "http://127.0.0.1:9/token"}))
     with environment({"GOOGLE_APPLICATION_CREDENTIALS": str(secret_file)}):
         result = subprocess.run([sys.executable, "-m", "recpack", "info", "gs://no-such-bucket/x"],
-                                capture_output=True, text=True, env=os.environ.copy())
+                                capture_output=True, text=True, env=os.environ.copy(), check=False)
     shown = result.stdout + result.stderr
     assert result.returncode == 1 and str(secret_file) not in shown and secret not in shown
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("recpack: error: gs://no-such-bucket/x"), shown
 
 
-QUICK = dict(retry=RetryPolicy(attempts=6, first_delay=0.01, max_delay=0.05))
+QUICK = {"retry": RetryPolicy(attempts=6, first_delay=0.01, max_delay=0.05)}
 
 
 def test_an_epoch_rides_out_503_502_429_and_408(gcs, gs_url):
