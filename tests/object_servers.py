@@ -82,6 +82,7 @@ class GCSServer:
         self.storage = Storage(use_memory_fs=True)
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in the order served
         self.failing: list[tuple[int, str]] = []  # answer the next requests with these (status, message), in turn
+        self.failing_uploads: list[tuple[int, str]] = []  # the same, for the next uploads only
         self.failed = 0
         server = self
 
@@ -90,9 +91,11 @@ class GCSServer:
                 if not super().parse_request():
                     return False
                 server.requests.append((self.command, self.path))
-                if not server.failing:
+                upload = "/upload/" in self.path and bool(server.failing_uploads)
+                failing = server.failing_uploads if upload else server.failing
+                if not failing:
                     return True
-                status, message = server.failing.pop(0)
+                status, message = failing.pop(0)
                 server.failed += 1
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = json.dumps({"error": {"code": status, "message": message}}).encode()

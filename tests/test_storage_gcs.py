@@ -119,6 +119,16 @@ def test_the_manifest_put_asks_the_server_for_the_condition(gcs):
     assert not any("ifGenerationMatch" in path for _, path in gcs.requests)
 
 
+def test_a_writer_that_loses_the_race_is_told_so(gcs):
+    """Another writer's manifest lands between the check and the put: GCS answers the conditional put with 412,
+    which recpack reports as AlreadyExists (the emulator does not: the 412 here is the test server's)."""
+    store = open_store("gs://data/lost", write=True)
+    gcs.failing_uploads[:] = [(412, "At least one of the pre-conditions you specified did not hold.")]
+    with pytest.raises(AlreadyExists, match=r"^gs://data/lost/recpack.json: already exists$"):
+        store.put_bytes("recpack.json", b"{}", if_absent=True)
+    assert not gcs.failing_uploads and not gcs.client().exists("data/lost/recpack.json")
+
+
 def test_a_resumable_upload_then_ranged_reads(gcs, tmp_path):
     """Files of 5 MB and more go up as resumable uploads (gcsfs); a shard's bytes come back exactly, by range."""
     data = os.urandom(6 << 20)
@@ -152,8 +162,9 @@ def test_a_racing_writer_is_refused_by_the_server(gcs):
         store.client().pipe_file("data/race/recpack.json", b"{\"other\": 1}", mode="create")
     except FileExistsError:
         return
-    pytest.skip("gcp-storage-emulator ignores ifGenerationMatch=0 (it overwrote the object): the conditional put "
-                "that stops a racing writer is not tested here; recpack's check before it is (test above)")
+    pytest.skip("gcp-storage-emulator ignores ifGenerationMatch=0 (it overwrote the object): that GCS refuses a "
+                "racing writer is not shown here; recpack's check, its request for the condition and its reading of "
+                "GCS's 412 are (tests above)")
 
 
 def test_a_missing_dataset_or_bucket_is_one_line_naming_the_url(gcs, capsys):
