@@ -222,6 +222,17 @@ def test_a_refused_token_rebuilds_the_client_and_a_denial_fails_at_once(gcs, gs_
     assert message.startswith("gs://data/uploaded/recpack.json bytes 0-0: OSError: Forbidden: ") and "\n" not in message
 
 
+def test_one_attempt_is_one_request(gcs, gs_url):
+    """gcsfs's own retries (6 tries, waits of up to 32 s) are off: recpack's budget is the only one."""
+    store = open_store(gs_url, StorageOptions(retry=RetryPolicy(attempts=1)))
+    gcs.requests.clear()
+    gcs.failing[:] = [(503, "Service Unavailable")] * 2
+    with pytest.raises(StorageError, match=r"failed 1 times .* HttpError: Service Unavailable, 503"):
+        store.read("recpack.json", 0, 1)
+    gcs.failing.clear()
+    assert len(gcs.requests) == 1
+
+
 def test_a_server_that_is_gone_fails_after_the_budget_naming_the_object(gcs, gs_url):
     """gcsfs's own retries are off (one budget: recpack's): a refused connection ends in one line, quickly."""
     with socket_closed() as endpoint, environment({"STORAGE_EMULATOR_HOST": endpoint}):

@@ -20,9 +20,12 @@ server ignores the condition.
 
 from __future__ import annotations
 
+import functools
+
 from .remote import RemoteStore
 
 
+@functools.cache
 def _one_try_filesystem():
     """``GCSFileSystem`` whose ``_request`` is tried once (gcsfs's retry decorator keeps the original as
     ``__wrapped__``; where a gcsfs has none, its own retries stay)."""
