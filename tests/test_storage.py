@@ -1,5 +1,6 @@
 """Datasets in object storage (#16), against real servers on 127.0.0.1: moto's S3 server and a range-serving
-HTTP server with faults.  Every record is read exactly once per epoch, or the read fails with one clear line."""
+HTTP server with faults, also over TLS (gs:// is in test_storage_gcs.py).  Every record is read exactly once per
+epoch, or the read fails with one clear line."""
 
 from __future__ import annotations
 
