@@ -110,7 +110,7 @@ class DiskSpill:
     lasting = True  # a rerun may trust buckets this store settled
 
     @classmethod
-    def create(cls, folder: str, buckets: int) -> "DiskSpill":
+    def create(cls, folder: str, buckets: int) -> DiskSpill:
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder, exist_ok=True)
         return cls(folder, buckets)
@@ -167,7 +167,7 @@ class MemorySpill:
     lasting = False
 
     @classmethod
-    def create(cls, buckets: int) -> "MemorySpill":
+    def create(cls, buckets: int) -> MemorySpill:
         fds: list[int] = []
         try:
             for bucket in range(buckets):
