@@ -189,7 +189,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"imported  from {', '.join(created.get('source', []))} on {created.get('date')}")
     elif created:
         print(f"made from {created.get('source')} (seed {created.get('seed')}, check {created.get('check')}, "
-              f"resize {created.get('resize')}, {created.get('skipped', 0)} skipped) on {created.get('date')}")
+              f"{_resize_shown(created.get('resize'))}{created.get('skipped', 0)} skipped) on {created.get('date')}")
     if info["stats"]:
         from .measure.stats.summary import describe
 
@@ -310,6 +310,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resize_shown(resize) -> str:
+    """How the info line names a pack's --resize: nothing when the images were stored as they came."""
+    return "" if resize is None else f"resize {resize}, "
+
+
 def _hdd(args: argparse.Namespace):
     """The simulated disk of ``--hdd`` (its own figures imply it), or None."""
     if not (args.hdd or args.hdd_iops or args.hdd_mb_s):
@@ -347,9 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip the final fsync: faster, but a power cut soon after may lose the dataset")
     pack.add_argument("--order", choices=("auto", "list", "disk"), default="auto",
                       help="read inputs in list order, or in disk order into spill files then write the shards "
-                      "(same bytes); auto (default): disk for archives and for lists not in the page cache")
+                      "(same bytes); auto (default): disk for archives, and for lists not in the page cache on a disk "
+                      "that says it rotates")
     pack.add_argument("--spill-dir", default=None,
-                      help="where disk order parks prepared records (default: inside OUT); another disk is faster")
+                      help="where disk order parks prepared records (default: in memory when they fit in half the "
+                      "available memory, else inside OUT); another disk is faster")
     pack.add_argument("--spill-memory", type=_positive, default=1024, metavar="MB",
                       help="MB of spill mapped at a time when writing shards in disk order (default 1024)")
     pack.add_argument("--no-device-reads", action="store_true",
