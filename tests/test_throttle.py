@@ -47,6 +47,9 @@ def test_hdd_slows_cold_reads_and_removes_its_cgroup(big):
     assert slow["seconds"] > 5 * free.seconds
     assert report["hdd"]["mb_s"] == 1 and report["hdd"]["iops"] == 110
     assert [check["stage"] for check in report["hdd"]["checks"]] == ["raw"]
+    hdd_rows = [row for row in report["model"]["estimates"] if row["disk"] == "HDD"]
+    assert hdd_rows and all((row["seq_mb_s"], row["random_iops"]) == (1, 110) for row in hdd_rows)  # the throttle's
+    assert any("the throttled disk's sequential rate" in note for note in report["notes"])
     cgroup = report["hdd"]["cgroup"]
     assert cgroup.startswith(throttle.find_layout().hierarchy) and not os.path.exists(cgroup)  # gone with the run
 

@@ -318,9 +318,13 @@ def fit_model(report: Report, options: BenchOptions) -> None:
         iops = iomodel.iops_from_file_rate(files.images_per_s, files.bytes / 1e3 / files.records, raw.mb_per_s)
         report.measured_disk = iomodel.DiskProfile("this disk (measured)", raw.mb_per_s, iops)
     elif cold_raw:
-        report.notes.append(f"model: this disk's sequential rate is {raw.mb_per_s:,.0f} MB/s; add --vs-files LIST "
+        disk = "the throttled disk" if options.hdd is not None else "this disk"
+        report.notes.append(f"model: {disk}'s sequential rate is {raw.mb_per_s:,.0f} MB/s; add --vs-files LIST "
                             "to measure its random reads and model it too")
-    disks = iomodel.PRESETS if report.measured_disk is None else (report.measured_disk, *iomodel.PRESETS)
+    presets = iomodel.PRESETS if options.hdd is None else tuple(  # the HDD row is the simulated disk's
+        iomodel.DiskProfile("HDD", options.hdd.mb_s, options.hdd.iops) if profile is iomodel.HDD else profile
+        for profile in iomodel.PRESETS)
+    disks = presets if report.measured_disk is None else (report.measured_disk, *presets)
     report.model = iomodel.compare(report.dataset["records"], report.dataset["mean_record_bytes"] / 1e3, disks,
                                    report.decode_per_core, cores(), options.ios_per_file)
 
