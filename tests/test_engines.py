@@ -95,3 +95,18 @@ def test_cli_packs_on_the_engine_as_the_readme_says(engine, conf, namespace, pho
     assert run.returncode == 0, run.stderr[-3000:]
     assert "packed 60 images into 6 shards" in run.stdout
     assert_same_dataset(reference, out)
+
+
+@pytest.mark.parametrize("address, said", [
+    ("127.0.0.1:1", "ray: nothing answers at 127.0.0.1:1"),  # a port nothing listens on: refused at once
+    ("ray://127.0.0.1:1", "ray: nothing answers at ray://127.0.0.1:1"),
+    ("nowhere", "ray: address 'nowhere' is not host:port (or auto)"),
+])
+def test_ray_address_nothing_answers_at_is_one_line_not_minutes_of_retries(address, said, namespace, photo_dir,
+                                                                           tmp_path):
+    needs("ray")
+    run = loopback_only([sys.executable, "-m", "recpack", "pack", str(photo_dir), str(tmp_path / "out"), "--shards",
+                         "2", "--engine", "ray", "--engine-conf", f"address={address}", "--quiet"], timeout=120)
+    assert run.returncode == 1, run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"recpack: error: {said}"), run.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from ...errors import PackError
@@ -26,6 +27,7 @@ def run(out_dir: str, ranges: list[tuple[int, int]], conf: dict[str, Any], task:
     init = {key: value for key, value in conf.items() if not key.startswith("task.")}
     started = not ray.is_initialized()
     if started:
+        _check_reachable(init.get("address"))
         try:
             ray.init(**((LOCAL_DEFAULTS if "address" not in init else {}) | init))
         except Exception as error:  # a cluster that does not answer, an unknown argument
@@ -47,6 +49,28 @@ def run(out_dir: str, ranges: list[tuple[int, int]], conf: dict[str, Any], task:
     finally:
         if started:
             ray.shutdown()
+
+
+CONNECT_SECONDS = 10.0  # to open a TCP connection to a cluster's address before handing it to Ray
+
+
+def _check_reachable(address: str | None) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) address nothing answers at, in one line.
+
+    Why: ``ray.init`` retries an unreachable cluster for many minutes, ignoring
+    Ctrl-C and SIGTERM.  ``auto``, ``local`` and no address are Ray's to resolve.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    where = str(address).removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise PackError(f"ray: address {address!r} is not host:port (or auto); check --engine-conf")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as error:
+        raise PackError(f"ray: nothing answers at {address} ({error.strerror or error}); "
+                        "is the cluster up? check --engine-conf address=") from None
 
 
 def _reason(error: Exception) -> str:
