@@ -1,5 +1,6 @@
 """Shared fixtures: small real-photo JPEGs and hostile inputs from tools/corpus.py, and a CLI runner."""
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,18 @@ def run_cli(*args, check=True, env=None):
     if check and result.returncode != 0:
         raise AssertionError(f"recpack {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result
+
+
+@pytest.fixture(scope="session", autouse=True)
+def children_take_ctrl_c():
+    """Let the processes the tests start take SIGINT, even when pytest was started ignoring it.
+
+    A non-interactive shell starts a background job (``pytest &``) with SIGINT ignored,
+    an ignored signal stays ignored across exec, and a Python started so never raises
+    KeyboardInterrupt: the Ctrl-C tests' children would run on.  A handler (unlike
+    SIG_IGN) is reset to the default at exec, which Python turns into KeyboardInterrupt.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+

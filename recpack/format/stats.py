@@ -50,12 +50,17 @@ def write_mean_image(dataset_dir: str, image: np.ndarray, durable: bool = True) 
     name = f"{MEAN_IMAGE_PREFIX}{array.shape[0]}-{crc32c.crc32c(array.tobytes()):08x}{MEAN_IMAGE_SUFFIX}"
     path = os.path.join(dataset_dir, name)
     temporary = path + ".tmp"
-    with open(temporary, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-        handle.flush()
-        if durable:
-            os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:  # a full disk, Ctrl-C: no temporary file left beside the dataset
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
     return name
 
 

@@ -379,6 +379,14 @@ def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, di
     return manifest, tally, computed
 
 
+def _mean_image_named(dataset: str) -> str | None:
+    """The average image the manifest on disk names (the old one, or the new one if it was saved)."""
+    try:
+        return ((mf.load(dataset).stats or {}).get("mean_image") or {}).get("file")
+    except RecpackError:
+        return None
+
+
 def run(dataset: str, options: StatsOptions) -> StatsResult:
     """Compute ``dataset``'s statistics and write them into its manifest (and the average image beside it)."""
     started = time.monotonic()
@@ -389,9 +397,13 @@ def run(dataset: str, options: StatsOptions) -> StatsResult:
                           ignore_index=options.ignore_index, computed=computed, population=manifest.num_records)
         image = mean_image(tally)
         keep = None
-        if image is not None:
-            keep = contract.write_mean_image(dataset, image)
-            stats["mean_image"] = {"file": keep, "side": int(image.shape[0])}
-        mf.save_stats(dataset, stats, manifest)
+        try:
+            if image is not None:
+                keep = contract.write_mean_image(dataset, image)
+                stats["mean_image"] = {"file": keep, "side": int(image.shape[0])}
+            mf.save_stats(dataset, stats, manifest)
+        except BaseException:  # Ctrl-C or an error between the two writes: keep only what the manifest names
+            contract.remove_mean_images(dataset, _mean_image_named(dataset))
+            raise
         contract.remove_mean_images(dataset, keep)
     return StatsResult(stats, image, time.monotonic() - started)
