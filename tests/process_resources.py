@@ -75,3 +75,18 @@ def leaks(before: dict, after: dict) -> dict:
     if set(after["shm"]) - set(before["shm"]):
         found["shm"] = sorted(set(after["shm"]) - set(before["shm"]))
     return found
+
+
+def memory_spill_bytes(pid: int) -> int:
+    """Bytes in the memory spill files process ``pid`` holds (0: none, or it has ended)."""
+    total = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:recpack-spill"):
+                    total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total

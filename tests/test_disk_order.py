@@ -11,6 +11,7 @@ import tarfile
 import time
 
 import corpus
+import process_resources as pr
 import pytest
 from conftest import run_cli
 
@@ -277,21 +278,6 @@ def _wait_for(condition, process, limit=120.0) -> bool:
     return False
 
 
-def memory_spill_bytes(pid: int) -> int:
-    """Bytes in the memory spill files process ``pid`` holds (0: none, or it has ended)."""
-    total = 0
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:recpack-spill"):
-                    total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
-            except OSError:
-                pass
-    except OSError:
-        pass
-    return total
-
-
 def rec_identity(path) -> tuple[int, int]:
     return path.stat().st_ino, path.stat().st_mtime_ns
 
@@ -317,7 +303,7 @@ def test_a_disk_order_pack_killed_at_any_moment_reruns_to_the_same_bytes(tmp_pat
     work = lambda out: out / ".recpack-pack"  # noqa: E731
     shard_files = lambda out: out.exists() and any(n.startswith("shard-") for n in os.listdir(out))  # noqa: E731
     if where == "memory":
-        spilling = lambda out, pid: memory_spill_bytes(pid) > 0 and not shard_files(out)  # noqa: E731
+        spilling = lambda out, pid: pr.memory_spill_bytes(pid) > 0 and not shard_files(out)  # noqa: E731
         gathering = lambda out, pid: shard_files(out) and not any(work(out).glob("*.done.json"))  # noqa: E731
     else:
         spilling = lambda out, pid: (any(f.stat().st_size for f in spill_root.glob("*/*.spill"))  # noqa: E731

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import corpus
+import process_resources as pr
 from recpack.errors import IncompleteDatasetError, PackError
 from recpack.format import keyindex
 from recpack.format import manifest as mf
@@ -219,22 +220,7 @@ def working(out, order: str, pid: int) -> bool:
         return os.path.isdir(out) and any(n.endswith(".rec.tmp") for n in os.listdir(out))
     if order == "disk-spill-dir":
         return any(f.stat().st_size for f in (out.parent / "spill").glob("*/*.spill"))
-    return memory_spill_bytes(pid) > 0
-
-
-def memory_spill_bytes(pid: int) -> int:
-    """Bytes in the memory spill files process ``pid`` holds (0: none, or it has ended)."""
-    total = 0
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:recpack-spill"):
-                    total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
-            except OSError:
-                pass
-    except OSError:
-        pass
-    return total
+    return pr.memory_spill_bytes(pid) > 0
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the workers through /proc")
