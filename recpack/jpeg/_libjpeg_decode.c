@@ -15,18 +15,12 @@ static void decoding_begin(struct decoding *decoding, void (*emit)(j_common_ptr,
 
 static void decoding_end(struct decoding *decoding) { jpeg_destroy_decompress(&decoding->cinfo); }
 
-/* The part of the scaled image that decode_region delivers. */
-struct region {
-    JDIMENSION x, y, width, height;
-};
-
-/* decode_region's first call: headers, scale, the crop's columns, the rows above it skipped; region says
- * what the second call will deliver (region->width x region->height RGBX pixels). */
-static int region_start(struct decoding *decoding, const unsigned char *data, size_t size, unsigned int left,
-                        unsigned int top, unsigned int width, unsigned int height, unsigned int eighths,
-                        struct region *region) {
+/* Both decodes' start: headers read, a grey or 3-component JPEG, RGBX output at eighths/8 started.
+ * A libjpeg error longjmps here only: the caller sets its own jump before calling libjpeg again. */
+static int rgbx_start(struct decoding *decoding, const unsigned char *data, size_t size, unsigned int eighths,
+                      void (*emit)(j_common_ptr, int)) {
     struct jpeg_decompress_struct *cinfo = &decoding->cinfo;
-    decoding_begin(decoding, on_message);
+    decoding_begin(decoding, emit);
     if (eighths < 1 || eighths > 16)
         return fail_with(&decoding->error, "eighths must be between 1 and 16");
     if (setjmp(decoding->error.jump))
@@ -39,6 +33,24 @@ static int region_start(struct decoding *decoding, const unsigned char *data, si
     cinfo->out_color_space = JCS_EXT_RGBX;
     cinfo->dct_method = JDCT_ISLOW;
     jpeg_start_decompress(cinfo);
+    return 0;
+}
+
+/* The part of the scaled image that decode_region delivers. */
+struct region {
+    JDIMENSION x, y, width, height;
+};
+
+/* decode_region's first call: headers, scale, the crop's columns, the rows above it skipped; region says
+ * what the second call will deliver (region->width x region->height RGBX pixels). */
+static int region_start(struct decoding *decoding, const unsigned char *data, size_t size, unsigned int left,
+                        unsigned int top, unsigned int width, unsigned int height, unsigned int eighths,
+                        struct region *region) {
+    struct jpeg_decompress_struct *cinfo = &decoding->cinfo;
+    if (rgbx_start(decoding, data, size, eighths, on_message) != 0)
+        return -1;
+    if (setjmp(decoding->error.jump))
+        return fail_with(&decoding->error, "");
     if (left >= cinfo->output_width || top >= cinfo->output_height || width == 0 || height == 0)
         return fail_with(&decoding->error, "crop region outside the image");
     /* clipped to the image; left + width could wrap around (fuzzing found 3 + 4294967293 taken for 0) */
@@ -71,19 +83,8 @@ static int region_read(struct decoding *decoding, const struct region *region, u
 static int whole_start(struct decoding *decoding, const unsigned char *data, size_t size, unsigned int eighths,
                        JDIMENSION *width, JDIMENSION *height) {
     struct jpeg_decompress_struct *cinfo = &decoding->cinfo;
-    decoding_begin(decoding, on_warning_fail);
-    if (eighths < 1 || eighths > 16)
-        return fail_with(&decoding->error, "eighths must be between 1 and 16");
-    if (setjmp(decoding->error.jump))
-        return fail_with(&decoding->error, "");
-    read_header(cinfo, data, size);
-    if (cinfo->num_components != 1 && cinfo->num_components != 3)
-        return fail_with(&decoding->error, "not a grayscale or YCbCr/RGB JPEG");
-    cinfo->scale_num = eighths;
-    cinfo->scale_denom = 8;
-    cinfo->out_color_space = JCS_EXT_RGBX;
-    cinfo->dct_method = JDCT_ISLOW;
-    jpeg_start_decompress(cinfo);
+    if (rgbx_start(decoding, data, size, eighths, on_warning_fail) != 0)
+        return -1;
     *width = cinfo->output_width;
     *height = cinfo->output_height;
     return 0;
