@@ -1,5 +1,6 @@
 """Shared fixtures: small real-photo JPEGs and hostile inputs from tools/corpus.py, and a CLI runner."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -56,4 +57,14 @@ def children_take_ctrl_c():
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+
+
+def in_loopback_namespace(command: list[str], timeout: float, **environment: str) -> subprocess.CompletedProcess:
+    """Run ``command`` in a new network namespace whose one interface is loopback (needs root).
+
+    For what binds beyond 127.0.0.1 whatever it is told: Ray, torchrun's rendezvous store.
+    """
+    script = 'ip link set lo up && exec "$@"'
+    return subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", *command], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **environment})
 

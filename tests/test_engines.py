@@ -22,6 +22,7 @@ import pytest
 from recpack.pack.packer import pack
 from recpack.pack.plan import PackOptions
 from recpack.pack.sources import open_source
+from conftest import in_loopback_namespace
 from test_pack_steps import assert_same_dataset
 
 pytestmark = pytest.mark.engines
@@ -31,11 +32,7 @@ ENGINE_MODULE = {"spark": "pyspark", "ray": "ray"}
 
 
 def loopback_only(command: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run ``command`` in a new network namespace whose one interface is loopback."""
-    script = 'ip link set lo up && exec "$@"'
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", RAY_USAGE_STATS_ENABLED="0")
-    return subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", *command], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return in_loopback_namespace(command, timeout, SPARK_LOCAL_IP="127.0.0.1", RAY_USAGE_STATS_ENABLED="0")
 
 
 @pytest.fixture(scope="module")
