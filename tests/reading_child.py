@@ -18,6 +18,7 @@ import resource
 import signal
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,7 +119,7 @@ def fault(path: str, mode: str, kind: str) -> dict:
         warm(data, mode)
     before = settled()
     iterator = iter(loader_of(data, mode))
-    started, error, victim = time.monotonic(), None, None
+    started, error, victim, handover = time.monotonic(), None, None, False
     try:
         for step, batch in enumerate(iterator):
             del batch  # held, a worker's batch would hold its shared memory
@@ -128,9 +129,11 @@ def fault(path: str, mode: str, kind: str) -> dict:
                 started = time.monotonic()
     except Exception as caught:  # noqa: BLE001 -- reported to the test, which checks its type and words
         error = f"{type(caught).__name__}: {caught}"
+        # torch hands a worker's batch over through a socket to that worker: killed, it fails the handover
+        handover = any(frame.name == "rebuild_storage_fd" for frame in traceback.extract_tb(caught.__traceback__))
     seconds = time.monotonic() - started
     del iterator
-    return {"error": error, "seconds": seconds, "victim": victim, "leaks": pr.leaks(before, settled())}
+    return {"error": error, "seconds": seconds, "victim": victim, "handover": handover, "leaks": pr.leaks(before, settled())}
 
 
 def forever(path: str, mode: str) -> None:

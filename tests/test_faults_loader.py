@@ -42,11 +42,15 @@ def fault(small, mode: str, kind: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_a_killed_worker_is_a_clear_error_within_seconds_and_leaves_nothing(small):
+def test_a_killed_worker_ends_the_loop_within_seconds_and_leaves_nothing(small):
+    """torch's own words name the worker, unless the batch in flight was the victim's: then torch's handover of
+    its shared memory (a socket to the dead worker) fails first, with EOFError or ConnectionResetError -- torch's
+    race, outside the dataset; the loop still ends at once and nothing is left behind."""
     found = fault(small, "workers", "kill-worker")
-    assert found["error"].startswith(f"RuntimeError: DataLoader worker (pid {found['victim']}) is killed by signal: "
-                                     "Killed") or found["error"].startswith(
-        f"RuntimeError: DataLoader worker (pid(s) {found['victim']}) exited unexpectedly"), found["error"]
+    named = (f"RuntimeError: DataLoader worker (pid {found['victim']}) is killed by signal: Killed",
+             f"RuntimeError: DataLoader worker (pid(s) {found['victim']}) exited unexpectedly")
+    in_handover = found["handover"] and found["error"].split(":")[0] in ("EOFError", "ConnectionResetError")
+    assert found["error"].startswith(named) or in_handover, found
     assert found["seconds"] < WITHIN
     assert found["leaks"] == {}
 
