@@ -2,7 +2,8 @@
 
 Every run starts cold (the sources evicted from the page cache, then read under recpack's
 block-I/O throttle, 110 read IOPS and 170 MB/s by default: ``recpack.measure.throttle``)
-and is a whole ``recpack pack`` process.  Contenders alternate round by round; the targets
+and is a whole ``recpack pack`` process writing a new folder (the last round's output is
+deleted before the clock starts, not by --overwrite inside the run).  Contenders alternate round by round; the targets
 (issue #15) are medians of per-round ratios:
 
     tar, default decode check       >= 0.80 x the throttle's 170 MB/s (and against `cat` of the tar)
@@ -153,6 +154,7 @@ def run(args, corpus, work: Path, tar: Path, subset_list: tuple[Path, list[Path]
     for round_index, name in schedule(list(runs), args.rounds, rotate=True):
         command, reads = runs[name]
         files, nbytes, images = sources[reads]
+        shutil.rmtree(work / "out", ignore_errors=True)  # each pack writes a new folder, as a user's first pack does
         evict([str(f) for f in files])
         with throttled([str(tar.parent), str(subset_files[0])], throttle):
             run = run_child(command, work / "logs" / f"{name}-{round_index}")

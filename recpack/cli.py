@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where disk order parks prepared records (default: in memory when they fit in half the "
                       "available memory, else inside OUT); another disk is faster")
     pack.add_argument("--spill-memory", type=_positive, default=1024, metavar="MB",
-                      help="MB of spill mapped at a time when writing shards in disk order (default 1024)")
+                      help="MB of spill each worker maps at a time when writing shards in disk order (default 1024)")
     pack.add_argument("--no-device-reads", action="store_true",
                       help="in disk order, read every file through the filesystem (by default, as root, files on "
                       "ext4 that are not in the page cache are read from the disk device, many to a request)")

@@ -20,9 +20,10 @@ from recpack.format import manifest as mf
 from recpack.measure.pagecache import resident_fraction
 from recpack.pack import spill
 from recpack.pack.archive import open_input
+from recpack.pack.gather import shard_tasks
 from recpack.pack.layout import cached_fraction, inode_order, on_spinning_disk
 from recpack.pack.packer import pack, reads_in_disk_order
-from recpack.pack.plan import PackOptions, shuffle_keys
+from recpack.pack.plan import PackOptions, shuffle_keys, split_evenly
 from recpack.pack.prepare import PrepareOptions
 from recpack.pack.sources import open_source
 
@@ -91,6 +92,23 @@ def test_buckets_are_key_ranges_in_key_order():
         assert (of[order][1:] >= of[order][:-1]).all()  # sorted keys never go back a bucket
 
 
+def test_shard_tasks_cover_every_rank_once_from_exactly_the_buckets_that_hold_it():
+    counts = [5, 0, 12, 1, 0, 0, 9, 3]
+    firsts = [sum(counts[:b]) for b in range(len(counts))]
+    for shards in (1, 3, 7, 30):
+        for done in (set(), {0}, set(range(1, shards, 2))):
+            tasks = shard_tasks(counts, shards, done)
+            assert [task.shard for task in tasks] == [s for s in range(shards) if s not in done]
+            for task, (start, stop) in zip(tasks, (span for s, span in enumerate(split_evenly(30, shards))
+                                                   if s not in done)):
+                assert (task.start, task.stop) == (start, stop)
+                holding = [b for b in range(len(counts)) if counts[b] and firsts[b] < stop
+                           and firsts[b] + counts[b] > start]
+                assert [bucket for bucket, _, _ in task.buckets] == holding
+                assert all((first, count) == (firsts[b], counts[b]) for b, first, count in task.buckets)
+    assert shard_tasks(counts, 4, {0, 1, 2, 3}) == []
+
+
 def test_a_spill_is_kept_in_memory_only_below_half_the_available_memory_and_without_spill_dir():
     gb = 1 << 30
     assert spill.kept_in_memory(1 * gb, 8 * gb, None, memory_files=True)
@@ -107,6 +125,23 @@ def random_frames(rng, count, start):
                         rng.randbytes(rng.randrange(0, 300_000))) for i in range(count)]
 
 
+@pytest.mark.parametrize("memory", [True, False])
+def test_an_append_of_more_frames_than_one_writev_takes_keeps_them_all_in_order(tmp_path, memory):
+    if memory and not spill.MEMORY_FILES:
+        pytest.skip("no memfd_create")
+    store = spill.MemorySpill.create(1) if memory else spill.DiskSpill.create(str(tmp_path / "spill"), 1)
+    try:
+        rng = random.Random(3)
+        frames = [spill.Frame(rng.getrandbits(64), i, i, -1, (), f"k{i}", rng.randbytes(rng.randrange(1, 50)),
+                              b"m" * (i % 3)) for i in range(1500)]  # masks on two in three: 2 or 3 pieces each
+        store.append(0, [spill.encode(frame) for frame in frames])
+        _, read = store.read_bucket(0)
+        assert sorted((f.index, f.source_key, bytes(f.image), bytes(f.mask)) for f in read) == [
+            (f.index, f.source_key, f.image, f.mask) for f in frames]
+    finally:
+        store.close()
+
+
 @pytest.mark.skipif(not spill.MEMORY_FILES, reason="no memfd_create")
 def test_forked_workers_appending_to_one_memory_bucket_leave_whole_frames():
     store = spill.MemorySpill.create(2)
@@ -119,7 +154,7 @@ def test_forked_workers_appending_to_one_memory_bucket_leave_whole_frames():
                     rng = random.Random(child)
                     for round_ in range(40):
                         frames = random_frames(rng, rng.randrange(1, 6), child * 10_000 + round_ * 10)
-                        store.append(round_ % 2, b"".join(spill.encode(f) for f in frames))
+                        store.append(round_ % 2, [spill.encode(f) for f in frames])
                 finally:
                     os._exit(0)
             children.append(pid)

@@ -1,23 +1,24 @@
 """The second pass of a pack in disk order: the spill buckets, in key order, into shards.
 
 Buckets are contiguous ranges of shuffle keys, so reading them in order and sorting
-each one gives the whole shuffled sequence, one bucket in memory at a time (its frames'
-bytes stay in the mapped file, on disk or in memory).  Ranks count holes too, and the shards are cut at the
-same ranks as a pack in list order cuts them (``plan.split_evenly``), which is why both
-write the same bytes.  Shards whose resume notes survived are skipped, and buckets that
-hold only ranks of such shards are not read at all.
+each one gives the whole shuffled sequence (its frames' bytes stay in the mapped file,
+on disk or in memory).  Ranks count holes too, and the shards are cut at the same ranks
+as a pack in list order cuts them (``plan.split_evenly``), which is why both write the
+same bytes.  The packer's workers write the shards, each mapping one bucket at a time:
+at most one bucket per worker is mapped.  Shards whose resume notes survived are skipped,
+and buckets that hold only ranks of such shards are not read at all.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
+from dataclasses import dataclass
 from typing import Any
-
-from tqdm import tqdm
 
 from ..errors import PackError
 from ..format.schema import Payload, payload_prefix
-from . import spill
+from . import spill, workers
 from .plan import shard_stem, split_evenly
 from .publish import ShardLedger, shard_note
 from .scatter import ScatterResult, forget_result
@@ -46,58 +47,122 @@ class _OpenShard:
         self.has_masks = self.has_masks or bool(len(frame.mask))
         self.rewritten += frame.rewritten
 
-    def close(self, ledger: ShardLedger) -> None:
+    def close(self) -> dict[str, Any]:
+        """Publish the shard; its resume note."""
         self.writer.__exit__(None, None, None)
-        note = shard_note(self.index, self.writer.files, [], self.label_width, self.has_masks, self.rewritten, 0)
-        ledger.add(note, self.keys)
+        return shard_note(self.index, self.writer.files, [], self.label_width, self.has_masks, self.rewritten, 0)
 
     def discard(self, error: BaseException) -> None:
         """Give up the shard: the writer deletes its .tmp files, as when its ``with`` block raises."""
         self.writer.__exit__(type(error), error, error.__traceback__)
 
 
-def gather(out_dir: str, store: spill.SpillStore, scattered: ScatterResult, shards: int, ledger: ShardLedger,
-           labels_of_class: list[tuple[float, ...]] | None, show_progress: bool) -> None:
-    """Write every shard without a note in ``ledger.notes``, in order, from the buckets."""
-    starts = [start for start, _ in split_evenly(sum(scattered.counts), shards)]
-    shard_of = lambda rank: bisect.bisect_right(starts, rank) - 1  # noqa: E731
-    done = set(ledger.notes)
-    buffers = StagingBuffers()  # one set for every shard: fresh memory costs page faults each time
-    first_rank = 0
-    current: _OpenShard | None = None
-    with tqdm(total=sum(scattered.counts), unit="img", desc="write", disable=not show_progress,
-              dynamic_ncols=True) as bar:
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to write: its ranks [start, stop), and the buckets (bucket, first rank, frames) that hold them."""
+
+    shard: int
+    start: int
+    stop: int
+    buckets: tuple[tuple[int, int, int], ...]
+
+
+@dataclass
+class ShardWritten:
+    note: dict[str, Any]
+    keys: list[tuple[str, int, int]]
+    buckets: tuple[int, ...]
+
+
+class _Gatherer:
+    """What every shard task needs (given once per worker), and the bucket the worker read last.
+
+    Tasks come in shard order and a bucket holds many shards, so a worker mostly finds its
+    next shard's bucket already mapped and sorted: each worker reads each bucket about once.
+    """
+
+    def __init__(self, out_dir: str, store: spill.SpillStore, labels_of_class: list[tuple[float, ...]] | None):
+        self.out_dir, self.store, self.labels_of_class = out_dir, store, labels_of_class
+        self._bucket: tuple[int, Any, list[spill.Frame]] | None = None  # (bucket, its map, its sorted frames)
+
+    def frames(self, bucket: int, count: int) -> list[spill.Frame]:
+        if self._bucket is None or self._bucket[0] != bucket:
+            self._bucket = None  # the old map closes once no frame of it is left
+            data, frames = self.store.read_bucket(bucket)
+            if len(frames) != count:
+                forget_result(self.out_dir)
+                raise PackError(f"{self.store.name(bucket)}: {len(frames)} spilled records, the first "
+                                f"pass wrote {count}; rerun the same command (it reads the sources again)")
+            self._bucket = (bucket, data, frames)
+        return self._bucket[2]
+
+    def write(self, task: ShardTask) -> ShardWritten:
+        shard = _OpenShard(self.out_dir, task.shard, workers.staging_buffers() or StagingBuffers())
         try:
-            for bucket, count in enumerate(scattered.counts):
-                ranks = range(first_rank, first_rank + count)
-                first_rank += count
-                if not count or all(shard in done for shard in range(shard_of(ranks[0]), shard_of(ranks[-1]) + 1)):
-                    bar.update(count)  # only finished shards' records here: the bucket is not read
-                    continue
-                data, frames = store.read_bucket(bucket)
-                if len(frames) != count:
-                    forget_result(out_dir)
-                    raise PackError(f"{store.name(bucket)}: {len(frames)} spilled records, the first "
-                                    f"pass wrote {count}; rerun the same command (it reads the sources again)")
-                for rank, frame in zip(ranks, frames):
-                    shard = shard_of(rank)
-                    if current is not None and current.index != shard:
-                        current.close(ledger)
-                        current = None
-                    if shard not in done and current is None:
-                        current = _OpenShard(out_dir, shard, buffers)
-                    if current is not None and not frame.hole:
-                        current.write(frame, frame.labels if frame.class_id < 0 else labels_of_class[frame.class_id])
-                    bar.update(1)
-                del data, frames, frame  # the map closes once no record's view of it is left
-                store.release(bucket)
-            if current is not None:
-                current.close(ledger)
-                current = None
+            written = 0
+            for bucket, first_rank, count in task.buckets:
+                frames = self.frames(bucket, count)
+                low, high = max(task.start - first_rank, 0), min(task.stop - first_rank, count)
+                for frame in frames[low:high]:
+                    if not frame.hole:
+                        shard.write(frame, frame.labels if frame.class_id < 0 else self.labels_of_class[frame.class_id])
+                        written += len(frame.image)
+                workers.report_progress(high - low, written)
+                written = 0
+            note = shard.close()
         except BaseException as error:
-            if current is not None:
-                current.discard(error)
+            shard.discard(error)
             raise
+        return ShardWritten(note, shard.keys, tuple(bucket for bucket, _, _ in task.buckets))
+
+
+def _write_shard(task: ShardTask) -> ShardWritten:  # runs in a worker
+    return workers.shared().write(task)
+
+
+def shard_tasks(counts: list[int], shards: int, done: set[int]) -> list[ShardTask]:
+    """The unfinished shards, in order, each with the buckets its ranks fall in (pure: planning only)."""
+    firsts = [0]
+    for count in counts:
+        firsts.append(firsts[-1] + count)
+    tasks = []
+    for shard, (start, stop) in enumerate(split_evenly(firsts[-1], shards)):
+        if shard in done:
+            continue
+        first = bisect.bisect_right(firsts, start) - 1
+        buckets = []
+        for bucket in range(first, len(counts)):
+            if firsts[bucket] >= stop:
+                break
+            if counts[bucket]:
+                buckets.append((bucket, firsts[bucket], counts[bucket]))
+        tasks.append(ShardTask(shard, start, stop, tuple(buckets)))
+    return tasks
+
+
+def gather(out_dir: str, store: spill.SpillStore, scattered: ScatterResult, shards: int, ledger: ShardLedger,
+           labels_of_class: list[tuple[float, ...]] | None, workers_wanted: int | None,
+           show_progress: bool) -> None:
+    """Write every shard without a note in ``ledger.notes`` from the buckets, shards shared among workers.
+
+    A bucket's memory (a memory spill's) is freed once every shard with ranks in it is written.
+    """
+    tasks = shard_tasks(scattered.counts, shards, set(ledger.notes))
+    if not tasks:
+        return
+    waiting = {}  # bucket -> shards not yet written that read it
+    for task in tasks:
+        for bucket, _, _ in task.buckets:
+            waiting[bucket] = waiting.get(bucket, 0) + 1
+    count = min(workers_wanted or os.cpu_count() or 1, len(tasks))
+    total = sum(task.stop - task.start for task in tasks)
+    gatherer = _Gatherer(out_dir, store, labels_of_class)
+    for written in workers.run(_write_shard, tasks, count, total, show_progress, desc="write", shared=gatherer):
+        ledger.add(written.note, written.keys)
+        for bucket in written.buckets:
+            waiting[bucket] -= 1
+            if not waiting[bucket]:
+                store.release(bucket)
 
 
 def labels_for(classes: list[str]) -> tuple[tuple[str, ...], list[tuple[float, ...]]]:

@@ -260,7 +260,8 @@ def _pack_in_disk_order(source: Source | ArchiveSource, out_dir: str, options: P
         else:
             classes, labels_of_class = source.classes, None
         with ShardLedger(out_dir, options.fsync, notes) as ledger:
-            gather(out_dir, store, scattered, options.shards, ledger, labels_of_class, show_progress)
+            gather(out_dir, store, scattered, options.shards, ledger, labels_of_class, options.workers,
+                   show_progress)
         result = publish(out_dir, notes, options, {"description": source.description, "root": source.root}, classes,
                          started, resumed, scattered.processed, scattered.bytes_in, extra_bad=scattered.bad)
     finally:

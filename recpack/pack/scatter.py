@@ -79,15 +79,16 @@ def scatter_task(task: ScatterTask) -> tuple[dict[int, int], list[tuple[int, str
     """
     keys = shuffle_keys(task.seed, [item.index for item in task.items])
     buckets = spill.bucket_of(keys, task.spill.buckets).tolist()
-    pieces: dict[int, list[bytes]] = defaultdict(list)
+    pieces: dict[int, list[spill.Encoded]] = defaultdict(list)
     bad, bytes_in = [], 0
-    for item, key, bucket in zip(task.items, keys.tolist(), buckets):
+    located = read_located([item.location for item in task.items])
+    for item, key, bucket, member in zip(task.items, keys.tolist(), buckets, located):
         try:
             inputs = None
             if item.data is not None:  # a mask is read here, as in list order
                 inputs = Inputs(item.data, None if item.mask is None else read_inputs(item.mask, None).image)
-            if item.location is not None:
-                inputs = Inputs(read_located(item.location))
+            if member is not None:
+                inputs = Inputs(member)
             prepared = prepare(item.path or item.key, item.mask, task.prepare, inputs)
         except BadImageError as error:
             if task.strict:
@@ -100,7 +101,7 @@ def scatter_task(task: ScatterTask) -> tuple[dict[int, int], list[tuple[int, str
                                 prepared.image, prepared.mask, rewritten=prepared.reencoded)
         pieces[bucket].append(spill.encode(frame))
     for bucket, frames in pieces.items():
-        task.spill.append(bucket, b"".join(frames))
+        task.spill.append(bucket, frames)
     report_progress(len(task.items), bytes_in)
     return {bucket: len(frames) for bucket, frames in pieces.items()}, bad, bytes_in
 

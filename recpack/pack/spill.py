@@ -21,8 +21,10 @@ One frame per source item, little endian::
     uint32 key_length, image_length, mask_length
     labels, key (UTF-8), image, mask
 
-A worker writes all its frames for a bucket with one ``O_APPEND`` write, which the kernel
-places whole at the end of the file whatever other workers append (memory files alike).
+A worker appends its frames for a bucket with ``O_APPEND`` writes of whole frames, each of
+which the kernel places whole at the end of the file whatever other workers append (memory
+files alike).  The writes gather the frames' pieces (``writev``): an image is copied once,
+into the file, not first into a joined buffer.
 """
 
 from __future__ import annotations
@@ -62,12 +64,16 @@ class Frame:
     rewritten: bool = False
 
 
-def encode(frame: Frame) -> bytes:
+Encoded = tuple  # a frame's pieces, in file order: (header + labels + key, image[, mask])
+
+
+def encode(frame: Frame) -> Encoded:
     key = frame.source_key.encode("utf-8")
     flags = (HOLE if frame.hole else 0) | (REWRITTEN if frame.rewritten else 0)
     header = FRAME.pack(frame.key, frame.index, frame.record_id, frame.class_id, flags,
                         len(frame.labels), len(key), len(frame.image), len(frame.mask))
-    return b"".join((header, struct.pack(f"<{len(frame.labels)}f", *frame.labels), key, frame.image, frame.mask))
+    head = b"".join((header, struct.pack(f"<{len(frame.labels)}f", *frame.labels), key))
+    return (head, frame.image, frame.mask) if len(frame.mask) else (head, frame.image)
 
 
 def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
@@ -118,12 +124,12 @@ class DiskSpill:
     def name(self, bucket: int) -> str:
         return bucket_path(self.folder, bucket)
 
-    def append(self, bucket: int, data: bytes) -> None:
-        """Append whole frames to a bucket, in one write (other workers may append too)."""
+    def append(self, bucket: int, frames: list[Encoded]) -> None:
+        """Append whole frames to a bucket (other workers may append too)."""
         try:
             fd = os.open(self.name(bucket), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                _write_whole(fd, data, self.name(bucket))
+                _append_frames(fd, frames, self.name(bucket))
             finally:
                 os.close(fd)
         except OSError as error:
@@ -187,9 +193,9 @@ class MemorySpill:
     def name(self, bucket: int) -> str:
         return f"spill bucket {bucket} (in memory)"
 
-    def append(self, bucket: int, data: bytes) -> None:
+    def append(self, bucket: int, frames: list[Encoded]) -> None:
         try:
-            _write_whole(self.fds[bucket], data, self.name(bucket))
+            _append_frames(self.fds[bucket], frames, self.name(bucket))
         except OSError as error:
             raise PackError(f"cannot hold the spill in memory ({error.strerror or error}); free memory "
                             "or pass --spill-dir, and rerun the same command") from None
@@ -219,11 +225,23 @@ class MemorySpill:
 SpillStore = DiskSpill | MemorySpill
 
 
-def _write_whole(fd: int, data: bytes, name: str) -> None:
-    view = memoryview(data)
-    written = os.write(fd, view)
-    if written != len(view):  # a regular file takes a write whole or fails; never leave half a frame
-        raise PackError(f"{name}: short write ({written} of {len(view)} bytes); is the disk (or memory) full?")
+WRITE_PIECES = 1024  # IOV_MAX on Linux: the pieces one writev may gather
+
+
+def _append_frames(fd: int, frames: list[Encoded], name: str) -> None:
+    """Whole frames in as few appends as ``writev`` allows, each one frames whole."""
+    start = 0
+    while start < len(frames):
+        stop, pieces = start, 0
+        while stop < len(frames) and pieces + len(frames[stop]) <= WRITE_PIECES:
+            pieces += len(frames[stop])
+            stop += 1
+        batch = [piece for frame in frames[start:stop] for piece in frame]
+        expected = sum(len(piece) for piece in batch)
+        written = os.writev(fd, batch)
+        if written != expected:  # a regular file takes a write whole or fails; never leave half a frame
+            raise PackError(f"{name}: short write ({written} of {expected} bytes); is the disk (or memory) full?")
+        start = stop
 
 
 def _read_bucket(fd: int, name: str) -> tuple[mmap.mmap | None, list[Frame]]:

@@ -25,12 +25,13 @@ Outcome = TypeVar("Outcome")
 
 _progress: tuple | None = None  # (images, bytes) shared counters, set once per worker process
 _buffers: StagingBuffers | None = None  # the worker's write buffers, reused for every shard it writes
+_shared: object = None  # what every task of the run needs, given once per worker rather than in each task
 
 
-def _init_worker(images, nbytes, parent: int) -> None:
-    global _progress, _buffers
+def _init_worker(images, nbytes, parent: int, shared: object) -> None:
+    global _progress, _buffers, _shared
     die_with_parent(parent)
-    _progress = (images, nbytes)
+    _progress, _shared = (images, nbytes), shared
     _buffers = StagingBuffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     # Pillow warns of images over ~89 Mpixel and refuses those over twice that (a bad input, reported);
@@ -46,13 +47,19 @@ def report_progress(images: int, nbytes: int) -> None:
             counter.value += amount
 
 
+def shared() -> object:
+    """The run's ``shared`` object, this worker's own copy (forked: a task may keep state in it for the next)."""
+    return _shared
+
+
 def staging_buffers() -> StagingBuffers | None:
     """This worker's staging buffers (None outside a worker: the writer makes its own)."""
     return _buffers
 
 
 def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int, total: int | None,
-        show_progress: bool, desc: str = "pack", in_flight: int | None = None) -> Iterator[Outcome]:
+        show_progress: bool, desc: str = "pack", in_flight: int | None = None,
+        shared: object = None) -> Iterator[Outcome]:
     """Run tasks on the packer's worker processes (``processes.run_tasks``); yield each outcome as its task finishes.
 
     ``total`` is the images the tasks will report, for the progress bar (None:
@@ -74,6 +81,6 @@ def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int
 
         try:
             yield from run_tasks(function, tasks, workers, initializer=_init_worker,
-                                 initargs=(images, nbytes, os.getpid()), in_flight=in_flight, tick=refresh)
+                                 initargs=(images, nbytes, os.getpid(), shared), in_flight=in_flight, tick=refresh)
         except WorkerDied as error:
             raise PackError(f"{error}; the shards finished so far are kept: rerun the same command") from None
