@@ -193,6 +193,35 @@ def device_files(folder, count, size=50_000, seed=0):
     return paths
 
 
+def buffer_vm_flags(reader: DeviceReader) -> list[str]:
+    """The VmFlags (/proc/self/smaps) of the mapping that holds the reader's buffer."""
+    import ctypes
+    address = ctypes.addressof(ctypes.c_char.from_buffer(reader._buffer))
+    mapping = None
+    with open("/proc/self/smaps") as handle:
+        for line in handle:
+            head = line.split()[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                low, high = (int(part, 16) for part in head.split("-"))
+                mapping = low <= address < high
+            elif mapping and line.startswith("VmFlags:"):
+                return line.split()[1:]
+    raise AssertionError("the buffer's mapping is not in /proc/self/smaps")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
+def test_the_read_buffer_is_not_inherited_by_the_workers_a_pack_forks():
+    """Inherited, the buffer is shared copy-on-write: the next read into it breaks its huge page into 4 KiB
+    copies, and a 2 MiB request becomes four (measured: 347 requests for 1,500 files instead of 134)."""
+    reader = DeviceReader()
+    try:
+        flags = buffer_vm_flags(reader)
+        assert "dc" in flags  # MADV_DONTFORK: "do not copy"
+        assert "hg" in flags  # MADV_HUGEPAGE
+    finally:
+        reader.close()
+
+
 def test_device_reads_give_the_files_bytes(ext4_on_loop):
     paths = device_files(ext4_on_loop / "plain", 120)
     order = disk_order(paths).tolist()

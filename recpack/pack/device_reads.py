@@ -69,6 +69,8 @@ class DeviceReader:
     Reads go through one 2 MiB buffer backed by a huge page where the kernel gives one:
     with 4 KiB pages a 1 MiB request needs 256 memory segments, more than many devices
     take at once (a SATA disk 168, a loop device 128), and it is split into several.
+    Processes forked later do not inherit it: shared copy-on-write, the huge page would
+    be broken into 4 KiB copies by the next read into it.
     """
 
     def __init__(self) -> None:
@@ -77,6 +79,8 @@ class DeviceReader:
         self._map = mmap.mmap(-1, 2 * HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         if hasattr(mmap, "MADV_HUGEPAGE"):
             self._map.madvise(mmap.MADV_HUGEPAGE)
+        if hasattr(mmap, "MADV_DONTFORK"):  # a pack forks its workers after this: inherited, every read into
+            self._map.madvise(mmap.MADV_DONTFORK)  # the buffer would copy it on write, in 4 KiB pages (4x the requests)
         address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
         skip = -address % HUGE
         self._buffer = memoryview(self._map)[skip : skip + HUGE]
