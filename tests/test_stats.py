@@ -141,6 +141,62 @@ def test_kernel_sums_squares_extremes_histogram_and_average(width, height, seed,
     assert not histogram.any() and not resized[..., :3].any()
 
 
+def _moments_of(pixels: np.ndarray) -> tuple[list, list, list, list]:
+    height, width = pixels.shape[:2]
+    histogram = np.zeros((3, 256), np.uint64)
+    sums, squares, low, high = _pixels.measure_rgbx(pixels, width, height, 0, None, histogram, 1 << 40)
+    return list(sums), list(squares), list(low), list(high)
+
+
+def _numpy_moments(pixels: np.ndarray) -> tuple[list, list, list, list]:
+    values = pixels[..., :3].reshape(-1, 3).astype(np.uint64)
+    return (values.sum(0).tolist(), (values * values).sum(0).tolist(), values.min(0).tolist(),
+            values.max(0).tolist())
+
+
+# Widths around the vector path's 8-pixel blocks (7: no block; 8, 16: whole blocks only; the rest a partial
+# last block), and long rows that cross its flushes of the 16-bit sums (every 257 blocks) within a row.
+LANE_WIDTHS = [1, 7, 8, 9, 13, 16, 17, 31, 470, 2056, 2057, 8 * 257 * 3 + 5]
+
+
+@pytest.mark.parametrize("width", LANE_WIDTHS)
+def test_kernel_moments_keep_each_channel_in_its_own_lanes(width):
+    """Each channel drawn from its own range (R 0-63, G 96-159, B 192-255, X anything): a value counted in
+    another channel's lane moves that channel's sum, squares and extremes away from numpy's."""
+    rng = np.random.default_rng(width)
+    height = max(1, 60_000 // width)
+    pixels = np.empty((height, width, 4), np.uint8)
+    for channel, start in enumerate((0, 96, 192)):
+        pixels[..., channel] = rng.integers(start, start + 64, (height, width))
+    pixels[..., 3] = rng.integers(0, 256, (height, width))  # X: must count nowhere
+    assert _moments_of(pixels) == _numpy_moments(pixels)
+    pixels[..., 3] = 255 - pixels[..., 3]
+    assert _moments_of(pixels) == _numpy_moments(pixels)
+    # each channel's extremes at one place each, the rest of the image held inside them
+    low, high = pixels.copy(), pixels.copy()
+    for channel in range(3):
+        y, x = rng.integers(height), rng.integers(width)
+        low[y, x, channel] = 0 if channel else 255  # R's maximum, G's and B's minimum
+        high[y, x, channel] = 255 if channel < 2 else 0
+    for image in (low, high):
+        assert _moments_of(image) == _numpy_moments(image)
+
+
+@pytest.mark.parametrize("width", [8, 470, 2057, 8 * 257 + 3])
+def test_kernel_moments_do_not_overflow_their_lanes(width):
+    """All-255 pixels: every lane of the 16-bit sums and 32-bit squares at its largest, over more blocks than the
+    squares' flush period (33025 blocks of 8 pixels: 264,200 pixels and more), so a flush one block late shows."""
+    height = -(-33025 * 8 * 5 // 4 // width)  # about 1.25 flush periods of whole and partial blocks
+    pixels = np.full((height, width, 4), 255, np.uint8)
+    sums, squares, low, high = _moments_of(pixels)
+    count = width * height
+    assert sums == [255 * count] * 3 and squares == [255 * 255 * count] * 3
+    assert low == [255] * 3 and high == [255] * 3
+    pixels[..., :3] = 254  # and below 255, with X still 255
+    pixels[-1, -1, 1] = 3
+    assert _moments_of(pixels) == _numpy_moments(pixels)
+
+
 def test_streaming_decode_measures_the_pixels_the_reader_decodes(dataset, hostile):
     jpegs = [payload.image for _, _, payload in _records(dataset)][:12] + [hostile["gray_jpg"].read_bytes()]
     for data in jpegs:

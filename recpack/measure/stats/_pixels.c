@@ -42,16 +42,26 @@
 
 /* --- moments ----------------------------------------------------------------------------------- */
 
-/* Running sums.  The vector path keeps one lane per byte position of a 32-byte block (8 RGBX pixels;
- * each position is always the same channel, as rows start on a pixel): 16-bit sums for at most 257
- * blocks (257 x 255 < 2^16) and 32-bit squares for at most 65536 (65536 x 255^2 < 2^32), then added
- * into 64-bit lanes.  Bytes outside whole blocks go straight into the per-channel totals. */
+/* Running sums.  The vector path (row_moments_avx2) takes a row 32 bytes (8 RGBX pixels) at a time and
+ * spreads each 16-byte half's R, G and B values over 16-bit lanes, zero-extended, in two registers:
+ *     rg: words 0-3 R, words 4-7 G (of the half's 4 pixels), in each 128-bit half, so word k holds R
+ *         when k % 8 < 4 and G otherwise;
+ *     b:  words 0-3 B, words 4-7 zero, so word k holds B when k % 8 < 4 and 0 otherwise.
+ * Sums: each word gains one byte (<= 255) per block, so 16-bit sums stay exact for 257 blocks
+ * (257 x 255 = 65535).  Squares: vpmaddwd of a register with itself adds the squares of word pairs
+ * 2j, 2j + 1 (one channel) into 32-bit lane j: R when j % 4 < 2, G otherwise (rg); B when j % 4 < 2,
+ * 0 otherwise (b); at most 2 x 255^2 = 130050 a block, so 32-bit sums stay exact for 33025 blocks
+ * (33025 x 130050 = 4294901250 < 2^32).  Then they are added into the 64-bit per-channel totals.
+ * Minima and maxima run over the loaded bytes as they are: byte k of a block is channel k % 4 (rows
+ * start on a pixel).  Rows under 8 pixels, or all rows where there is no vector path, go a byte at a
+ * time straight into the per-channel totals. */
+#define SUM_BLOCKS 257
+#define SQUARE_BLOCKS 33025
 struct moments {
-    uint16_t sum16[2][16]; /* even bytes (lane k: byte 2k), odd bytes (2k + 1) */
-    uint32_t squares32[4][8]; /* bytes 4k, 4k + 2, 4k + 1, 4k + 3 */
+    uint16_t sum16[2][16];    /* rg, b as above */
+    uint32_t squares32[2][8]; /* rg, b as above */
     unsigned int sum_blocks, square_blocks;
-    unsigned char lane_low[32], lane_high[32];
-    uint64_t lane_sum[32], lane_squares[32];
+    unsigned char lane_low[32], lane_high[32]; /* byte k: channel k % 4 */
     uint64_t sum[4], squares[4];
     unsigned char low[4], high[4];
 };
@@ -65,20 +75,18 @@ static void moments_start(struct moments *m) {
 static void flush_sums(struct moments *m) {
     unsigned int k;
     for (k = 0; k < 16; k++) {
-        m->lane_sum[2 * k] += m->sum16[0][k];
-        m->lane_sum[2 * k + 1] += m->sum16[1][k];
+        m->sum[k % 8 < 4 ? 0 : 1] += m->sum16[0][k];
+        m->sum[k % 8 < 4 ? 2 : 3] += m->sum16[1][k]; /* [3]: words that stay 0 */
     }
     memset(m->sum16, 0, sizeof m->sum16);
     m->sum_blocks = 0;
 }
 
 static void flush_squares(struct moments *m) {
-    unsigned int k;
-    for (k = 0; k < 8; k++) {
-        m->lane_squares[4 * k] += m->squares32[0][k];
-        m->lane_squares[4 * k + 2] += m->squares32[1][k];
-        m->lane_squares[4 * k + 1] += m->squares32[2][k];
-        m->lane_squares[4 * k + 3] += m->squares32[3][k];
+    unsigned int j;
+    for (j = 0; j < 8; j++) {
+        m->squares[j % 4 < 2 ? 0 : 1] += m->squares32[0][j];
+        m->squares[j % 4 < 2 ? 2 : 3] += m->squares32[1][j]; /* [3]: lanes that stay 0 */
     }
     memset(m->squares32, 0, sizeof m->squares32);
     m->square_blocks = 0;
@@ -91,14 +99,12 @@ static void moments_finish(struct moments *m) {
     flush_squares(m);
     for (k = 0; k < 32; k++) {
         unsigned int c = k % 4;
-        m->sum[c] += m->lane_sum[k];
-        m->squares[c] += m->lane_squares[k];
         m->low[c] = m->lane_low[k] < m->low[c] ? m->lane_low[k] : m->low[c];
         m->high[c] = m->lane_high[k] > m->high[c] ? m->lane_high[k] : m->high[c];
     }
 }
 
-/* Bytes start..n-1 of a row one at a time: its tail, or all of it where there is no vector path. */
+/* Bytes start..n-1 of a row one at a time: a row too short for the vector path, or any row without one. */
 static void row_moments_plain(const unsigned char *p, size_t start, size_t n, struct moments *m) {
     size_t i;
     for (i = start; i < n; i++) {
@@ -114,54 +120,93 @@ static void row_moments_plain(const unsigned char *p, size_t start, size_t n, st
 #include <immintrin.h>
 #define HAVE_AVX2_PATH 1
 
-/* No shuffles: as 16-bit lanes, even bytes are v & 0xff and odd ones v >> 8; their squares fit 16
- * bits, and as 32-bit lanes those split again into & 0xffff and >> 16. */
+/* Per block: two in-lane byte shuffles (vpshufb, zero-extending into the rg and b words above), two
+ * vpmaddwd and two 32-bit adds for the squares, two 16-bit adds for the sums, vpminub and vpmaxub:
+ * ten vector uops where masks, shifts and vpmullw took fifteen.  A row's last partial block (its
+ * width not a multiple of 8 pixels, and at least 8 pixels) is one more block at the row's last 32
+ * bytes: its bytes already counted are masked to zero for the sums and squares (adding nothing), and
+ * minima and maxima take the whole block (a byte seen twice changes neither).  It starts a multiple
+ * of 4 bytes into the row, so byte k is still channel k % 4.  It counts as a block for the flushes. */
+struct vector_sums {
+    __m256i rg_sum, b_sum, rg_squares, b_squares, low, high;
+};
+
+/* One block: v as loaded (minima, maxima), counted for the sums and squares. */
+__attribute__((target("avx2"), always_inline)) static inline void block_moments(struct vector_sums *s, __m256i v,
+                                                                                __m256i counted) {
+    const __m256i to_rg = _mm256_setr_epi8(0, -1, 4, -1, 8, -1, 12, -1, 1, -1, 5, -1, 9, -1, 13, -1,
+                                           0, -1, 4, -1, 8, -1, 12, -1, 1, -1, 5, -1, 9, -1, 13, -1);
+    const __m256i to_b = _mm256_setr_epi8(2, -1, 6, -1, 10, -1, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          2, -1, 6, -1, 10, -1, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    __m256i rg = _mm256_shuffle_epi8(counted, to_rg), b = _mm256_shuffle_epi8(counted, to_b);
+    s->rg_sum = _mm256_add_epi16(s->rg_sum, rg);
+    s->b_sum = _mm256_add_epi16(s->b_sum, b);
+    s->rg_squares = _mm256_add_epi32(s->rg_squares, _mm256_madd_epi16(rg, rg));
+    s->b_squares = _mm256_add_epi32(s->b_squares, _mm256_madd_epi16(b, b));
+    s->low = _mm256_min_epu8(s->low, v);
+    s->high = _mm256_max_epu8(s->high, v);
+}
+
 __attribute__((target("avx2"))) static size_t row_moments_avx2(const unsigned char *p, size_t n, struct moments *m) {
-    const __m256i bytes = _mm256_set1_epi16(0xff), words = _mm256_set1_epi32(0xffff);
-    size_t blocks = n / 32, b = 0;
-    __m256i low = _mm256_loadu_si256((const __m256i *)m->lane_low);
-    __m256i high = _mm256_loadu_si256((const __m256i *)m->lane_high);
-    while (b < blocks) {
-        size_t stop = b + (257 - m->sum_blocks);
-        if (stop > b + (65536 - m->square_blocks))
-            stop = b + (65536 - m->square_blocks);
-        if (stop > blocks)
-            stop = blocks;
-        __m256i even_sum = _mm256_loadu_si256((const __m256i *)m->sum16[0]);
-        __m256i odd_sum = _mm256_loadu_si256((const __m256i *)m->sum16[1]);
-        __m256i q0 = _mm256_loadu_si256((const __m256i *)m->squares32[0]);
-        __m256i q1 = _mm256_loadu_si256((const __m256i *)m->squares32[1]);
-        __m256i q2 = _mm256_loadu_si256((const __m256i *)m->squares32[2]);
-        __m256i q3 = _mm256_loadu_si256((const __m256i *)m->squares32[3]);
+    static const unsigned char tail_mask[64] = {
+        0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+        0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255};
+    const size_t whole = n / 32, tail = n % 32;
+    size_t b = 0;
+    struct vector_sums s;
+    if (whole == 0)
+        return 0;
+    s.low = _mm256_loadu_si256((const __m256i *)m->lane_low);
+    s.high = _mm256_loadu_si256((const __m256i *)m->lane_high);
+    s.rg_sum = _mm256_loadu_si256((const __m256i *)m->sum16[0]);
+    s.b_sum = _mm256_loadu_si256((const __m256i *)m->sum16[1]);
+    s.rg_squares = _mm256_loadu_si256((const __m256i *)m->squares32[0]);
+    s.b_squares = _mm256_loadu_si256((const __m256i *)m->squares32[1]);
+    for (;;) { /* the counts below the flush limits on entry, and on leaving */
+        size_t stop = b + (SUM_BLOCKS - m->sum_blocks);
+        if (stop > b + (SQUARE_BLOCKS - m->square_blocks))
+            stop = b + (SQUARE_BLOCKS - m->square_blocks);
+        if (stop > whole)
+            stop = whole;
         m->sum_blocks += (unsigned int)(stop - b);
         m->square_blocks += (unsigned int)(stop - b);
         for (; b < stop; b++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(p + b * 32));
-            __m256i even = _mm256_and_si256(v, bytes), odd = _mm256_srli_epi16(v, 8);
-            __m256i even_square = _mm256_mullo_epi16(even, even), odd_square = _mm256_mullo_epi16(odd, odd);
-            even_sum = _mm256_add_epi16(even_sum, even);
-            odd_sum = _mm256_add_epi16(odd_sum, odd);
-            q0 = _mm256_add_epi32(q0, _mm256_and_si256(even_square, words));
-            q1 = _mm256_add_epi32(q1, _mm256_srli_epi32(even_square, 16));
-            q2 = _mm256_add_epi32(q2, _mm256_and_si256(odd_square, words));
-            q3 = _mm256_add_epi32(q3, _mm256_srli_epi32(odd_square, 16));
-            low = _mm256_min_epu8(low, v);
-            high = _mm256_max_epu8(high, v);
+            block_moments(&s, v, v);
         }
-        _mm256_storeu_si256((__m256i *)m->sum16[0], even_sum);
-        _mm256_storeu_si256((__m256i *)m->sum16[1], odd_sum);
-        _mm256_storeu_si256((__m256i *)m->squares32[0], q0);
-        _mm256_storeu_si256((__m256i *)m->squares32[1], q1);
-        _mm256_storeu_si256((__m256i *)m->squares32[2], q2);
-        _mm256_storeu_si256((__m256i *)m->squares32[3], q3);
-        if (m->sum_blocks == 257)
-            flush_sums(m);
-        if (m->square_blocks == 65536)
-            flush_squares(m);
+        if (b == whole && tail != 0 && m->sum_blocks < SUM_BLOCKS && m->square_blocks < SQUARE_BLOCKS) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + n - 32)); /* the last partial block, as above */
+            block_moments(&s, v, _mm256_and_si256(v, _mm256_loadu_si256((const __m256i *)(tail_mask + tail))));
+            m->sum_blocks++;
+            m->square_blocks++;
+            b++;
+        }
+        if (m->sum_blocks == SUM_BLOCKS || m->square_blocks == SQUARE_BLOCKS) {
+            _mm256_storeu_si256((__m256i *)m->sum16[0], s.rg_sum);
+            _mm256_storeu_si256((__m256i *)m->sum16[1], s.b_sum);
+            _mm256_storeu_si256((__m256i *)m->squares32[0], s.rg_squares);
+            _mm256_storeu_si256((__m256i *)m->squares32[1], s.b_squares);
+            if (m->sum_blocks == SUM_BLOCKS)
+                flush_sums(m);
+            if (m->square_blocks == SQUARE_BLOCKS)
+                flush_squares(m);
+            s.rg_sum = _mm256_loadu_si256((const __m256i *)m->sum16[0]);
+            s.b_sum = _mm256_loadu_si256((const __m256i *)m->sum16[1]);
+            s.rg_squares = _mm256_loadu_si256((const __m256i *)m->squares32[0]);
+            s.b_squares = _mm256_loadu_si256((const __m256i *)m->squares32[1]);
+        }
+        if (b >= whole + (tail != 0))
+            break;
     }
-    _mm256_storeu_si256((__m256i *)m->lane_low, low);
-    _mm256_storeu_si256((__m256i *)m->lane_high, high);
-    return blocks * 32;
+    _mm256_storeu_si256((__m256i *)m->sum16[0], s.rg_sum);
+    _mm256_storeu_si256((__m256i *)m->sum16[1], s.b_sum);
+    _mm256_storeu_si256((__m256i *)m->squares32[0], s.rg_squares);
+    _mm256_storeu_si256((__m256i *)m->squares32[1], s.b_squares);
+    _mm256_storeu_si256((__m256i *)m->lane_low, s.low);
+    _mm256_storeu_si256((__m256i *)m->lane_high, s.high);
+    return n;
 }
 #endif
 
