@@ -18,7 +18,6 @@ import resource
 import signal
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,19 +120,35 @@ def fault(path: str, mode: str, kind: str) -> dict:
     iterator = iter(loader_of(data, mode))
     started, error, victim, handover = time.monotonic(), None, None, False
     try:
-        for step, batch in enumerate(iterator):
-            del batch  # held, a worker's batch would hold its shared memory
-            if kind == "kill-worker" and step == 2:
-                victim = pr.children_of(os.getpid())[0]
-                os.kill(victim, signal.SIGKILL)
-                started = time.monotonic()
-    except Exception as caught:  # noqa: BLE001 -- reported to the test, which checks its type and words
-        error = f"{type(caught).__name__}: {caught}"
-        # torch hands a worker's batch over through a socket to that worker: killed, it fails the handover
-        handover = any(frame.name == "rebuild_storage_fd" for frame in traceback.extract_tb(caught.__traceback__))
-    seconds = time.monotonic() - started
-    del iterator
-    return {"error": error, "seconds": seconds, "victim": victim, "handover": handover, "leaks": pr.leaks(before, settled())}
+        try:
+            for step, batch in enumerate(iterator):
+                del batch  # held, a worker's batch would hold its shared memory
+                if kind == "kill-worker" and step == 2:
+                    victim = pr.children_of(os.getpid())[0]
+                    os.kill(victim, signal.SIGKILL)
+                    started = time.monotonic()
+        except Exception as caught:  # noqa: BLE001 -- reported to the test, which checks its type and words
+            seconds = time.monotonic() - started
+            error, handover = f"{type(caught).__name__}: {caught}", in_handover(caught)
+            del caught, iterator  # (its traceback holds the iterator) shuts the workers and torch's SIGCHLD handler down
+    except RuntimeError as late:  # that handler, raising at any point, reported the dead worker again first
+        seconds = time.monotonic() - started
+        error = error or f"{type(late).__name__}: {late}"
+        iterator = None
+    else:
+        seconds = time.monotonic() - started
+    return {"error": error, "seconds": seconds, "victim": victim, "handover": handover,
+            "leaks": pr.leaks(before, settled())}
+
+
+def in_handover(error: BaseException) -> bool:
+    """Whether torch raised it handing a worker's batch over (a socket to that worker: killed, it fails)."""
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == "rebuild_storage_fd":
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def forever(path: str, mode: str) -> None:
