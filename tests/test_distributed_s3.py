@@ -3,16 +3,14 @@
 In every setup (shards x DataLoader workers x batch size, including fewer shards
 than consumers) the ranks' epochs are disjoint, together complete, and equal in
 batches; with a record count the ranks cannot share evenly, the padding repeats
-only as many records as it must.  One torchrun runs every setup (it costs seconds to start).
+only as many records as it must.  One torchrun runs every setup (it costs seconds to start),
+with the server, in a loopback-only network namespace (``distributed_s3_child.py`` says why).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import socket
-import subprocess
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,50 +21,37 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
 import corpus  # noqa: E402
-from conftest import run_cli  # noqa: E402
-from object_servers import S3Server  # noqa: E402
+from conftest import in_loopback_namespace, run_cli  # noqa: E402
+from distributed_s3_child import RANKS  # noqa: E402
 
-RANKS = 3
 HERE = Path(__file__).resolve().parent
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    """Datasets of 60 records (3 ranks share them evenly) in 1, 2 and 7 shards, and of 61 in 2, in one bucket."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+def datasets(tmp_path_factory):
+    """Datasets of 60 records (3 ranks share them evenly) in 1, 2 and 7 shards, and of 61 in 2: {name: folder}."""
     root = tmp_path_factory.mktemp("dist")
     paths = corpus.make_small_jpegs(root / "img", 61, size=(48, 40), seed=5)
-    urls = {}
-    with S3Server() as server:
-        server.bucket("shared")
-        for records, shards in ((60, 1), (60, 2), (60, 7), (61, 2)):
-            listing = root / f"list{records}.txt"
-            listing.write_text("".join(f"{path}\t{index}\n" for index, path in enumerate(paths[:records])))
-            local = root / f"ds{records}-{shards}"
-            run_cli("pack", listing, local, "--shards", shards, "--quiet", "--workers", "2")
-            urls[records, shards] = server.upload_folder(local, "shared", f"ds{records}-{shards}")
-        yield server, urls
+    folders = {}
+    for records, shards in ((60, 1), (60, 2), (60, 7), (61, 2)):
+        listing = root / f"list{records}.txt"
+        listing.write_text("".join(f"{path}\t{index}\n" for index, path in enumerate(paths[:records])))
+        folders[f"ds{records}-{shards}"] = str(root / f"ds{records}-{shards}")
+        run_cli("pack", listing, folders[f"ds{records}-{shards}"], "--shards", shards, "--quiet", "--workers", "2")
+    return folders
 
 
-def test_three_ranks_read_disjoint_complete_equal_epochs(bucket, tmp_path):
-    server, urls = bucket
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux) for a loopback-only namespace")
+def test_three_ranks_read_disjoint_complete_equal_epochs(datasets, tmp_path):
     # (dataset, DataLoader workers, batch size): 1 shard for 3 ranks x 2 workers is fewer shards than consumers
-    setups = [(urls[60, 1], 2, 4), (urls[60, 2], 0, 5), (urls[60, 7], 2, 3), (urls[60, 7], 1, 20), (urls[61, 2], 2, 4)]
+    setups = [("ds60-1", 2, 4), ("ds60-2", 0, 5), ("ds60-7", 2, 3), ("ds60-7", 1, 20), ("ds61-2", 2, 4)]
     out = tmp_path / "epochs.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(RANKS), "--nnodes", "1",
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-               str(HERE / "distributed_reader.py"), str(out), json.dumps(setups)]
-    environment = {**os.environ, **server.environment(), "OMP_NUM_THREADS": "1",
-                   "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
+    result = in_loopback_namespace([sys.executable, str(HERE / "distributed_s3_child.py"), str(out),
+                                    json.dumps(datasets), json.dumps(setups)], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    for entry in json.loads(out.read_text()):
+    entries = json.loads(out.read_text())
+    assert [entry["setup"][1:] for entry in entries] == [[workers, batch] for _, workers, batch in setups]
+    for entry in entries:
         url, workers, batch = entry["setup"]
         ranks = entry["ranks"]
         records = 61 if "ds61" in url else 60
