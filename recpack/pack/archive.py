@@ -69,7 +69,7 @@ def read_located(locations: list[tuple[str, int, int] | None]) -> list[memoryvie
         with open(path, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
             if stop > size:
-                last = max((p for p in positions), key=lambda p: locations[p][1] + locations[p][2])
+                last = max(positions, key=lambda p: locations[p][1] + locations[p][2])
                 raise RecpackError(f"{path}: ends inside the member at byte {locations[last][1]}")
             if stop == start:
                 span = memoryview(b"")
@@ -78,7 +78,7 @@ def read_located(locations: list[tuple[str, int, int] | None]) -> list[memoryvie
                                             flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)))
         for p in positions:
             _, offset, length = locations[p]
-            views[p] = span[offset - base : offset - base + length] if length else memoryview(b"")
+            views[p] = span[offset - base : offset - base + length]
     return views
 
 

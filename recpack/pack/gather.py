@@ -69,6 +69,8 @@ class ShardTask:
 
 @dataclass
 class ShardWritten:
+    """A written shard, for the ledger; and the buckets it read, which may be freed once no other shard needs them."""
+
     note: dict[str, Any]
     keys: list[tuple[str, int, int]]
     buckets: tuple[int, ...]
@@ -99,16 +101,15 @@ class _Gatherer:
     def write(self, task: ShardTask) -> ShardWritten:
         shard = _OpenShard(self.out_dir, task.shard, workers.staging_buffers() or StagingBuffers())
         try:
-            written = 0
             for bucket, first_rank, count in task.buckets:
                 frames = self.frames(bucket, count)
                 low, high = max(task.start - first_rank, 0), min(task.stop - first_rank, count)
+                nbytes = 0
                 for frame in frames[low:high]:
                     if not frame.hole:
                         shard.write(frame, frame.labels if frame.class_id < 0 else self.labels_of_class[frame.class_id])
-                        written += len(frame.image)
-                workers.report_progress(high - low, written)
-                written = 0
+                        nbytes += len(frame.image)
+                workers.report_progress(high - low, nbytes)
             note = shard.close()
         except BaseException as error:
             shard.discard(error)
