@@ -1,7 +1,8 @@
 """Read-ahead: every group whole and in its order, never more bytes ahead than the budget, errors in place."""
 
 import random
-from concurrent.futures import Future
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from hypothesis import given, settings
@@ -72,11 +73,8 @@ class SyncPool:
     def __init__(self, threads, thread_name_prefix=""):
         pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
 
     def submit(self, function, *args):
         if function is readahead._read_run:
@@ -172,3 +170,13 @@ def test_block_reads_only_on_kernels_that_read_whole_blocks():
     assert _kernel_reads_blocks("linux", "5.18.0")
     assert not _kernel_reads_blocks("linux", "5.15.0-91-generic")  # MADV_RANDOM would read 4 KiB per fault
     assert not _kernel_reads_blocks("darwin", "23.1.0")
+
+
+def test_a_reader_pool_shut_down_on_one_of_its_threads_does_not_wait_for_itself():
+    """The garbage collector may close an abandoned read_groups on one of its own pool's threads."""
+    executor = ThreadPoolExecutor(2, thread_name_prefix="recpack-read-test")
+    slow = executor.submit(time.sleep, 0.3)
+    executor.submit(readahead._shut_down, executor, "recpack-read-test").result(timeout=5)  # else "cannot join current thread"
+    assert not slow.done()  # it did not wait there
+    readahead._shut_down(executor, "recpack-read-test")  # from elsewhere, it waits
+    assert slow.done()

@@ -25,6 +25,7 @@ DataLoader workers each worker process has its own read-ahead.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -101,6 +102,16 @@ def _assemble(reads: GroupReads, runs: list[list[Record]]) -> list[Record]:
     return [fetched[key] for key in zip(reads.shards, reads.records)]
 
 
+def _shut_down(executor: ThreadPoolExecutor, prefix: str) -> None:
+    """Shut ``executor`` down, waiting for its threads unless this is one of them.
+
+    Why: a generator abandoned in a reference cycle (an error's traceback holds its frame)
+    is closed by the garbage collector on whichever thread it runs, possibly one of its
+    own pool's, which cannot wait for itself ("cannot join current thread").
+    """
+    executor.shutdown(wait=not threading.current_thread().name.startswith(prefix + "_"), cancel_futures=True)
+
+
 def read_groups(
     plan: EpochPlan,
     readers: Sequence[ShardReader],
@@ -137,33 +148,36 @@ def read_groups(
         return True
 
     held = 0  # bytes submitted and not yet handed on
-    with ThreadPoolExecutor(threads, thread_name_prefix="recpack-read") as pool, \
-            ThreadPoolExecutor(1, thread_name_prefix="recpack-plan") as planner:
-        try:
-            while planned or plan_one():
-                while len(planned) < 2 and plan_one():
-                    pass
-                floor = sum(reads.bytes for reads in list(planned)[:2])
-                limit = budget(ceiling, floor, pace.rate, lead)
-                position = next((i for i, futures in enumerate(reading) if len(futures) < len(planned[i].runs)),
-                                len(planned))
-                # beyond the next two groups, only plans already made: the head is not held up by planning
-                while position < len(planned) or (held < limit and plan_one(wait=False)):
-                    reads, futures = planned[position], reading[position]
-                    size = reads.sizes[len(futures)]
-                    if position > 0 and held + size > limit:
-                        break
-                    futures.append(pool.submit(_read_run, readers, reads.runs[len(futures)], verify))
-                    held += size
-                    position += len(futures) == len(reads.runs)
-                head = planned.popleft()
-                runs = [future.result() for future in reading.popleft()]
-                records = _assemble(head, runs)
-                del runs
-                held -= head.bytes
-                pace.handed(head.bytes)
-                yield records
-                del records
-        finally:
-            for future in [*planning, *(future for futures in reading for future in futures)]:
-                future.cancel()
+    tag = f"{id(planned):x}"  # this call's threads, told apart from any other reader's (see _shut_down)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix=f"recpack-read-{tag}")
+    planner = ThreadPoolExecutor(1, thread_name_prefix=f"recpack-plan-{tag}")
+    try:
+        while planned or plan_one():
+            while len(planned) < 2 and plan_one():
+                pass
+            floor = sum(reads.bytes for reads in list(planned)[:2])
+            limit = budget(ceiling, floor, pace.rate, lead)
+            position = next((i for i, futures in enumerate(reading) if len(futures) < len(planned[i].runs)),
+                            len(planned))
+            # beyond the next two groups, only plans already made: the head is not held up by planning
+            while position < len(planned) or (held < limit and plan_one(wait=False)):
+                reads, futures = planned[position], reading[position]
+                size = reads.sizes[len(futures)]
+                if position > 0 and held + size > limit:
+                    break
+                futures.append(pool.submit(_read_run, readers, reads.runs[len(futures)], verify))
+                held += size
+                position += len(futures) == len(reads.runs)
+            head = planned.popleft()
+            runs = [future.result() for future in reading.popleft()]
+            records = _assemble(head, runs)
+            del runs
+            held -= head.bytes
+            pace.handed(head.bytes)
+            yield records
+            del records
+    finally:
+        for future in [*planning, *(future for futures in reading for future in futures)]:
+            future.cancel()
+        _shut_down(pool, f"recpack-read-{tag}")
+        _shut_down(planner, f"recpack-plan-{tag}")
