@@ -324,8 +324,15 @@ def _hdd(args: argparse.Namespace):
     return Throttle(args.hdd_iops or Throttle.iops, args.hdd_mb_s or Throttle.mb_s)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a bad argument is one line (the error and where help is), not the usage block too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recpack",
         description="Pack image datasets into shuffled, sequentially read RecordIO shards; read, check and measure them.",
     )
