@@ -17,6 +17,14 @@ from .format import manifest as mf
 from .storage.urls import location
 
 
+def _check_root(source) -> None:
+    """A list whose relative paths lie under a folder that is not there is one line, not every file a bad input."""
+    keys = getattr(source, "keys", ())
+    if not os.path.isdir(source.root) and any(not os.path.isabs(key) for key in keys):
+        raise RecpackError(f"{source.root}: no such folder, and the list's paths are relative to it "
+                           "(set it with --root, or the list's '# root:' first line)")
+
+
 def _cmd_pack(args: argparse.Namespace) -> int:
     from .pack.archive import open_input
     from .pack.packer import pack
@@ -29,6 +37,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         raise RecpackError("recpack pack needs SOURCE and OUT (or OUT alone with --shard-range A:B)")
     out = location(args.out, write=True)  # before any work: a URL recpack cannot write is one line, no folder
     source = open_input(args.source, args.root)
+    if not args.engine:  # (an engine's driver may well lack the folder its executors read)
+        _check_root(source)
     options = PackOptions(
         shards=args.shards,
         seed=args.seed,

@@ -389,6 +389,15 @@ def test_bad_list_line_is_one_line_error_without_traceback(tmp_path):
                                      "(a path with spaces needs a tab before its label)")
 
 
+def test_a_missing_root_is_named_in_one_line_and_leaves_no_folder(tmp_path):
+    listing = write_list(tmp_path / "list.txt", ["a/x.jpg 1", "b/y.jpg 0"])
+    result = run_cli("pack", listing, tmp_path / "out", "--root", tmp_path / "gone", check=False)
+    assert result.returncode == 1
+    assert result.stderr == (f"recpack: error: {tmp_path / 'gone'}: no such folder, and the list's paths are relative "
+                             "to it (set it with --root, or the list's '# root:' first line)\n")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
