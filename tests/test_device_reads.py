@@ -5,6 +5,7 @@ small ext4 image on a loop device (``ext4_on_loop``), and are skipped, saying wh
 that cannot be set up.
 """
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -195,7 +196,6 @@ def device_files(folder, count, size=50_000, seed=0):
 
 def buffer_vm_flags(reader: DeviceReader) -> list[str]:
     """The VmFlags (/proc/self/smaps) of the mapping that holds the reader's buffer."""
-    import ctypes
     address = ctypes.addressof(ctypes.c_char.from_buffer(reader._buffer))
     mapping = None
     with open("/proc/self/smaps") as handle:
