@@ -62,7 +62,24 @@ class S3Server:
         return f"s3://{bucket}/{prefix}"
 
 
-class GCSServer:
+class _ServedInThread:
+    """An HTTP server of the standard library, served on a daemon thread for the length of a ``with`` block."""
+
+    def _serve_in_thread(self, server) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class GCSServer(_ServedInThread):
     """``with GCSServer() as server: server.bucket("data")``; ``server.environment()`` points gcsfs at it.
 
     The emulator's own ``Server`` takes a port but never tells which one port 0 became, and its
@@ -107,18 +124,8 @@ class GCSServer:
                 self.close_connection = True
                 return False  # the emulator never sees it
 
-        self._server = _QuietServer(("127.0.0.1", 0), partial(Recording, self.storage))
+        self._serve_in_thread(_QuietServer(("127.0.0.1", 0), partial(Recording, self.storage)))
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "GCSServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
     def environment(self, config_dir: str) -> dict[str, str]:
         """gcsfs's standard places, aimed here: the emulator's endpoint, no GCE metadata probe (it would wait for
@@ -243,7 +250,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             faults.bytes += len(data)
 
 
-class RangeServer:
+class RangeServer(_ServedInThread):
     """``with RangeServer(folder) as server: server.url`` serves ``folder`` at ``http://127.0.0.1:PORT``;
     with ``tls=(certificate, key)`` (files, ``self_signed``) at ``https://127.0.0.1:PORT``."""
 
@@ -259,15 +266,7 @@ class RangeServer:
             context.load_cert_chain(str(tls[0]), str(tls[1]))
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "RangeServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve_in_thread(self._server)
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

@@ -262,10 +262,8 @@ def _pack_in_disk_order(source: Source | ArchiveSource, out_dir: str, options: P
         with ShardLedger(out_dir, options.fsync, notes) as ledger:
             gather(out_dir, store, scattered, options.shards, ledger, labels_of_class, options.workers,
                    show_progress)
-    except BaseException:
+    finally:
         store.close()  # a memory spill's memory is freed; a disk spill stays for a rerun
-        raise
-    store.close()
     store.remove()  # before the manifest: a pack killed after publishing leaves no spill (under --spill-dir) behind
     return publish(out_dir, notes, options, {"description": source.description, "root": source.root}, classes,
                    started, resumed, scattered.processed, scattered.bytes_in, extra_bad=scattered.bad)
