@@ -30,7 +30,8 @@ from recpack.format import manifest as mf
 from recpack.format import stats as contract
 from recpack.format.schema import Payload, pack_payload
 from recpack.measure.stats import _pixels
-from recpack.measure.stats.run import StatsOptions, _measure_record, _Spec, measure_unit, plan_units, run
+from recpack.measure.stats.run import (StatsOptions, _measure_record, _Spec, finer_tail, measure_unit, plan_units,
+                                      run)
 from recpack.measure.stats.summary import mean_std, median_frequency_weights, sample_intervals
 from recpack.measure.stats.tally import Tally, merge
 from recpack.pack.importer import import_rec
@@ -139,6 +140,19 @@ def test_kernel_sums_squares_extremes_histogram_and_average(width, height, seed,
     assert np.array_equal(resized[..., :3], _squash(pixels, side))
     _pixels.measure_rgbx(pixels, width, height, side, resized, histogram, step, True)  # undo
     assert not histogram.any() and not resized[..., :3].any()
+
+
+# The average image's vector pick moves up to 8 outputs out of each 8-pixel window of a row (its last window
+# clamped to the row's end); it stands aside under 8 pixels and past 16 inputs an output (3585 / 224).
+@pytest.mark.parametrize("width", [8, 9, 15, 223, 224, 225, 447, 470, 1791, 3584, 3585])
+def test_average_image_pick_over_widths_around_its_windows(width):
+    side = 224
+    pixels = np.random.default_rng(width).integers(0, 256, (3, width, 4), dtype=np.uint8)
+    histogram, resized = np.zeros((3, 256), np.uint64), np.zeros((side, side, 4), np.uint16)
+    _pixels.measure_rgbx(pixels, width, 3, side, resized, histogram, 7)
+    assert np.array_equal(resized[..., :3], _squash(pixels, side))
+    _pixels.measure_rgbx(pixels, width, 3, side, resized, histogram, 7, True)
+    assert not resized.any()
 
 
 def _moments_of(pixels: np.ndarray) -> tuple[list, list, list, list]:
@@ -319,6 +333,26 @@ def test_plan_covers_every_record_once_and_a_sample_is_seeded():
     assert drawn == [(shard, i) for unit in plan_units(sizes, 50, 3, unit_records=13) for shard, runs in unit
                      for first, stop in runs for i in range(first, stop)]
     assert plan_units(sizes, 10**6, 0) == plan_units(sizes, None, 0)
+
+
+def test_the_last_units_of_a_full_pass_are_finer_and_cover_the_same_records():
+    sizes = [5, 0, 700, 3]
+    plan = plan_units(sizes, None, 0, unit_records=64)
+    finer = finer_tail(plan, workers=2)
+
+    def records(units):
+        return [(shard, i) for unit in units for shard, runs in unit for first, stop in runs for i in range(first, stop)]
+
+    assert records(finer) == records(plan)
+    assert finer[:len(plan) - 4] == plan[:-4]  # only the last 2 x workers units are cut
+    assert [_unit_size(u) for u in finer[len(plan) - 4:]] == [16] * 8 + [15] * 4 + [1] * 3
+    assert finer_tail(plan[:3], workers=4)[0] == ((0, ((0, 2),)),)  # fewer units than that: all of them cut
+    several = [((0, ((0, 5),)), (2, ((0, 3),))), ((2, ((3, 4), (6, 9))),)]  # runs of a sample: left whole
+    assert finer_tail(several, workers=2) == several
+
+
+def _unit_size(unit) -> int:
+    return sum(stop - first for _, runs in unit for first, stop in runs)
 
 
 # --- summaries ----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """``recpack stats``: one pass over a dataset's records on every core, then its statistics into the manifest.
 
 How the work is cut (``plan_units``, pure): runs of consecutive records of one shard,
-at most ``UNIT_RECORDS`` to a unit; a sample is a seeded draw of records without
-replacement, its units taking records from several shards in file order.  Worker
+at most ``UNIT_RECORDS`` to a unit, the last few cut finer (``finer_tail``); a sample
+is a seeded draw of records without replacement, its units taking records from
+several shards in file order.  Worker
 processes (``processes.run_tasks``, the packer's pool) each measure a unit into a
 ``Tally`` and the tallies are merged here as they finish, exactly (``tally``), so the
 order in which units finish changes nothing; the average image's sums stay in memory
@@ -96,6 +97,26 @@ def plan_units(sizes: list[int], sample: int | None, seed: int, unit_records: in
                 parts.append((shard, _runs((chosen[low:high] - starts[shard]).tolist())))
         units.append(tuple(parts))
     return units
+
+
+def finer_tail(units: list[Unit], workers: int, pieces: int = 4) -> list[Unit]:
+    """The same units in the same order, the last 2 x ``workers`` of them that are one run each cut into ``pieces``.
+
+    Workers take units as they free up, so the pass ends with its last unit: whole
+    units (256 records, ~0.4 s a core) left one worker idle for up to that long at the
+    end while the other finished, a few per cent of the pass.  Finer last units let
+    them end together.
+    """
+    head, tail = units[:-2 * workers], units[-2 * workers:]
+    finer: list[Unit] = []
+    for unit in tail:
+        if len(unit) != 1 or len(unit[0][1]) != 1:
+            finer.append(unit)
+            continue
+        ((shard, ((first, stop),)),) = unit
+        step = -(-(stop - first) // pieces)
+        finer.extend(((shard, ((start, min(start + step, stop)),)),) for start in range(first, stop, step))
+    return head + finer
 
 
 def sample_unit_records(sample: int, workers: int) -> int:
@@ -359,6 +380,8 @@ def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, di
     units = plan_units(sizes, options.sample, options.seed,
                        sample_unit_records(options.sample, workers) if sampled else UNIT_RECORDS)
     spec = _Spec(options.mean_size, sampled, manifest.has_masks, options.ignore_index)
+    if not sampled:
+        units = finer_tail(units, workers)
     measured = sum(map(_unit_records, units))
     workers = min(workers, len(units))
     started, cpu_started = time.monotonic(), _cpu_seconds()

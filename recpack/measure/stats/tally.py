@@ -119,6 +119,14 @@ def _sum_images(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None
     return a if b is None else b if a is None else a + b
 
 
+def _counts_added(a: Counter, b: Counter) -> Counter:
+    """a + b in the time of the smaller: Counter's ``+`` walks both, and a pass's merged counts grow with each unit."""
+    larger, smaller = (a, b) if len(a) >= len(b) else (b, a)
+    total = larger.copy()
+    total.update(smaller)
+    return total
+
+
 def merge(a: Tally, b: Tally) -> Tally:
     """The tally of both parts' records, as one pass over them would have made it (exactly)."""
     if a.mean_size != b.mean_size:
@@ -136,13 +144,13 @@ def merge(a: Tally, b: Tally) -> Tally:
         high=[max(x, y) for x, y in zip(a.high, b.high)],
         pixel_histogram=a.pixel_histogram + b.pixel_histogram,
         mean_image=_sum_images(a.mean_image, b.mean_image),
-        widths=a.widths + b.widths,
-        heights=a.heights + b.heights,
-        byte_bins=a.byte_bins + b.byte_bins,
+        widths=_counts_added(a.widths, b.widths),
+        heights=_counts_added(a.heights, b.heights),
+        byte_bins=_counts_added(a.byte_bins, b.byte_bins),
         bytes_total=a.bytes_total + b.bytes_total,
         bytes_low=min((x for x in (a.bytes_low, b.bytes_low) if x is not None), default=None),
         bytes_high=max(a.bytes_high, b.bytes_high),
-        labels=Counter() if labels_overflow else a.labels + b.labels,
+        labels=Counter() if labels_overflow else _counts_added(a.labels, b.labels),
         labels_overflow=labels_overflow,
         mask_pixels=a.mask_pixels + b.mask_pixels,
         mask_image_pixels=a.mask_image_pixels + b.mask_image_pixels,
