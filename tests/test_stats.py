@@ -42,6 +42,8 @@ from recpack.read.decode import Augment, decode_image
 from recpack.read.opening import shard_reader
 
 SIDE = 16  # the average image's side in these tests
+# Every path of the kernel this CPU can run (0 plain C, 1 AVX2), not only the one a pass takes.
+PATHS = list(range(_pixels.best_path() + 1))
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -144,21 +146,22 @@ def test_kernel_sums_squares_extremes_histogram_and_average(width, height, seed,
 
 # The average image's vector pick moves up to 8 outputs out of each 8-pixel window of a row (its last window
 # clamped to the row's end); it stands aside under 8 pixels and past 16 inputs an output (3585 / 224).
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("width", [8, 9, 15, 223, 224, 225, 447, 470, 1791, 3584, 3585])
-def test_average_image_pick_over_widths_around_its_windows(width):
+def test_average_image_pick_over_widths_around_its_windows(width, path):
     side = 224
     pixels = np.random.default_rng(width).integers(0, 256, (3, width, 4), dtype=np.uint8)
     histogram, resized = np.zeros((3, 256), np.uint64), np.zeros((side, side, 4), np.uint16)
-    _pixels.measure_rgbx(pixels, width, 3, side, resized, histogram, 7)
+    _pixels.measure_rgbx(pixels, width, 3, side, resized, histogram, 7, False, path)
     assert np.array_equal(resized[..., :3], _squash(pixels, side))
-    _pixels.measure_rgbx(pixels, width, 3, side, resized, histogram, 7, True)
+    _pixels.measure_rgbx(pixels, width, 3, side, resized, histogram, 7, True, path)
     assert not resized.any()
 
 
-def _moments_of(pixels: np.ndarray) -> tuple[list, list, list, list]:
+def _moments_of(pixels: np.ndarray, path: int) -> tuple[list, list, list, list]:
     height, width = pixels.shape[:2]
     histogram = np.zeros((3, 256), np.uint64)
-    sums, squares, low, high = _pixels.measure_rgbx(pixels, width, height, 0, None, histogram, 1 << 40)
+    sums, squares, low, high = _pixels.measure_rgbx(pixels, width, height, 0, None, histogram, 1 << 40, False, path)
     return list(sums), list(squares), list(low), list(high)
 
 
@@ -168,13 +171,14 @@ def _numpy_moments(pixels: np.ndarray) -> tuple[list, list, list, list]:
             values.max(0).tolist())
 
 
-# Widths around the vector path's 8-pixel blocks (7: no block; 8, 16: whole blocks only; the rest a partial
-# last block), and long rows that cross its flushes of the 16-bit sums (every 257 blocks) within a row.
+# Widths around the vector paths' 8-pixel blocks (7: no block; 8, 16: whole blocks only; the rest a partial
+# last block), and long rows that cross the AVX2 path's flushes of its 16-bit sums (every 257 blocks) within a row.
 LANE_WIDTHS = [1, 7, 8, 9, 13, 16, 17, 31, 470, 2056, 2057, 8 * 257 * 3 + 5]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("width", LANE_WIDTHS)
-def test_kernel_moments_keep_each_channel_in_its_own_lanes(width):
+def test_kernel_moments_keep_each_channel_in_its_own_lanes(width, path):
     """Each channel drawn from its own range (R 0-63, G 96-159, B 192-255, X anything): a value counted in
     another channel's lane moves that channel's sum, squares and extremes away from numpy's."""
     rng = np.random.default_rng(width)
@@ -183,9 +187,9 @@ def test_kernel_moments_keep_each_channel_in_its_own_lanes(width):
     for channel, start in enumerate((0, 96, 192)):
         pixels[..., channel] = rng.integers(start, start + 64, (height, width))
     pixels[..., 3] = rng.integers(0, 256, (height, width))  # X: must count nowhere
-    assert _moments_of(pixels) == _numpy_moments(pixels)
+    assert _moments_of(pixels, path) == _numpy_moments(pixels)
     pixels[..., 3] = 255 - pixels[..., 3]
-    assert _moments_of(pixels) == _numpy_moments(pixels)
+    assert _moments_of(pixels, path) == _numpy_moments(pixels)
     # each channel's extremes at one place each, the rest of the image held inside them
     low, high = pixels.copy(), pixels.copy()
     for channel in range(3):
@@ -193,22 +197,29 @@ def test_kernel_moments_keep_each_channel_in_its_own_lanes(width):
         low[y, x, channel] = 0 if channel else 255  # R's maximum, G's and B's minimum
         high[y, x, channel] = 255 if channel < 2 else 0
     for image in (low, high):
-        assert _moments_of(image) == _numpy_moments(image)
+        assert _moments_of(image, path) == _numpy_moments(image)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("width", [8, 470, 2057, 8 * 257 + 3])
-def test_kernel_moments_do_not_overflow_their_lanes(width):
+def test_kernel_moments_do_not_overflow_their_lanes(width, path):
     """All-255 pixels: every lane of the 16-bit sums and 32-bit squares at its largest, over more blocks than the
     squares' flush period (33025 blocks of 8 pixels: 264,200 pixels and more), so a flush one block late shows."""
     height = -(-33025 * 8 * 5 // 4 // width)  # about 1.25 flush periods of whole and partial blocks
     pixels = np.full((height, width, 4), 255, np.uint8)
-    sums, squares, low, high = _moments_of(pixels)
+    sums, squares, low, high = _moments_of(pixels, path)
     count = width * height
     assert sums == [255 * count] * 3 and squares == [255 * 255 * count] * 3
     assert low == [255] * 3 and high == [255] * 3
     pixels[..., :3] = 254  # and below 255, with X still 255
     pixels[-1, -1, 1] = 3
-    assert _moments_of(pixels) == _numpy_moments(pixels)
+    assert _moments_of(pixels, path) == _numpy_moments(pixels)
+
+
+def test_kernel_refuses_a_path_this_cpu_lacks():
+    pixels = np.zeros((1, 8, 4), np.uint8)
+    with pytest.raises(ValueError, match="path"):
+        _pixels.measure_rgbx(pixels, 8, 1, 0, None, np.zeros((3, 256), np.uint64), 1, False, _pixels.best_path() + 1)
 
 
 def test_streaming_decode_measures_the_pixels_the_reader_decodes(dataset, hostile):
