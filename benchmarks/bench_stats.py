@@ -202,6 +202,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "stats.md"), help="the report (and beside it the "
                         "rounds' raw figures as .json)")
     args = parser.parse_args()
+    args.load_before = " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
     dataset = packed(args.images)
     corpus = ensure_corpus(args.images, 0)
@@ -258,10 +259,10 @@ def report(rounds: list[dict], args, full: dict) -> str:
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {CORES} cores ({cpu}), Python {platform.python_version()}, "
         f"{args.images:,} corpus images (benchmarks/corpus_cache.py), {args.rounds} rounds, contenders alternated; "
-        f"medians. Load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}: the machine was shared "
-        "with other engineers' jobs, so images/s by the wall clock is how much of the cores each contender got; "
-        f"'by CPU' is images per CPU-second of the contender's whole process tree, times {CORES} cores: what it "
-        "would do alone on idle cores.",
+        f"medians. Load average (1/5/15 min) before: {args.load_before}; at the end: {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} (the benchmark's own {CORES} processes count in it). On a shared VM images/s by the wall "
+        "clock is how much of the cores each contender got; 'by CPU' is images per CPU-second of the contender's "
+        f"whole process tree, times {CORES} cores: what it would do alone on idle cores.",
         "",
         "Command: `.venv/bin/python benchmarks/bench_stats.py "
         f"--images {args.images} --rounds {args.rounds} --sample {args.sample} --recipe-images {args.recipe_images}`",
