@@ -352,7 +352,8 @@ def test_the_last_units_of_a_full_pass_are_finer_and_cover_the_same_records():
     finer = finer_tail(plan, workers=2)
 
     def records(units):
-        return [(shard, i) for unit in units for shard, runs in unit for first, stop in runs for i in range(first, stop)]
+        return [(shard, i) for unit in units for shard, runs in unit
+                for first, stop in runs for i in range(first, stop)]
 
     assert records(finer) == records(plan)
     assert finer[:len(plan) - 4] == plan[:-4]  # only the last 2 x workers units are cut

@@ -216,9 +216,9 @@ __attribute__((target("avx2"))) static size_t row_moments_avx2(const unsigned ch
  * name each one (measure_rgbx's path), so the plain one is tested on CPUs that never take it.
  *
  * Tried and dropped: AVX512-VNNI moments (vpdpbusd: x times 1 for the sums, times x - 128 for the
- * squares), 28% faster than AVX2 on long rows alone, made the whole decode 7% slower on this Xeon:
- * its EVEX code uses ymm16-31, which vzeroupper does not clean, likely keeping the core in a slower
- * state through libjpeg's code that follows. */
+ * squares).  28% faster than AVX2 on long rows alone, it made measure_jpeg as a whole 7% slower on an
+ * Ice Lake Xeon (builds alternated in one process), probably the core changing power state each time
+ * the row loop enters AVX-512 code between libjpeg's rows; not investigated further. */
 enum { PATH_PLAIN, PATH_AVX2 };
 
 static int best_path(void) {
@@ -250,8 +250,10 @@ static void row_moments(const unsigned char *row, size_t n, int path, struct mom
  * of the decode (every pixel summed into columns, then side x side boxes per image), where this is
  * side x side loads.
  *
- * Picking an output row's pixels a 4-byte copy at a time was still most of the average image's cost
- * (about 2% of the decode at 224).  The vector path picks them through windows: a window is 8
+ * At 224 the average image costs about 3% of the decode: for each output pixel a pick and the adds of
+ * its channels into 16-bit totals (400 KB, which the cache keeps poorly next to libjpeg's work).  The
+ * vector path picks through windows, 6 instructions for about 4 outputs where a 4-byte copy took 3 an
+ * output (end to end under 1% faster: the adds into the totals cost as much).  A window is 8
  * consecutive input pixels (one 32-byte load) and the next outputs whose columns fall in it, at most
  * 8, moved into place by one vpermd and written with one 32-byte store (the next window's store
  * overwrites what lies past its outputs; picked has 8 pixels of slack).  The windows depend on the
@@ -351,7 +353,8 @@ __attribute__((target("avx2"))) static size_t add_picked_avx2(uint16_t *total, c
     for (i = 0; i + 16 <= n; i += 16) {
         __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(picked + i)));
         __m256i sums = _mm256_loadu_si256((const __m256i *)(total + i));
-        _mm256_storeu_si256((__m256i *)(total + i), undo ? _mm256_sub_epi16(sums, words) : _mm256_add_epi16(sums, words));
+        sums = undo ? _mm256_sub_epi16(sums, words) : _mm256_add_epi16(sums, words);
+        _mm256_storeu_si256((__m256i *)(total + i), sums);
     }
     return i;
 }
@@ -359,9 +362,9 @@ __attribute__((target("avx2"))) static size_t add_picked_avx2(uint16_t *total, c
 
 /* Input row y arrives: every output row whose centre falls in it takes its pixels (modulo 2^16, so
  * that an undo is exact).  In two steps, each a plain loop: the row's side pixels picked into a small
- * buffer, then that buffer widened and added into the totals, AVX2 (or the compiler's vectors) 16 at a time.  A pixel
- * at a time, widening and adding each one, took three times as long, as did AVX2 gathers.  Rows of an
- * image shorter than side repeat: the picked pixels are reused. */
+ * buffer, then that buffer widened and added into the totals 16 at a time (AVX2; else the compiler's
+ * vectors, 8).  A pixel at a time, widening and adding each one, took three times as long, as did AVX2
+ * gathers.  Rows of an image shorter than side repeat: the picked pixels are reused. */
 static void resize_row(struct resize *r, const unsigned char *row, unsigned int y) {
     const unsigned int side = r->side;
     const unsigned char *picked = r->picked;
@@ -495,8 +498,8 @@ static PyObject *measure_rgbx(PyObject *self, PyObject *args) {
     struct pass pass;
     int failed, undo = 0, path = best_path();
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*IIIOOn|pi", &input, &width, &height, &side, &resized_object, &histogram_object, &step,
-                          &undo, &path))
+    if (!PyArg_ParseTuple(args, "y*IIIOOn|pi", &input, &width, &height, &side, &resized_object, &histogram_object,
+                          &step, &undo, &path))
         return NULL;
     if (take_outputs(resized_object, side, &resized, histogram_object, &histogram) < 0)
         goto done;
@@ -699,7 +702,8 @@ static PyMethodDef methods[] = {
     {"measure_jpeg", measure_jpeg, METH_VARARGS,
      "measure_jpeg(data, side, resized, histogram, step, max_pixels, undo=False) -> (width, height, (sums, squares, minima, maxima))"},
     {"measure_rgbx", measure_rgbx, METH_VARARGS,
-     "measure_rgbx(pixels, width, height, side, resized, histogram, step, undo=False, path=best_path()) -> (sums, squares, minima, maxima)"},
+     "measure_rgbx(pixels, width, height, side, resized, histogram, step, undo=False, path=best_path())"
+     " -> (sums, squares, minima, maxima)"},
     {"best_path", best_path_object, METH_NOARGS, "best_path() -> the best path this CPU has: 0 plain C, 1 AVX2"},
     {"histogram", histogram, METH_VARARGS, "histogram(data, pixel_bytes, channels, counts, step=1) -> None; adds into counts"},
     {NULL, NULL, 0, NULL},
