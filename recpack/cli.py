@@ -60,12 +60,11 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         result, _ = pack_to_url(source, out, options, args.staging, show_progress=not args.quiet)
     else:
         result = pack(source, out.root, options, show_progress=not args.quiet)
-    rate = result.processed / max(result.seconds, 1e-9)
-    print(
-        f"packed {_count(result.records, 'image')} into {_count(result.shards, 'shard')} in {out} "
-        f"({result.bytes_out / 1e6:.1f} MB) in {result.seconds:.1f} s: {rate:.0f} images/s, "
-        f"{result.bytes_in / 1e6 / max(result.seconds, 1e-9):.0f} MB/s read"
-    )
+    seconds = max(result.seconds, 1e-9)
+    rates = (f": {result.processed / seconds:.0f} images/s, {result.bytes_in / 1e6 / seconds:.0f} MB/s read"
+             if result.processed else " (no input read by this run: the interrupted run had read them)")
+    print(f"packed {_count(result.records, 'image')} into {_count(result.shards, 'shard')} in {out} "
+          f"({result.bytes_out / 1e6:.1f} MB) in {result.seconds:.1f} s{rates}")
     if (empty := result.shards - result.records) > 0:
         print(f"note: {empty} of the {result.shards} shards {'is' if empty == 1 else 'are'} empty: "
               "fewer good images than --shards")

@@ -380,6 +380,25 @@ def test_a_disk_order_pack_killed_at_any_moment_reruns_to_the_same_bytes(tmp_pat
     assert not [name for name in os.listdir("/dev/shm") if "recpack" in name]
 
 
+def test_a_rerun_that_only_gathers_says_it_read_no_input(tmp_path):
+    """After the first pass, a rerun gathers from the kept spill: the inputs' rate is the interrupted run's,
+    so the rerun's summary line does not quote it as its own."""
+    corpus.make_small_jpegs(tmp_path / "imgs" / "a", 120, size=(96, 72), seed=3)
+    out = tmp_path / "out"
+    command = ["pack", str(tmp_path / "imgs"), str(out), "--shards", "6", "--order", "disk", "--workers", "2",
+               "--spill-memory", "1", "--spill-dir", str(tmp_path / "spills")]
+    process = subprocess.Popen([sys.executable, "-m", "recpack", *command, "--quiet"], start_new_session=True,
+                               stdout=subprocess.DEVNULL)
+    caught = _wait_for(lambda: (out / ".recpack-pack" / "scatter.json").exists(), process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert caught, "the pack ended before its first pass was saved"
+    summary = run_cli(*command, "--quiet").stdout
+    assert "packed 120 images into 6 shards" in summary
+    assert "no input read by this run" in summary and "images/s" not in summary
+    assert "images/s" in run_cli(*command[:2], str(tmp_path / "again"), *command[3:], "--quiet").stdout
+
+
 def test_spill_that_cannot_fit_is_refused_before_anything_is_read(photo_dir, tmp_path, monkeypatch):
     class Tiny:
         f_bavail, f_frsize = 1, 4096

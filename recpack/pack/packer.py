@@ -238,6 +238,7 @@ def _pack_in_disk_order(source: Source | ArchiveSource, out_dir: str, options: P
     resumed = len(notes)
     spill_dir = _spill_dir(out_dir, options, print_hash)
     scattered = load_result(out_dir, spill_dir)
+    read_here = scattered is None  # else the interrupted run read every input: this one only gathers
     if scattered is not None:
         store: spill.SpillStore = spill.DiskSpill(spill_dir, len(scattered.counts))
     else:
@@ -266,7 +267,8 @@ def _pack_in_disk_order(source: Source | ArchiveSource, out_dir: str, options: P
         store.close()  # a memory spill's memory is freed; a disk spill stays for a rerun
     store.remove()  # before the manifest: a pack killed after publishing leaves no spill (under --spill-dir) behind
     return publish(out_dir, notes, options, {"description": source.description, "root": source.root}, classes,
-                   started, resumed, scattered.processed, scattered.bytes_in, extra_bad=scattered.bad)
+                   started, resumed, scattered.processed if read_here else 0, scattered.bytes_in if read_here else 0,
+                   extra_bad=scattered.bad)
 
 
 def _spill_store(estimate: int, spill_dir: str, out_dir: str, options: PackOptions) -> spill.SpillStore:
