@@ -216,7 +216,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
     options = StatsOptions(sample=args.sample, seed=args.seed, mean_size=args.mean_size or None,
                            ignore_index=args.ignore_index, workers=args.workers, progress=not args.quiet)
+    if args.plot:
+        from .measure.stats.plot import check_destination
+
+        check_destination(args.plot)
     result = run(args.dataset, options)
+    manifest_path = os.path.join(args.dataset, mf.MANIFEST_NAME)
+    unsaved = (f"not written to {manifest_path}: it holds a full pass's statistics, which a sample does not "
+               "replace (recpack info shows them)")
     lines = describe(result.stats)
     if args.plot:
         from .measure.stats.plot import write_report
@@ -225,6 +232,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(result.stats, sys.stdout, indent=1)
         print()
+        if not result.saved:
+            print(f"recpack stats: {unsaved}", file=sys.stderr)
         return 0
     computed, failed = result.stats["computed"], result.stats["failed"]
     print("\n".join(lines))
@@ -232,8 +241,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print(f"failed {name}")
     if failed["count"] > 5:
         print(f"failed ... {failed['count'] - 5} more (recpack stats --json names up to {len(failed['records'])})")
-    print(f"written to {os.path.join(args.dataset, mf.MANIFEST_NAME)} in {result.seconds:.1f} s "
-          f"({computed['images_per_s']:,.0f} images/s){f'; report {args.plot}' if args.plot else ''}")
+    took = f"{result.seconds:.1f} s ({computed['images_per_s']:,.0f} images/s)"
+    report = f"; report {args.plot}" if args.plot else ""
+    print(f"written to {manifest_path} in {took}{report}" if result.saved else f"{unsaved}; {took}{report}")
     return 0
 
 

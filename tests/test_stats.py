@@ -493,6 +493,28 @@ def test_cli_stats_json_info_and_plot(tmp_path, dataset, full_stats, capsys):
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "nowhere").exists()
 
 
+def test_a_sample_does_not_replace_a_full_pass_and_bad_options_stop_before_any_pass(tmp_path, dataset, full_stats):
+    copy = _copy(dataset, tmp_path / "copy")
+    manifest = (copy / mf.MANIFEST_NAME).read_bytes()  # holds the full pass's statistics
+    sampled = run_cli("stats", copy, "--sample", 10, "--quiet")
+    assert "not written" in sampled.stdout and "full pass" in sampled.stdout
+    assert (copy / mf.MANIFEST_NAME).read_bytes() == manifest
+    for extra, message in ((["--plot", tmp_path / "nowhere" / "report.png"], "no such folder"),
+                           (["--plot", tmp_path], "a folder"), (["--ignore-index", 255], "no masks")):
+        refused = run_cli("stats", copy, "--quiet", *extra, check=False)
+        assert refused.returncode == 1 and message in refused.stderr and refused.stderr.count("\n") == 1
+        assert (copy / mf.MANIFEST_NAME).read_bytes() == manifest  # a pass would have written it again
+    not_a_folder = run_cli("stats", copy / mf.MANIFEST_NAME, check=False)
+    assert not_a_folder.stderr == f"recpack: error: {copy / mf.MANIFEST_NAME}: a file, not a dataset folder\n"
+    fresh = _copy(dataset, tmp_path / "fresh")
+    data = json.loads((fresh / mf.MANIFEST_NAME).read_text())
+    data["stats"] = None
+    mf.write_json_atomic(str(fresh / mf.MANIFEST_NAME), data, durable=False)
+    kept = run_cli("stats", fresh, "--sample", 10, "--quiet", "--mean-size", 0).stdout
+    assert kept.splitlines()[-1].startswith(f"written to {fresh / mf.MANIFEST_NAME} in ")
+    assert mf.load(str(fresh)).stats["computed"]["method"] == "sample"  # with nothing better, a sample is kept
+
+
 # --- crash safety ---------------------------------------------------------------------------
 
 def _stats_process(dataset_dir, *extra):

@@ -33,6 +33,6 @@ print(f"{count} images in {len(dataset)} batches of {tuple(images.shape[1:])} {i
       f"{count / (time.perf_counter() - started):.0f} images/s")
 PY
 if $recpack bench --help >/dev/null 2>&1; then
-    echo "== 7. measure: raw reads, checksums, decode, from the page cache and cold"
+    echo "== 7. measure: raw reads, checksums, decode, cold (its files evicted from the page cache before each stage)"
     $recpack bench "$dir/packed" --cold
 fi

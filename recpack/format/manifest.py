@@ -168,7 +168,8 @@ def load(dataset_dir: str) -> Manifest:
     """The manifest of a complete dataset, or a clear error saying why there is none."""
     path = os.path.join(dataset_dir, MANIFEST_NAME)
     if not os.path.isdir(dataset_dir):
-        raise IncompleteDatasetError(f"{dataset_dir}: no such dataset folder")
+        what = "a file, not a dataset folder" if os.path.exists(dataset_dir) else "no such dataset folder"
+        raise IncompleteDatasetError(f"{dataset_dir}: {what}")
     if not os.path.exists(path):
         names = os.listdir(dataset_dir)
         if pack_was_interrupted(names):

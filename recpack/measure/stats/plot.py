@@ -7,6 +7,7 @@ statistics can be pictured again without another pass.  matplotlib is optional (
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,12 +19,30 @@ MAX_NAMED_BARS = 40  # up to this many classes get a named bar each
 MAX_CLASS_BARS = 200  # more classes than this are shown as a sorted profile
 
 
-def _figure():
+def check_destination(path: str) -> None:
+    """Refuse, in one line, a report that could not be drawn or written: before a pass, not after it."""
+    _matplotlib()
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise RecpackError(f"--plot {path}: a folder; give the picture's file name (e.g. {path.rstrip('/')}/report.png)")
+    if not os.path.isdir(folder):
+        raise RecpackError(f"--plot {path}: no such folder {folder}")
+    if not os.access(folder, os.W_OK):
+        raise RecpackError(f"--plot {path}: the folder {folder} is not writable")
+
+
+def _matplotlib():
+    """matplotlib's Figure and its Agg canvas, or the one line saying how to install it."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         raise RecpackError("--plot needs matplotlib: pip install 'recpack[plot]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def _figure():
+    Figure, FigureCanvasAgg = _matplotlib()
     figure = Figure(figsize=(15, 10.5), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

@@ -62,9 +62,10 @@ class StatsOptions:
 
 @dataclass(frozen=True)
 class StatsResult:
-    stats: dict[str, Any]  # what went into the manifest
+    stats: dict[str, Any]  # what went into the manifest (or would have: see saved)
     mean_image: np.ndarray | None  # (side, side, 3) float32, 0-1 scale
     seconds: float
+    saved: bool = True  # False: a sample, not written over the full pass's statistics the manifest holds
 
 
 Unit = tuple[tuple[int, tuple[tuple[int, int], ...]], ...]  # (shard, runs of records (first, stop)) per shard it reads
@@ -374,6 +375,8 @@ def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, di
     manifest = mf.load(dataset)
     if manifest.num_records == 0:
         raise RecpackError(f"{dataset}: the dataset holds no records")
+    if options.ignore_index is not None and not manifest.has_masks:
+        raise RecpackError(f"{dataset}: --ignore-index counts out a mask value, and this dataset has no masks")
     sampled = options.sample is not None and options.sample < manifest.num_records
     workers = max(1, options.workers or os.cpu_count() or 1)
     sizes = [shard.records for shard in manifest.shards]
@@ -402,6 +405,11 @@ def compute(dataset: str, options: StatsOptions) -> tuple[mf.Manifest, Tally, di
     return manifest, tally, computed
 
 
+def holds_full_pass(manifest: mf.Manifest) -> bool:
+    """Whether the manifest's statistics come from a pass over every record."""
+    return ((manifest.stats or {}).get("computed") or {}).get("method") == "full"
+
+
 def _mean_image_named(dataset: str) -> str | None:
     """The average image the manifest on disk names (the old one, or the new one if it was saved)."""
     try:
@@ -411,7 +419,12 @@ def _mean_image_named(dataset: str) -> str | None:
 
 
 def run(dataset: str, options: StatsOptions) -> StatsResult:
-    """Compute ``dataset``'s statistics and write them into its manifest (and the average image beside it)."""
+    """Compute ``dataset``'s statistics and write them into its manifest (and the average image beside it).
+
+    A sample's estimates are not written over a full pass's exact statistics: they
+    describe the same records (a new pack writes a manifest without statistics), and
+    ``normalize=True`` would lose precision for nothing.  They are returned unsaved.
+    """
     started = time.monotonic()
     mf.load(dataset)  # a dataset, or its error, before the lock (which would create a missing folder)
     with resume.exclusive(dataset):
@@ -419,6 +432,8 @@ def run(dataset: str, options: StatsOptions) -> StatsResult:
         stats = summarize(tally, label_width=manifest.label_width, has_masks=manifest.has_masks,
                           ignore_index=options.ignore_index, computed=computed, population=manifest.num_records)
         image = mean_image(tally)
+        if computed["method"] == "sample" and holds_full_pass(manifest):
+            return StatsResult(stats, image, time.monotonic() - started, saved=False)
         keep = None
         try:
             if image is not None:
