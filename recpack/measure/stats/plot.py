@@ -24,7 +24,8 @@ def check_destination(path: str) -> None:
     _matplotlib()
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise RecpackError(f"--plot {path}: a folder; give the picture's file name (e.g. {path.rstrip('/')}/report.png)")
+        example = os.path.join(path, "report.png")
+        raise RecpackError(f"--plot {path}: a folder; give the picture's file name (e.g. {example})")
     if not os.path.isdir(folder):
         raise RecpackError(f"--plot {path}: no such folder {folder}")
     if not os.access(folder, os.W_OK):
