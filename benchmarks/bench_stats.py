@@ -199,6 +199,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--recipe-images", type=int, default=2000)
+    parser.add_argument("--interleaved-extra", type=int, default=0, metavar="K",
+                        help="after the rounds, the interleaved contender K more times back to back: the steadiest "
+                             "estimate of the pass's per-image CPU against bare decoding")
     parser.add_argument("--out", default=str(HERE / "results" / "stats.md"), help="the report (and beside it the "
                         "rounds' raw figures as .json)")
     args = parser.parse_args()
@@ -223,11 +226,16 @@ def main() -> int:
             print(f"round {number + 1} {name:12s} {results[name]['rate']:8.1f} images/s "
                   f"({results[name]['seconds']:.2f} s), by CPU time {results[name]['cpu_rate']:8.1f}", flush=True)
         rounds.append(results)
+    extra = []
+    for number in range(args.interleaved_extra):
+        extra.append(interleaved(dataset)["ratio"])
+        print(f"interleaved, extra {number + 1}: {extra[-1]:.3f}", flush=True)
     recpack_stats(dataset)  # a last full pass: its statistics stay in the manifest and go into the report
     full = json.loads((dataset / "recpack.json").read_text())["stats"]
-    text = report(rounds, args, full)
+    text = report(rounds, args, full, extra)
     Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(rounds, indent=1) + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"rounds": rounds, "interleaved_extra": extra},
+                                                              indent=1) + "\n")
     print(text)
     return 0
 
@@ -240,7 +248,7 @@ def _ratios(rounds, top, bottom, key="rate") -> list[float]:
     return [r[top][key] / r[bottom]["rate"] for r in rounds]
 
 
-def report(rounds: list[dict], args, full: dict) -> str:
+def report(rounds: list[dict], args, full: dict, extra: list[float]) -> str:
     fmt = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
     ratios = {
         "pass, wall": _ratios(rounds, "stats", "bare", "pass_rate"),
@@ -265,7 +273,8 @@ def report(rounds: list[dict], args, full: dict) -> str:
         f"whole process tree, times {CORES} cores: what it would do alone on idle cores.",
         "",
         "Command: `.venv/bin/python benchmarks/bench_stats.py "
-        f"--images {args.images} --rounds {args.rounds} --sample {args.sample} --recipe-images {args.recipe_images}`",
+        f"--images {args.images} --rounds {args.rounds} --sample {args.sample} --recipe-images {args.recipe_images}"
+        f"{f' --interleaved-extra {len(extra)}' if extra else ''}`",
         "",
         "| contender | images/s, wall | images/s, by CPU | seconds, wall |",
         "|---|---:|---:|---:|",
@@ -286,6 +295,10 @@ def report(rounds: list[dict], args, full: dict) -> str:
         "",
     ]
     lines += [f"- {name}: **{statistics.median(values):.2f}x** (rounds {fmt(values)})" for name, values in ratios.items()]
+    if extra:
+        lines.append(f"- the same, {len(extra)} more times back to back after the rounds: "
+                     f"**{statistics.median(extra):.3f}x** (range {min(extra):.3f}-{max(extra):.3f}; "
+                     f"{' / '.join(f'{v:.3f}' for v in extra)})")
     lines += [
         "",
         f"recpack stats' pass / the torchvision recipe: {statistics.median(recipe_wall):.1f}x by the wall clock "
