@@ -143,11 +143,12 @@ def _children_cpu() -> float:
 # --- recpack stats ----------------------------------------------------------------------------
 
 def recpack_stats(dataset: Path, *extra: str) -> dict:
+    """One run of the command; its figures from its own --json output (a sample is not written over a full pass)."""
     started, cpu_started = time.perf_counter(), _children_cpu()
-    subprocess.run([str(RECPACK_PYTHON), "-m", "recpack", "stats", str(dataset), "--quiet", *extra],
-                   check=True, stdout=subprocess.DEVNULL)
+    out = subprocess.run([str(RECPACK_PYTHON), "-m", "recpack", "stats", str(dataset), "--quiet", "--json", *extra],
+                         check=True, capture_output=True, text=True).stdout
     seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_started
-    computed = json.loads((dataset / "recpack.json").read_text())["stats"]["computed"]
+    computed = json.loads(out)["computed"]
     images = computed["records"]
     return {"images": images, "seconds": seconds, "rate": images / seconds, "cpu_rate": images / cpu * CORES,
             "pass_seconds": computed["seconds"], "pass_rate": images / computed["seconds"],
