@@ -383,7 +383,8 @@ def test_a_disk_order_pack_killed_at_any_moment_reruns_to_the_same_bytes(tmp_pat
 def test_a_rerun_that_only_gathers_says_it_read_no_input(tmp_path):
     """After the first pass, a rerun gathers from the kept spill: the inputs' rate is the interrupted run's,
     so the rerun's summary line does not quote it as its own."""
-    corpus.make_small_jpegs(tmp_path / "imgs" / "a", 120, size=(96, 72), seed=3)
+    corpus.make_small_jpegs(tmp_path / "imgs" / "a", 150, size=(96, 72), seed=3)  # as many as the kill test: its
+    corpus.make_small_jpegs(tmp_path / "imgs" / "b", 150, size=(96, 72), seed=4)  # second pass lasts long enough
     out = tmp_path / "out"
     command = ["pack", str(tmp_path / "imgs"), str(out), "--shards", "6", "--order", "disk", "--workers", "2",
                "--spill-memory", "1", "--spill-dir", str(tmp_path / "spills")]
@@ -394,7 +395,7 @@ def test_a_rerun_that_only_gathers_says_it_read_no_input(tmp_path):
     process.wait()
     assert caught, "the pack ended before its first pass was saved"
     summary = run_cli(*command, "--quiet").stdout
-    assert "packed 120 images into 6 shards" in summary
+    assert "packed 300 images into 6 shards" in summary
     assert "no input read by this run" in summary and "images/s" not in summary
     assert "images/s" in run_cli(*command[:2], str(tmp_path / "again"), *command[3:], "--quiet").stdout
 
