@@ -128,7 +128,8 @@ def interleaved(dataset: Path) -> dict:
     """The pass's per-image CPU against bare decoding's, interleaved shard by shard: one process per core."""
     shards = len(json.loads((dataset / "recpack.json").read_text())["shards"])
     with ProcessPoolExecutor(CORES) as pool:
-        results = list(pool.map(_interleave_shards, [(str(dataset), list(range(c, shards, CORES))) for c in range(CORES)]))
+        parts = [(str(dataset), list(range(c, shards, CORES))) for c in range(CORES)]
+        results = list(pool.map(_interleave_shards, parts))
     bare_cpu, stats_cpu, count = (sum(values) for values in zip(*results))
     return {"images": count, "seconds": stats_cpu / CORES, "rate": count / stats_cpu * CORES,
             "cpu_rate": count / stats_cpu * CORES, "bare_cpu_rate": count / bare_cpu * CORES,

@@ -130,7 +130,8 @@ def fault(path: str, mode: str, kind: str) -> dict:
         except Exception as caught:  # noqa: BLE001 -- reported to the test, which checks its type and words
             seconds = time.monotonic() - started
             error, handover = f"{type(caught).__name__}: {caught}", in_handover(caught)
-            del caught, iterator  # (its traceback holds the iterator) shuts the workers and torch's SIGCHLD handler down
+            # dropping both at once (the traceback holds the iterator) shuts the workers and torch's SIGCHLD handler down
+            del caught, iterator
     except RuntimeError as late:  # that handler, raising at any point, reported the dead worker again first
         seconds = time.monotonic() - started
         error = error or f"{type(late).__name__}: {late}"

@@ -175,8 +175,9 @@ def test_block_reads_only_on_kernels_that_read_whole_blocks():
 def test_a_reader_pool_shut_down_on_one_of_its_threads_does_not_wait_for_itself():
     """The garbage collector may close an abandoned read_groups on one of its own pool's threads."""
     executor = ThreadPoolExecutor(2, thread_name_prefix="recpack-read-test")
-    slow = executor.submit(time.sleep, 0.3)
-    executor.submit(readahead._shut_down, executor, "recpack-read-test").result(timeout=5)  # else "cannot join current thread"
+    slow = executor.submit(time.sleep, 2.0)  # long enough that a loaded machine still shuts down before it ends
+    shutting = executor.submit(readahead._shut_down, executor, "recpack-read-test")
+    shutting.result(timeout=5)  # else "cannot join current thread"
     assert not slow.done()  # it did not wait there
     readahead._shut_down(executor, "recpack-read-test")  # from elsewhere, it waits
     assert slow.done()

@@ -63,8 +63,9 @@ def run(function: Callable[[Task], Outcome], tasks: Iterable[Task], workers: int
     """Run tasks on the packer's worker processes (``processes.run_tasks``); yield each outcome as its task finishes.
 
     ``total`` is the images the tasks will report, for the progress bar (None:
-    unknown); ``shared``, what every task needs, reaches each worker once (``shared()``).  On Linux the workers are forked, before this process has any thread
-    or LMDB handle (the caller opens the key index after the first outcome).  A
+    unknown); ``shared``, what every task needs, reaches each worker once
+    (``shared()``).  On Linux the workers are forked, before this process has any
+    thread or LMDB handle (the caller opens the key index after the first outcome).  A
     worker that dies ends the pack with a PackError at once; however the run ends,
     the workers are killed (``run_tasks`` says why).
     """
